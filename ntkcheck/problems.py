@@ -1,0 +1,143 @@
+"""The QP family of DESIGN.md §1: N least-squares instances, stacked.
+
+    F(X) = Σ_i ½‖M_i x_i − y_i‖²,        ∇F(X)_i = M_iᵀ(M_i x_i − y_i),      β_i = ‖M_i‖₂²
+
+M_i is b×d with i.i.d. N(0, 1) entries and every column scaled to unit ℓ2 norm; x*_i ~ N(0, I_d) and
+y_i = M_i x*_i, so the system is consistent and F* = 0. X_0 = 0. X has shape (N, d), Y shape (N, b).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ntkcheck.io import read_arrays
+
+SPLITS = {"train": 0, "test": 1}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """N instances (M_i, y_i) with their smoothness constants β_i = ‖M_i‖₂²."""
+
+    M: torch.Tensor  # (N, b, d)
+    Y: torch.Tensor  # (N, b)
+    beta: torch.Tensor  # (N,)
+    x_star: torch.Tensor | None = None  # (N, d), the generating solution when known
+
+    @property
+    def N(self) -> int:
+        return self.M.shape[0]
+
+    @property
+    def b(self) -> int:
+        return self.M.shape[1]
+
+    @property
+    def d(self) -> int:
+        return self.M.shape[2]
+
+    def to(self, device=None, dtype=None) -> "Problem":
+        move = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
+        return Problem(move(self.M), move(self.Y), move(self.beta), move(self.x_star))
+
+    def X0(self) -> torch.Tensor:
+        """The initial iterate X_0 = 0."""
+        return self.M.new_zeros(self.N, self.d)
+
+
+def residual(problem: Problem, X: torch.Tensor) -> torch.Tensor:
+    """r(X) = M X − Y, per instance: r_i = M_i x_i − y_i, shape (N, b)."""
+    return torch.einsum("nbd,nd->nb", problem.M, X) - problem.Y
+
+
+def objective_per_instance(problem: Problem, X: torch.Tensor) -> torch.Tensor:
+    """f_i(x_i) = ½‖M_i x_i − y_i‖², shape (N,)."""
+    return 0.5 * residual(problem, X).square().sum(-1)
+
+
+def objective(problem: Problem, X: torch.Tensor) -> torch.Tensor:
+    """F(X) = Σ_i ½‖M_i x_i − y_i‖² (a sum over instances, as in the paper)."""
+    return objective_per_instance(problem, X).sum()
+
+
+def gradient(problem: Problem, X: torch.Tensor) -> torch.Tensor:
+    """∇F(X)_i = M_iᵀ(M_i x_i − y_i), shape (N, d)."""
+    return torch.einsum("nbd,nb->nd", problem.M, residual(problem, X))
+
+
+def smoothness(M: torch.Tensor) -> torch.Tensor:
+    """β_i = ‖M_i‖₂² = λ_max(M_iᵀM_i), computed in float64 and returned in M's dtype."""
+    return torch.linalg.matrix_norm(M.double(), ord=2).square().to(M.dtype)
+
+
+def from_tensors(M, Y, x_star=None) -> Problem:
+    """A Problem from user-given M (N, b, d) and Y (N, b); β_i is computed from M.
+
+    Accepts torch tensors or numpy arrays. A single instance (M of shape (b, d), Y of shape (b,)) is
+    promoted to N = 1.
+    """
+    M, Y = torch.as_tensor(M), torch.as_tensor(Y)
+    x_star = None if x_star is None else torch.as_tensor(x_star)
+    if M.ndim == 2:
+        M, Y = M[None], Y[None]
+        x_star = None if x_star is None else x_star[None]
+    if M.ndim != 3:
+        raise ValueError(f"M must have shape (N, b, d) or (b, d) (got {tuple(M.shape)})")
+    N, b, d = M.shape
+    if tuple(Y.shape) != (N, b):
+        raise ValueError(f"Y must have shape (N, b) = ({N}, {b}) to match M (got {tuple(Y.shape)})")
+    if x_star is not None and tuple(x_star.shape) != (N, d):
+        raise ValueError(f"x_star must have shape (N, d) = ({N}, {d}) (got {tuple(x_star.shape)})")
+    if not (torch.isfinite(M).all() and torch.isfinite(Y).all()):
+        raise ValueError("M and Y must be finite")
+    dtype = M.dtype if M.is_floating_point() else torch.float64
+    M, Y = M.to(dtype), Y.to(dtype)
+    beta = smoothness(M)
+    if not (beta > 0).all():
+        raise ValueError("every M_i must be non-zero (β_i = ‖M_i‖₂² > 0)")
+    return Problem(M, Y, beta, None if x_star is None else x_star.to(dtype))
+
+
+def generate(N: int, d: int, b: int, seed: int, split: str = "train") -> Problem:
+    """Draw the paper's QP family in float64, reproducibly.
+
+    The train and test sets of one seed come from independent streams
+    (``numpy.random.SeedSequence([seed, split])``), so they never share instances by construction.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split]]))
+    M = rng.standard_normal((N, b, d))
+    M /= np.linalg.norm(M, axis=1, keepdims=True)  # unit-norm columns
+    x_star = rng.standard_normal((N, d))
+    Y = np.einsum("nbd,nd->nb", M, x_star)
+    return from_tensors(torch.from_numpy(M), torch.from_numpy(Y), torch.from_numpy(x_star))
+
+
+def load(path: str | Path) -> Problem:
+    """Read M, Y (and optionally x_star) from a ``.npz`` or a ``.pt`` file (a dict of arrays)."""
+    arrays = read_arrays(path)
+    missing = {"M", "Y"} - set(arrays)
+    if missing:
+        raise ValueError(f"{path} must contain arrays named M and Y (missing: {', '.join(sorted(missing))})")
+    return from_tensors(arrays["M"], arrays["Y"], arrays.get("x_star"))
+
+
+def save(problem: Problem, path: str | Path) -> None:
+    """Write a problem as ``.npz`` (M, Y, x_star) so that :func:`load` reads it back exactly."""
+    arrays = {"M": problem.M.cpu().numpy(), "Y": problem.Y.cpu().numpy()}
+    if problem.x_star is not None:
+        arrays["x_star"] = problem.x_star.cpu().numpy()
+    np.savez(path, **arrays)
+
+
+def gd_trajectory(problem: Problem, T: int, step_scale: float = 1.0) -> list[torch.Tensor]:
+    """Plain GD with step ``step_scale``/β_i from X_0 = 0: X_t = X_{t−1} − (s/β_i)∇F(X_{t−1})."""
+    X = problem.X0()
+    path = [X]
+    for _ in range(T):
+        X = X - (step_scale / problem.beta)[:, None] * gradient(problem, X)
+        path.append(X)
+    return path
