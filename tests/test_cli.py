@@ -1,0 +1,115 @@
+"""The command line: every invalid input exits 2 with one line naming the parameter; runs resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from ntkcheck.cli import main
+
+TINY = ["--N", "2", "--d", "6", "--b", "4", "--width", "8", "--T", "3", "--e", "3"]
+
+
+def ntkcheck(*args, cwd=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "ntkcheck.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    ("args", "param"),
+    [
+        (["--width", "0"], "--width"),
+        (["--width", "-3"], "--width"),
+        (["--width", "abc"], "--width"),
+        (["--T", "0"], "--T"),
+        (["--b", "40"], "--b"),  # b > d = 32
+        (["--b", "0"], "--b"),
+        (["--e", "0"], "--e"),
+        (["--e", "-1"], "--e"),
+        (["--lr", "0"], "--lr"),
+        (["--lr", "-1e-3"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--device", "tpu"], "--device"),
+        (["--dtype", "float16"], "--dtype"),
+        (["--optimizer", "rmsprop"], "--optimizer"),
+        (["--problem-file", "/nonexistent.npz"], "--problem-file"),
+        (["--resume"], "--resume"),
+    ],
+)
+def test_invalid_input_exits_2_with_one_line_naming_the_parameter(args, param, tmp_path, capsys):
+    code = main(["train", *args, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert param in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
+    result = ntkcheck("train", "--width", "0", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "--width" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
+def test_cuda_asked_but_absent(tmp_path):
+    result = ntkcheck("train", *TINY, "--device", "cuda", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "--device" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = ntkcheck("train", *TINY, "--iters", "1", "--out", str(blocker / "run"))
+    assert result.returncode == 2 and "--out" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_corrupt_checkpoint(tmp_path):
+    work = tmp_path / "run.partial"
+    work.mkdir()
+    (work / "checkpoint.pt").write_bytes(b"this is not a checkpoint")
+    result = ntkcheck("train", *TINY, "--resume", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "--resume" in result.stderr and "corrupt" in result.stderr
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    assert ntkcheck("train", *TINY, "--iters", "1", "--out", str(tmp_path / "run")).returncode == 0
+    again = ntkcheck("train", *TINY, "--iters", "1", "--out", str(tmp_path / "run"))
+    assert again.returncode == 2 and "--out" in again.stderr
+
+
+def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
+    """SIGKILL (no chance to clean up) part-way, then --resume: the metrics equal an uninterrupted run's."""
+    args = [*TINY, "--iters", "1500", "--checkpoint-every", "20", "--init", "random", "--lr", "1e-3"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ntkcheck.cli", "train", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed.partial" / "checkpoint.pt"
+    deadline = time.time() + 60
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before it could be killed")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and checkpoint.exists()
+
+    resumed = ntkcheck("train", *args, "--out", str(out), "--resume", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = ntkcheck("train", *args, "--out", str(tmp_path / "whole"), timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    a = pd.read_parquet(out / "metrics.parquet").drop(columns="run_id")
+    b = pd.read_parquet(tmp_path / "whole" / "metrics.parquet").drop(columns="run_id")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_help_lists_the_options():
+    result = ntkcheck("train", "--help")
+    assert result.returncode == 0
+    for option in ("--width", "--T", "--lr", "--resume", "--device", "--dtype", "--on-divergence"):
+        assert option in result.stdout

@@ -1,0 +1,147 @@
+"""The trainer: it lowers the loss, is deterministic, survives interruption, and records divergence."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ntkcheck import problems
+from ntkcheck.config import TrainConfig
+from ntkcheck.train import Interrupted, train
+
+TINY = dict(N=3, d=8, b=6, width=16, T=5, e=5.0, lr=1e-4, checkpoint_every=3)
+
+
+def wide(result):
+    return result.metrics.pivot(index="iteration", columns="quantity", values="value")
+
+
+def test_training_lowers_the_objective_on_the_small_configuration(tmp_path):
+    # The paper's small configuration (N=32, 32×25, n=1024, T=20, e=50, η=1e-7), a few iterations.
+    result = train(TrainConfig(iters=4, dtype="float32"), tmp_path / "run")
+    F = wide(result)["F_T"]
+    assert result.status == "completed"
+    assert (np.diff(F.to_numpy()) < 0).all(), F
+    assert F.iloc[-1] < 0.9 * F.iloc[0]
+
+
+def test_iteration_zero_is_gd_and_gain_is_measured_against_it(tmp_path):
+    cfg = TrainConfig(**TINY, iters=3)
+    m = wide(train(cfg, tmp_path / "run"))
+    problem = problems.generate(cfg.N, cfg.d, cfg.b, cfg.seed)
+    F_gd = float(problems.objective(problem, problems.gd_trajectory(problem, cfg.T)[-1]))
+    assert m.loc[0, "F_T"] == pytest.approx(F_gd, rel=1e-14)
+    assert m.loc[0, "gain"] == pytest.approx(0.0, abs=1e-14)
+    np.testing.assert_allclose(m["gain"], (F_gd - m["F_T"]) / F_gd, rtol=1e-12, atol=1e-15)
+    # P ≡ 1 at the deterministic initialisation, and inner-layer gradients vanish (W_L = 0).
+    assert m.loc[0, "P_min"] == m.loc[0, "P_max"] == 1.0
+    assert m.loc[0, "grad_norm/W1"] == 0.0 and m.loc[0, "grad_norm/W2"] == 0.0
+    assert m.loc[0, "grad_norm/W3"] > 0
+
+
+def test_sgd_update_and_drift_metrics_follow_their_definitions(tmp_path):
+    """W_1 = W_0 − η∇W_0 for plain SGD, so ‖W_1 − W_0‖ = η‖∇W_0‖ in every layer."""
+    cfg = TrainConfig(**TINY, iters=2, init="random")
+    m = wide(train(cfg, tmp_path / "run"))
+    for name in ("W1", "W2", "W3"):
+        assert m.loc[0, f"drift/{name}"] == 0.0
+        assert m.loc[1, f"drift/{name}"] == pytest.approx(cfg.lr * m.loc[0, f"grad_norm/{name}"], rel=1e-10)
+
+
+def test_two_runs_with_one_seed_are_identical(tmp_path):
+    cfg = TrainConfig(**TINY, iters=6, init="random")
+    a, b = train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
+    pd.testing.assert_frame_equal(a.metrics.drop(columns="run_id"), b.metrics.drop(columns="run_id"))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_interrupt_and_resume_gives_the_uninterrupted_numbers(tmp_path, optimizer):
+    cfg = TrainConfig(**TINY, iters=10, optimizer=optimizer)
+    whole = train(cfg, tmp_path / "whole")
+
+    def interrupt(k, metrics):
+        if k == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "cut", callback=interrupt)
+    assert not (tmp_path / "cut").exists() and (tmp_path / "cut.partial" / "checkpoint.pt").exists()
+    resumed = train(cfg, tmp_path / "cut", resume=True)
+    pd.testing.assert_frame_equal(whole.metrics.drop(columns="run_id"), resumed.metrics.drop(columns="run_id"))
+    saved_whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["params"]
+    saved_cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["params"]
+    for name in saved_whole:
+        assert torch.equal(saved_whole[name], saved_cut[name])
+
+
+def test_resume_may_extend_the_number_of_iterations_but_not_change_the_model(tmp_path):
+    cfg = TrainConfig(**TINY, iters=6)
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "run", callback=lambda k, m: (_ for _ in ()).throw(KeyboardInterrupt) if k == 2 else None)
+    from ntkcheck.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--width"):
+        train(cfg.replace(width=32), tmp_path / "run", resume=True)
+    longer = train(cfg.replace(iters=9), tmp_path / "run", resume=True)
+    assert wide(longer).index.max() == 9
+
+
+def test_run_folder_layout(tmp_path):
+    cfg = TrainConfig(**TINY, iters=2)
+    result = train(cfg, tmp_path / "run")
+    folder = tmp_path / "run"
+    assert {p.name for p in folder.iterdir()} >= {"config.json", "metrics.parquet", "metrics.csv",
+                                                  "checkpoint.pt", "report.json"}
+    saved = json.loads((folder / "config.json").read_text())
+    assert TrainConfig.from_dict(saved["config"]) == cfg
+    assert "torch" in saved["versions"]
+    on_disk = pd.read_parquet(folder / "metrics.parquet")
+    pd.testing.assert_frame_equal(on_disk, result.metrics)
+    assert list(on_disk.columns) == ["run_id", "iteration", "quantity", "value"]
+    assert json.loads((folder / "report.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_divergence_is_recorded_not_raised(tmp_path, policy):
+    # η = 1e300 sends the weights to ~1e300: the next backward pass overflows to Inf/NaN.
+    cfg = TrainConfig(**{**TINY, "lr": 1e300}, iters=4, init="random", on_divergence=policy)
+    result = train(cfg, tmp_path / "run")
+    m = wide(result)
+    first_bad = int(m.index[m["diverged"] > 0][0])
+    assert first_bad >= 1
+    if policy == "stop":
+        assert result.status == "diverged" and m.index.max() == first_bad
+    else:
+        assert result.status == "completed" and m.index.max() == cfg.iters
+        # a skipped update leaves the weights where they were, so every later iteration is the same
+        assert (m.loc[first_bad:, "diverged"] == 1).all()
+        assert m.loc[first_bad:, "drift/W3"].nunique() == 1
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["diverged_iterations"][0] == first_bad
+
+
+def test_user_given_problem_and_weights_are_used_exactly(tmp_path):
+    problem = problems.generate(2, 7, 5, seed=123)
+    problems.save(problem, tmp_path / "qp.npz")
+    from ntkcheck import init as inits
+
+    weights = inits.random((2, 16), seed=9)
+    torch.save(weights, tmp_path / "w.pt")
+    cfg = TrainConfig(width=16, T=4, iters=1, problem_file=str(tmp_path / "qp.npz"), init_file=str(tmp_path / "w.pt"))
+    result = train(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert (saved["N"], saved["d"], saved["b"]) == (2, 7, 5)
+    from ntkcheck.model import build
+
+    with torch.no_grad():
+        X_T = build((2, 16), weights).unroll(problem, 4).X[-1]
+    assert wide(result).loc[0, "F_T"] == pytest.approx(float(problems.objective(problem, X_T)), rel=1e-14)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_and_cpu_agree_in_float64(tmp_path):
+    cfg = TrainConfig(**TINY, iters=3, init="random")
+    cpu = wide(train(cfg.replace(device="cpu"), tmp_path / "cpu"))
+    gpu = wide(train(cfg.replace(device="cuda"), tmp_path / "gpu"))
+    np.testing.assert_allclose(gpu["F_T"], cpu["F_T"], rtol=1e-10)
