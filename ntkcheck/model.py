@@ -19,7 +19,10 @@ import torch
 from torch import nn
 
 from ntkcheck import init as inits
+from ntkcheck.angular import wide_readout
 from ntkcheck.problems import Problem, gradient
+
+WIDE_LAYERS = ("auto", "dense", "angular")
 
 
 @dataclass
@@ -37,12 +40,24 @@ class MathL2O(nn.Module):
 
     Parameters are named as in the paper: ``W1..WL`` of shape (in, out), and ``b1..bL`` when
     ``bias=True``. ``widths`` are the hidden widths n_1..n_{L−1}; the paper's model is (2, n).
+
+    ``wide_layer`` chooses how layer L−1 and the readout are evaluated inside :meth:`unroll`:
+    ``angular`` uses the exact prefix-sum form of :mod:`ntkcheck.angular` (needs a 2-D, bias-free
+    input to layer L−1), ``dense`` forms G_{L−1} (R×n), ``auto`` takes ``angular`` whenever it applies.
+    Both give the same numbers; :meth:`features` always returns the dense G_ℓ.
     """
 
-    def __init__(self, widths, *, bias: bool = False, detach: bool = True, step_scale: float = 1.0):
+    def __init__(self, widths, *, bias: bool = False, detach: bool = True, step_scale: float = 1.0,
+                 wide_layer: str = "auto"):
         super().__init__()
         self.widths = tuple(int(w) for w in widths)
         self.bias, self.detach, self.step_scale = bias, detach, step_scale
+        if wide_layer not in WIDE_LAYERS:
+            raise ValueError(f"wide_layer must be one of {', '.join(WIDE_LAYERS)} (got {wide_layer!r})")
+        fits = not bias and (self.widths[:-1] or (2,))[-1] == 2
+        if wide_layer == "angular" and not fits:
+            raise ValueError("wide_layer='angular' needs a bias-free wide layer with a 2-D input; use dense")
+        self.angular = fits and wide_layer != "dense"
         for ell, (fan_in, out) in enumerate(inits.layer_shapes(self.widths), start=1):
             self.register_parameter(f"W{ell}", nn.Parameter(torch.zeros(fan_in, out, dtype=torch.float64)))
             if bias:
@@ -65,10 +80,10 @@ class MathL2O(nn.Module):
 
     # -- the network φ_W, on rows z ∈ R² ---------------------------------------------------------
 
-    def features(self, Z: torch.Tensor) -> list[torch.Tensor]:
-        """G_1..G_{L−1} for input rows Z (R, 2): G_ℓ = ReLU(G_{ℓ−1} W_ℓ + b_ℓ)."""
+    def features(self, Z: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """G_1..G_upto (default upto = L−1) for input rows Z (R, 2): G_ℓ = ReLU(G_{ℓ−1} W_ℓ + b_ℓ)."""
         G, out = Z, []
-        for ell in range(1, self.L):
+        for ell in range(1, (self.L - 1 if upto is None else upto) + 1):
             W, b = self.layer(ell)
             G = torch.relu(G @ W if b is None else G @ W + b)
             out.append(G)
@@ -82,7 +97,19 @@ class MathL2O(nn.Module):
 
     def step_size(self, Z: torch.Tensor) -> torch.Tensor:
         """P = 2σ(φ_W(z)) for rows Z (R, 2)."""
-        return self.readout(self.features(Z)[-1])
+        return self.step_size_and_activity(Z)[0]
+
+    def step_size_and_activity(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """P for rows Z, and the share of active ReLUs in the wide layer (a detached scalar)."""
+        if not self.angular:
+            G_last = self.features(Z)[-1]
+            return self.readout(G_last), (G_last.detach() > 0).double().mean()
+        h = self.features(Z, upto=self.L - 2)[-1] if self.L > 2 else Z
+        W, _ = self.layer(self.L - 1)
+        w_out, b_out = self.layer(self.L)
+        phi, active = wide_readout(h, W, w_out[:, 0])
+        share = active.detach().double().sum() / (active.numel() * W.shape[1])
+        return 2.0 * torch.sigmoid(phi if b_out is None else phi + b_out), share
 
     # -- the optimiser -------------------------------------------------------------------------------
 
@@ -112,13 +139,13 @@ class MathL2O(nn.Module):
         for t in range(1, T + 1):
             grad = gradient(problem, X)
             Z = self.inputs(problem, X, grad) if inputs is None else inputs[t - 1]
-            G_last = self.features(Z)[-1]
-            P = self.readout(G_last).reshape(X.shape)
+            P, share = self.step_size_and_activity(Z)
+            P = P.reshape(X.shape)
             X = X - step * P * grad
             traj.X.append(X)
             traj.P.append(P)
             if record_active:
-                traj.active.append((G_last.detach() > 0).double().mean())
+                traj.active.append(share)
         return traj
 
     @torch.no_grad()
@@ -133,7 +160,9 @@ class MathL2O(nn.Module):
         return self.features(self.inputs(problem, X))
 
 
-def build(widths, params: dict, *, bias=False, detach=True, step_scale=1.0, device=None, dtype=torch.float64):
+def build(widths, params: dict, *, bias=False, detach=True, step_scale=1.0, wide_layer="auto", device=None,
+          dtype=torch.float64):
     """A MathL2O with the given weights, on ``device`` in ``dtype``."""
-    model = MathL2O(widths, bias=bias, detach=detach, step_scale=step_scale).load_weights(params)
+    model = MathL2O(widths, bias=bias, detach=detach, step_scale=step_scale, wide_layer=wide_layer)
+    model = model.load_weights(params)
     return model.to(device=device, dtype=dtype)

@@ -70,8 +70,9 @@ def gradient(problem: Problem, X: torch.Tensor) -> torch.Tensor:
 
 
 def smoothness(M: torch.Tensor) -> torch.Tensor:
-    """β_i = ‖M_i‖₂² = λ_max(M_iᵀM_i), computed in float64 and returned in M's dtype."""
-    return torch.linalg.matrix_norm(M.double(), ord=2).square().to(M.dtype)
+    """β_i = ‖M_i‖₂² = λ_max(M_i M_iᵀ) (the b×b side, b ≤ d), in float64, returned in M's dtype."""
+    M64 = M.double()
+    return torch.linalg.eigvalsh(M64 @ M64.mT)[..., -1].to(M.dtype)
 
 
 def from_tensors(M, Y, x_star=None) -> Problem:
@@ -108,6 +109,8 @@ def generate(N: int, d: int, b: int, seed: int, split: str = "train") -> Problem
     The train and test sets of one seed come from independent streams
     (``numpy.random.SeedSequence([seed, split])``), so they never share instances by construction.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)} (got {split!r})")
     rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split]]))
     M = rng.standard_normal((N, b, d))
     M /= np.linalg.norm(M, axis=1, keepdims=True)  # unit-norm columns

@@ -1,0 +1,62 @@
+"""The wide layer of Math-L2O by angular prefix sums: exact, O((R + n)·log n) time, O(R + n) memory.
+
+The wide layer L−1 sees a 2-D, bias-free input h ∈ R² per row and feeds the readout W_L:
+
+    φ(h) = Σ_c W_L[c] · ReLU(h · w_c),        w_c = column c of W_{L−1} ∈ R^{2×n}
+
+Column c is active (h·w_c > 0) exactly when its angle θ_c lies strictly within π/2 of the angle ψ of h.
+With the coefficient vectors a_c = W_L[c]·w_c ∈ R², the layer is
+
+    φ(h) = h · S(h),        S(h) = Σ_{c : |θ_c − ψ| < π/2 (mod 2π)} a_c,
+
+and S(h) is a difference of two prefix sums of the a_c sorted by angle (the arc is contiguous once the
+sorted angles are listed twice, the second time shifted by 2π). A row with h = 0 activates nothing.
+
+Autograd and forward-mode AD go through ``cumsum`` and ``gather``; the arc ends come from
+``searchsorted`` and are piecewise constant in the weights, so the derivatives are those of the dense
+layer wherever no h·w_c is exactly 0 (where the dense layer is not differentiable either).
+Prefix sums are accumulated in float64 whatever the working dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def column_order(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Angles θ_c of the columns of W (2, n), sorted, and the permutation that sorts them."""
+    theta = torch.atan2(W[1].detach(), W[0].detach()).double()
+    theta, order = torch.sort(theta)
+    return theta, order
+
+
+def arc_bounds(h: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices [lo, hi) into the doubled sorted angles (θ, θ + 2π) of the columns active for each row.
+
+    The open arc is (ψ − π/2, ψ + π/2) with ψ = atan2(h_2, h_1) and ψ − π/2 taken in [−π, π).
+    """
+    psi = torch.atan2(h[:, 1].detach(), h[:, 0].detach()).double()
+    start = torch.remainder(psi - math.pi / 2 + math.pi, 2 * math.pi) - math.pi
+    doubled = torch.cat((theta, theta + 2 * math.pi))
+    lo = torch.searchsorted(doubled, start, right=True)
+    hi = torch.searchsorted(doubled, start + math.pi, right=False)
+    return lo, hi
+
+
+def wide_readout(h: torch.Tensor, W: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """φ = Σ_c w_out[c]·ReLU(h·W[:, c]) for rows h (R, 2), and the number of active columns per row.
+
+    ``W`` is W_{L−1} (2, n) and ``w_out`` the readout column W_L (n,). Equal to
+    ``relu(h @ W) @ w_out`` (the dense layer) without forming the R×n matrix.
+    """
+    theta, order = column_order(W)
+    a = (W[:, order] * w_out[order]).double().T  # (n, 2): a_c = W_L[c]·w_c, sorted by angle
+    prefix = torch.cat((a.new_zeros(1, 2), torch.cumsum(torch.cat((a, a)), dim=0)))  # (2n + 1, 2)
+    lo, hi = arc_bounds(h, theta)
+    nonzero = (h != 0).any(dim=1)
+    S = (prefix[hi] - prefix[lo]) * nonzero[:, None]
+    phi = (h.double() * S).sum(dim=1).to(h.dtype)
+    active = torch.where(nonzero, hi - lo, 0)
+    return phi, active
