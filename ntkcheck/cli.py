@@ -51,6 +51,8 @@ def train(
     bias: bool = typer.Option(_default("bias"), "--bias/--no-bias", help="Biases in every layer."),
     detach: bool = typer.Option(_default("detach"), "--detach/--no-detach",
                                 help="Detach the network inputs (the paper's code); --no-detach trains on the true gradient."),
+    wide_layer: str = typer.Option(_default("wide_layer"),
+                                   help="Wide layer: auto, dense (R×n matrix) or angular (exact prefix sums; bias-free only)."),
     step_scale: float = typer.Option(_default("step_scale"), help="s in the step s/β_i (the paper's code uses 0.9999)."),
     seed: int = typer.Option(_default("seed"), help="Seed of the data and of the initialisation."),
     device: str = typer.Option(_default("device"), help="auto, cpu or cuda."),

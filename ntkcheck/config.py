@@ -15,6 +15,7 @@ LOSSES = ("last", "mean", "weighted")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+WIDE_LAYERS = ("auto", "dense", "angular")
 ON_DIVERGENCE = ("stop", "skip")
 
 
@@ -44,6 +45,7 @@ class TrainConfig:
     init: str = "deterministic"
     bias: bool = False
     detach: bool = True
+    wide_layer: str = "auto"
     step_scale: float = 1.0
     seed: int = 0
     device: str = "auto"
@@ -104,6 +106,9 @@ def validate(cfg: TrainConfig) -> None:
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("device", cfg.device, DEVICES)
     _choice("dtype", cfg.dtype, DTYPES)
+    _choice("wide-layer", cfg.wide_layer, WIDE_LAYERS)
+    if cfg.wide_layer == "angular" and cfg.bias:
+        raise ConfigError("--wide-layer", "angular needs a bias-free wide layer; use auto or dense with --bias")
     _choice("on-divergence", cfg.on_divergence, ON_DIVERGENCE)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError("--seed", f"must be an integer ≥ 0 (got {cfg.seed!r})")

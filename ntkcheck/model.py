@@ -20,9 +20,8 @@ from torch import nn
 
 from ntkcheck import init as inits
 from ntkcheck.angular import wide_readout
+from ntkcheck.config import WIDE_LAYERS
 from ntkcheck.problems import Problem, gradient
-
-WIDE_LAYERS = ("auto", "dense", "angular")
 
 
 @dataclass

@@ -29,7 +29,7 @@ from ntkcheck.config import ConfigError, TrainConfig, hidden_widths
 from ntkcheck.model import MathL2O, Trajectory, build
 
 CHECKPOINT = "checkpoint.pt"
-RESUMABLE = ("iters", "device", "checkpoint_every")  # may change between an interrupted run and its resume
+RESUMABLE = ("iters", "device", "checkpoint_every", "wide_layer")  # may change between an interrupted run and its resume
 
 
 class Interrupted(Exception):
@@ -228,7 +228,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, callback=N
     work = prepare_folder(out, resume)
 
     model = build(hidden_widths(cfg.width, cfg.L), initial_weights(cfg), bias=cfg.bias, detach=cfg.detach,
-                  step_scale=cfg.step_scale, device=device, dtype=dtype)
+                  step_scale=cfg.step_scale, wide_layer=cfg.wide_layer, device=device, dtype=dtype)
     optimizer = make_optimizer(cfg, model)
     W0 = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     state = {"k": 0, "rows": [], "status": "running", "skipped": 0, "seconds": 0.0}
