@@ -45,18 +45,29 @@ def arc_bounds(h: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torc
     return lo, hi
 
 
+def prefix_sums(W: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted column angles θ (n,) and the prefix sums (2n + 1, 2) of a_c = w_out[c]·w_c over (θ, θ + 2π).
+
+    Depends on the weights only: compute it once per unroll and reuse it at every step.
+    """
+    theta, order = column_order(W)
+    a = (W[:, order] * w_out[order]).double().T  # (n, 2), sorted by angle
+    return theta, torch.cat((a.new_zeros(1, 2), torch.cumsum(torch.cat((a, a)), dim=0)))
+
+
+def readout_from_prefix(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor):
+    """φ(h) = h·S(h) for rows h (R, 2) with S(h) = prefix[hi] − prefix[lo]; and active columns per row."""
+    lo, hi = arc_bounds(h, theta)
+    nonzero = (h != 0).any(dim=1)
+    S = (prefix[hi] - prefix[lo]) * nonzero[:, None]
+    phi = (h.double() * S).sum(dim=1).to(h.dtype)
+    return phi, torch.where(nonzero, hi - lo, 0)
+
+
 def wide_readout(h: torch.Tensor, W: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """φ = Σ_c w_out[c]·ReLU(h·W[:, c]) for rows h (R, 2), and the number of active columns per row.
 
     ``W`` is W_{L−1} (2, n) and ``w_out`` the readout column W_L (n,). Equal to
     ``relu(h @ W) @ w_out`` (the dense layer) without forming the R×n matrix.
     """
-    theta, order = column_order(W)
-    a = (W[:, order] * w_out[order]).double().T  # (n, 2): a_c = W_L[c]·w_c, sorted by angle
-    prefix = torch.cat((a.new_zeros(1, 2), torch.cumsum(torch.cat((a, a)), dim=0)))  # (2n + 1, 2)
-    lo, hi = arc_bounds(h, theta)
-    nonzero = (h != 0).any(dim=1)
-    S = (prefix[hi] - prefix[lo]) * nonzero[:, None]
-    phi = (h.double() * S).sum(dim=1).to(h.dtype)
-    active = torch.where(nonzero, hi - lo, 0)
-    return phi, active
+    return readout_from_prefix(h, *prefix_sums(W, w_out))

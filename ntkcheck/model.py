@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ntkcheck import init as inits
-from ntkcheck.angular import wide_readout
+from ntkcheck.angular import prefix_sums, readout_from_prefix
 from ntkcheck.config import WIDE_LAYERS
 from ntkcheck.problems import Problem, gradient
 
@@ -98,17 +98,25 @@ class MathL2O(nn.Module):
         """P = 2σ(φ_W(z)) for rows Z (R, 2)."""
         return self.step_size_and_activity(Z)[0]
 
-    def step_size_and_activity(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """P for rows Z, and the share of active ReLUs in the wide layer (a detached scalar)."""
+    def step_size_and_activity(self, Z: torch.Tensor, prefix=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """P for rows Z, and the share of active ReLUs in the wide layer (a detached scalar).
+
+        ``prefix``: the angular layer's sorted prefix sums (:meth:`angular_prefix`), when already built.
+        """
         if not self.angular:
             G_last = self.features(Z)[-1]
             return self.readout(G_last), (G_last.detach() > 0).double().mean()
         h = self.features(Z, upto=self.L - 2)[-1] if self.L > 2 else Z
-        W, _ = self.layer(self.L - 1)
-        w_out, b_out = self.layer(self.L)
-        phi, active = wide_readout(h, W, w_out[:, 0])
-        share = active.detach().double().sum() / (active.numel() * W.shape[1])
+        phi, active = readout_from_prefix(h, *(prefix or self.angular_prefix()))
+        _, b_out = self.layer(self.L)
+        share = active.detach().double().sum() / (active.numel() * self.widths[-1])
         return 2.0 * torch.sigmoid(phi if b_out is None else phi + b_out), share
+
+    def angular_prefix(self):
+        """(θ, prefix) of the wide layer for :mod:`ntkcheck.angular`; None on the dense path."""
+        if not self.angular:
+            return None
+        return prefix_sums(self.layer(self.L - 1)[0], self.layer(self.L)[0][:, 0])
 
     # -- the optimiser -------------------------------------------------------------------------------
 
@@ -135,10 +143,11 @@ class MathL2O(nn.Module):
         X = problem.X0() if X0 is None else X0
         step = (self.step_scale / problem.beta)[:, None]
         traj = Trajectory(X=[X], P=[], active=[] if record_active else None)
+        prefix = self.angular_prefix()  # the weights are fixed during an unroll: sort the columns once
         for t in range(1, T + 1):
             grad = gradient(problem, X)
             Z = self.inputs(problem, X, grad) if inputs is None else inputs[t - 1]
-            P, share = self.step_size_and_activity(Z)
+            P, share = self.step_size_and_activity(Z, prefix)
             P = P.reshape(X.shape)
             X = X - step * P * grad
             traj.X.append(X)

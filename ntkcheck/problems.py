@@ -21,12 +21,18 @@ SPLITS = {"train": 0, "test": 1}
 
 @dataclass(frozen=True)
 class Problem:
-    """N instances (M_i, y_i) with their smoothness constants β_i = ‖M_i‖₂²."""
+    """N instances (M_i, y_i) with their smoothness constants β_i = ‖M_i‖₂².
+
+    ``H``, ``c``: the per-instance Gram matrix M_iᵀM_i (N, d, d) and M_iᵀy_i (N, d), kept when d < 2b,
+    where one product with H costs less than the two with M and Mᵀ that ∇F needs otherwise.
+    """
 
     M: torch.Tensor  # (N, b, d)
     Y: torch.Tensor  # (N, b)
     beta: torch.Tensor  # (N,)
     x_star: torch.Tensor | None = None  # (N, d), the generating solution when known
+    H: torch.Tensor | None = None
+    c: torch.Tensor | None = None
 
     @property
     def N(self) -> int:
@@ -42,16 +48,25 @@ class Problem:
 
     def to(self, device=None, dtype=None) -> "Problem":
         move = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
-        return Problem(move(self.M), move(self.Y), move(self.beta), move(self.x_star))
+        return Problem(*(move(t) for t in (self.M, self.Y, self.beta, self.x_star, self.H, self.c)))
 
     def X0(self) -> torch.Tensor:
         """The initial iterate X_0 = 0."""
         return self.M.new_zeros(self.N, self.d)
 
 
+def _rows_times(X: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """x_iᵀA_i for every instance: (N, k) × (N, k, m) → (N, m).
+
+    Written as a batch of row vectors times matrices, which BLAS runs several times faster than the
+    equivalent matrix-times-column products on CPU (measured: 0.12 ms against 1.5 ms at 10×512×512).
+    """
+    return (X[:, None, :] @ A)[:, 0]
+
+
 def residual(problem: Problem, X: torch.Tensor) -> torch.Tensor:
     """r(X) = M X − Y, per instance: r_i = M_i x_i − y_i, shape (N, b)."""
-    return torch.einsum("nbd,nd->nb", problem.M, X) - problem.Y
+    return _rows_times(X, problem.M.mT) - problem.Y
 
 
 def objective_per_instance(problem: Problem, X: torch.Tensor) -> torch.Tensor:
@@ -65,8 +80,10 @@ def objective(problem: Problem, X: torch.Tensor) -> torch.Tensor:
 
 
 def gradient(problem: Problem, X: torch.Tensor) -> torch.Tensor:
-    """∇F(X)_i = M_iᵀ(M_i x_i − y_i), shape (N, d)."""
-    return torch.einsum("nbd,nb->nd", problem.M, residual(problem, X))
+    """∇F(X)_i = M_iᵀ(M_i x_i − y_i) = H_i x_i − c_i, shape (N, d)."""
+    if problem.H is not None:
+        return _rows_times(X, problem.H) - problem.c  # H_i is symmetric: x_iᵀH_i = (H_i x_i)ᵀ
+    return _rows_times(residual(problem, X), problem.M)
 
 
 def smoothness(M: torch.Tensor) -> torch.Tensor:
@@ -100,7 +117,12 @@ def from_tensors(M, Y, x_star=None) -> Problem:
     beta = smoothness(M)
     if not (beta > 0).all():
         raise ValueError("every M_i must be non-zero (β_i = ‖M_i‖₂² > 0)")
-    return Problem(M, Y, beta, None if x_star is None else x_star.to(dtype))
+    H = c = None
+    if d < 2 * b:
+        M64 = M.double()
+        H = M64.mT @ M64
+        H, c = (0.5 * (H + H.mT)).to(dtype), torch.einsum("nbd,nb->nd", M64, Y.double()).to(dtype)
+    return Problem(M, Y, beta, None if x_star is None else x_star.to(dtype), H, c)
 
 
 def generate(N: int, d: int, b: int, seed: int, split: str = "train") -> Problem:
