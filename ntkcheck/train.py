@@ -184,10 +184,11 @@ def prepare_folder(out: Path, resume: bool) -> Path:
 
 def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         saved = TrainConfig.from_dict(state["config"])
-        for key in ("k", "params", "optimizer", "W0", "rows", "status"):
-            state[key]
+        missing = {"k", "params", "optimizer", "W0", "rows", "status", "skipped", "seconds"} - state.keys()
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
     except Exception as err:  # any failure to read it back means the file is not a usable checkpoint
         raise ConfigError("--resume", f"checkpoint {path} is corrupt or unreadable ({type(err).__name__})") from None
     for name, value in cfg.to_dict().items():
