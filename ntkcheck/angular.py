@@ -55,13 +55,18 @@ def prefix_sums(W: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, tor
     return theta, torch.cat((a.new_zeros(1, 2), torch.cumsum(torch.cat((a, a)), dim=0)))
 
 
-def readout_from_prefix(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor):
-    """φ(h) = h·S(h) for rows h (R, 2) with S(h) = prefix[hi] − prefix[lo]; and active columns per row."""
+def arc_sums(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """S(h) = Σ_{c active} a_c = prefix[hi] − prefix[lo] (R, 2, float64; 0 for h = 0), and the active
+    columns per row. S(h) is also ∂φ/∂h."""
     lo, hi = arc_bounds(h, theta)
     nonzero = (h != 0).any(dim=1)
-    S = (prefix[hi] - prefix[lo]) * nonzero[:, None]
-    phi = (h.double() * S).sum(dim=1).to(h.dtype)
-    return phi, torch.where(nonzero, hi - lo, 0)
+    return (prefix[hi] - prefix[lo]) * nonzero[:, None], torch.where(nonzero, hi - lo, 0)
+
+
+def readout_from_prefix(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor):
+    """φ(h) = h·S(h) for rows h (R, 2), and the number of active columns per row."""
+    S, active = arc_sums(h, theta, prefix)
+    return (h.double() * S).sum(dim=1).to(h.dtype), active
 
 
 def wide_readout(h: torch.Tensor, W: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

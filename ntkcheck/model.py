@@ -156,6 +156,10 @@ class MathL2O(nn.Module):
                 traj.active.append(share)
         return traj
 
+    def forward(self, problem: Problem, T: int, **kwargs) -> Trajectory:
+        """The module's forward pass is the unroll, so ``torch.func.functional_call`` sees the whole map."""
+        return self.unroll(problem, T, **kwargs)
+
     @torch.no_grad()
     def features_at(self, problem: Problem, t: int, X0: torch.Tensor | None = None) -> list[torch.Tensor]:
         """G_{1,t}..G_{L−1,t}: the layer features at step t (1 ≤ t), rows ordered (instance, coordinate).
