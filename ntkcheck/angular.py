@@ -36,10 +36,12 @@ def arc_bounds(h: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torc
     """Indices [lo, hi) into the doubled sorted angles (θ, θ + 2π) of the columns active for each row.
 
     The open arc is (ψ − π/2, ψ + π/2) with ψ = atan2(h_2, h_1) and ψ − π/2 taken in [−π, π).
+    ``theta`` may carry a leading batch dimension (B, n): the result then has shape (B, R).
     """
     psi = torch.atan2(h[:, 1].detach(), h[:, 0].detach()).double()
     start = torch.remainder(psi - math.pi / 2 + math.pi, 2 * math.pi) - math.pi
-    doubled = torch.cat((theta, theta + 2 * math.pi))
+    doubled = torch.cat((theta, theta + 2 * math.pi), dim=-1)
+    start = start.expand(*theta.shape[:-1], -1).contiguous()
     lo = torch.searchsorted(doubled, start, right=True)
     hi = torch.searchsorted(doubled, start + math.pi, right=False)
     return lo, hi

@@ -107,11 +107,9 @@ def _wide_layer_sums(h: torch.Tensor, U: torch.Tensor, W: torch.Tensor) -> torch
     U_sorted = torch.gather(U, 2, order[:, None, :].expand_as(U))
     V = U_sorted[..., None] * h_sorted[:, None]  # (N, b, d, 2)
     prefix = torch.cat((V.new_zeros(*V.shape[:2], 1, 2), torch.cumsum(torch.cat((V, V), 2), 2)), 2)
-    A = []
-    for i in range(N):  # column arcs differ per instance (its own sorted row angles)
-        lo, hi = arc_bounds(W.T.double(), psi[i])
-        A.append(prefix[i][:, hi] - prefix[i][:, lo])
-    return torch.stack(A)  # (N, b, n, 2)
+    lo, hi = arc_bounds(W.T.double(), psi)  # (N, n): for each instance its own arc of rows per column
+    index = lambda k: k[:, None, :, None].expand(N, U.shape[1], k.shape[1], 2)  # noqa: E731
+    return torch.gather(prefix, 2, index(hi)) - torch.gather(prefix, 2, index(lo))  # (N, b, n, 2)
 
 
 @torch.no_grad()
