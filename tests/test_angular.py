@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from torch.func import jvp
+from torch.func import functional_call, jvp
 
 from ntkcheck import init, problems
 from ntkcheck.angular import wide_readout
@@ -127,6 +127,15 @@ def test_unroll_loss_and_every_gradient_equal_dense(N, d, data, width, L, T, log
     close(la, ld)
     for a, r in zip(ga, gd):
         close(a, r)
+    # forward mode through the whole unroll: the directional derivative of X_T along a random tangent
+    rng = np.random.default_rng(seed + 1)
+    tangent = {k: torch.from_numpy(rng.standard_normal(v.shape)) for k, v in params.items()}
+    jvps = []
+    for kind in ("angular", "dense"):
+        model = build(widths, params, detach=detach, wide_layer=kind)
+        unroll = lambda p: functional_call(model, p, (problem, T)).X[-1]  # noqa: E731
+        jvps.append(jvp(unroll, (params,), (tangent,))[1])
+    close(*jvps)
 
 
 def test_auto_picks_angular_only_where_it_applies():
