@@ -40,6 +40,7 @@ def ntkcheck(*args, cwd=None, timeout=120):
         (["--optimizer", "rmsprop"], "--optimizer"),
         (["--problem-file", "/nonexistent.npz"], "--problem-file"),
         (["--resume"], "--resume"),
+        (["--threads", "0"], "--threads"),
     ],
 )
 def test_invalid_input_exits_2_with_one_line_naming_the_parameter(args, param, tmp_path, capsys):
