@@ -15,6 +15,8 @@ Training losses, all summed over instances:
 from __future__ import annotations
 
 import platform
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,30 +246,59 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, callback=N
 
     F_gd = torch.stack([problems.objective(problem, X) for X in problems.gd_trajectory(problem, cfg.T, cfg.step_scale)[1:]])
     k = state["k"]
-    try:
-        while k <= cfg.iters:
-            started = time.perf_counter()
-            metrics = run_iteration(cfg, model, optimizer, problem, F_gd, W0, update=k < cfg.iters)
-            state["seconds"] += time.perf_counter() - started
-            state["rows"] += [(k, name, value) for name, value in metrics.items()]
-            if metrics["diverged"]:
-                state["skipped"] += 1
-                if cfg.on_divergence == "stop":
-                    state["status"] = "diverged"
-            k += 1
-            state["k"] = k
-            if callback is not None:
-                callback(k - 1, metrics)
-            if state["status"] == "diverged":
-                break
-            if k % cfg.checkpoint_every == 0 and k <= cfg.iters:
-                save_checkpoint(work, cfg, model, optimizer, W0, state)
-    except KeyboardInterrupt:
-        save_checkpoint(work, cfg, model, optimizer, W0, state)
-        raise Interrupted(work, k - 1) from None
+    with StopRequest() as stop:
+        try:
+            while k <= cfg.iters:
+                started = time.perf_counter()
+                metrics = run_iteration(cfg, model, optimizer, problem, F_gd, W0, update=k < cfg.iters)
+                state["seconds"] += time.perf_counter() - started
+                state["rows"] += [(k, name, value) for name, value in metrics.items()]
+                if metrics["diverged"]:
+                    state["skipped"] += 1
+                    if cfg.on_divergence == "stop":
+                        state["status"] = "diverged"
+                k += 1
+                state["k"] = k
+                if callback is not None:
+                    callback(k - 1, metrics)
+                if state["status"] == "diverged":
+                    break
+                if stop.requested:
+                    raise KeyboardInterrupt
+                if k % cfg.checkpoint_every == 0 and k <= cfg.iters:
+                    save_checkpoint(work, cfg, model, optimizer, W0, state)
+        except KeyboardInterrupt:  # raised between iterations only, so the state is consistent
+            save_checkpoint(work, cfg, model, optimizer, W0, state)
+            raise Interrupted(work, k - 1) from None
     if state["status"] == "running":
         state["status"] = "completed"
     return finish(cfg, out, work, model, optimizer, W0, state)
+
+
+class StopRequest:
+    """SIGINT/SIGTERM during training: finish the current iteration, checkpoint it, then stop.
+
+    A second signal exits at once; the last periodic checkpoint is then what a resume starts from.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signum, frame) -> None:
+        if self.requested:
+            raise SystemExit(128 + signum)
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def run_iteration(cfg, model, optimizer, problem, F_gd, W0, *, update: bool) -> dict[str, float]:
