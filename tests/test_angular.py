@@ -125,8 +125,9 @@ def test_unroll_loss_and_every_gradient_equal_dense(N, d, data, width, L, T, log
         close(Pa, Pd)
     assert [float(a) for a in ta.active] == [float(a) for a in td.active]
     close(la, ld)
+    gradient_scale = max(float(r.abs().max()) for r in gd)  # the whole gradient's scale
     for a, r in zip(ga, gd):
-        close(a, r)
+        assert float((a - r).abs().max()) <= RTOL * gradient_scale
     # forward mode through the whole unroll: the directional derivative of X_T along a random tangent
     rng = np.random.default_rng(seed + 1)
     tangent = {k: torch.from_numpy(rng.standard_normal(v.shape)) for k, v in params.items()}
