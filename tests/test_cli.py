@@ -118,11 +118,15 @@ def test_help_lists_the_options():
 
 def test_sigterm_checkpoints_the_last_iteration_and_resume_completes(tmp_path):
     """SIGTERM: the current iteration finishes, is checkpointed, and the run exits 130; resume completes."""
-    args = [*TINY, "--iters", "100000", "--checkpoint-every", "100000"]
+    args = [*TINY, "--iters", "100000", "--checkpoint-every", "7"]
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "ntkcheck.cli", "train", *args, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)  # let it import torch and train for a while
+    checkpoint = tmp_path / "run.partial" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline:  # the training loop (and its handler) runs
+        time.sleep(0.05)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -130,7 +134,7 @@ def test_sigterm_checkpoints_the_last_iteration_and_resume_completes(tmp_path):
     state = torch.load(tmp_path / "run.partial" / "checkpoint.pt", weights_only=True)
     done = state["k"]
     assert done > 0 and {row[0] for row in state["rows"]} == set(range(done))
-    resumed = ntkcheck("train", *TINY, "--iters", str(done + 3), "--checkpoint-every", "100000", "--out", str(out),
+    resumed = ntkcheck("train", *TINY, "--iters", str(done + 3), "--checkpoint-every", "7", "--out", str(out),
                        "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert pd.read_parquet(out / "metrics.parquet")["iteration"].max() == done + 3
