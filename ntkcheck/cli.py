@@ -123,6 +123,164 @@ def _print_summary(result) -> None:
     Console().print(table)
 
 
+@app.command()
+def ntk(
+    run: Optional[Path] = typer.Option(None, help="A finished run folder: measure at its W_0 and at its final weights "
+                                                   "(its config.json/checkpoint.pt; the model options below are then ignored)."),
+    width: int = typer.Option(_default("width"), help="n, width of the wide layer L−1."),
+    T: int = typer.Option(_default("T"), "--T", help="Unrolled optimisation steps."),
+    N: int = typer.Option(_default("N"), "--N", help="Training instances (one fixed set)."),
+    d: int = typer.Option(_default("d"), help="Variable dimension of each instance."),
+    b: int = typer.Option(_default("b"), help="Rows of each M_i (0 < b ≤ d)."),
+    L: int = typer.Option(_default("L"), "--L", help="Layers of the step-size network (2 → 2 → … → n → 1)."),
+    e: float = typer.Option(_default("e"), help="Expansion coefficient of the deterministic initialisation."),
+    lr: float = typer.Option(_default("lr"), help="η, the meta learning rate (for 2/λ_max and 1 − ηλ_min)."),
+    init: str = typer.Option(_default("init"), help="deterministic, deterministic-abs or random."),
+    bias: bool = typer.Option(_default("bias"), "--bias/--no-bias", help="Biases in every layer."),
+    wide_layer: str = typer.Option(_default("wide_layer"), help="Wide layer: auto, dense or angular."),
+    step_scale: float = typer.Option(_default("step_scale"), help="s in the step s/β_i."),
+    seed: int = typer.Option(_default("seed"), help="Seed of the data and of the initialisation."),
+    device: str = typer.Option(_default("device"), help="auto, cpu or cuda."),
+    problem_file: Optional[Path] = typer.Option(None, help=".npz/.pt with arrays M (N,b,d) and Y (N,b); overrides N, d, b."),
+    init_file: Optional[Path] = typer.Option(None, help=".npz/.pt with initial weights W1..WL (and b1..bL)."),
+    method: str = typer.Option("func", help="Jacobian: func (torch.func reference) or structured (fast path)."),
+    t: Optional[int] = typer.Option(None, "--t", help="Step t of α = σ_min(G_{L−1,t}) (default T)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice); "
+                                                      "--threads 1 is much faster on a busy machine."),
+    out: Optional[Path] = typer.Option(None, help="Folder for ntk.json and spectra.npz (default: the --run folder, "
+                                                   "else runs/ntk-<time>)."),
+):
+    """Empirical NTK (K = J Jᵀ, K̃ = J J̃ᵀ), α = σ_min(G_{L−1,t}), ranks with their tolerances, and the
+    linearised rate and stability threshold, in float64, for a configuration's initial weights or a run."""
+    from ntkcheck import io
+    from ntkcheck.config import hidden_widths
+    from ntkcheck.dynamics import kernel_drift, ntk_summary
+    from ntkcheck.model import build
+    from ntkcheck.train import config_from_problem, initial_weights, make_problem, resolve_device, versions
+
+    if method not in ("func", "structured"):
+        raise ConfigError("--method", f"must be one of func, structured (got {method!r})")
+    _set_threads(threads)
+    if run is not None:
+        cfg, points = _load_run(run)
+    else:
+        values = {k: v for k, v in locals().items() if k in DEFAULT}
+        for key in ("problem_file", "init_file"):
+            values[key] = None if values[key] is None else str(values[key])
+        cfg = config_from_problem(TrainConfig(**values))
+        points = {"init": (0, initial_weights(cfg))}
+    if t is not None and (t < 1 or t > cfg.T):
+        raise ConfigError("--t", f"must be an integer in [1, T = {cfg.T}] (got {t})")
+    device = resolve_device(cfg.device if run is None else device)
+    problem = make_problem(cfg).to(device=device)
+    widths = hidden_widths(cfg.width, cfg.L)
+    folder = out or run or Path("runs") / time.strftime("ntk-%Y%m%d-%H%M%S")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError("--out", f"cannot create {folder}: {err.strerror}") from None
+
+    results, arrays, kernels, notes = {}, {}, {}, []
+    if cfg.loss != "last":
+        notes.append(f"the run's loss is {cfg.loss!r}: K describes r = M X_T − Y, i.e. the loss 'last' only")
+    if cfg.optimizer != "sgd":
+        notes.append(f"the run's optimizer is {cfg.optimizer!r}: 2/λ_max and 1 − ηλ_min assume plain SGD")
+    for name, (k, weights) in points.items():
+        model = build(widths, weights, bias=cfg.bias, detach=cfg.detach, step_scale=cfg.step_scale,
+                      wide_layer=cfg.wide_layer, device=device)
+        try:
+            numbers, arr = ntk_summary(model, problem, cfg.T, lr=cfg.lr, method=method, t=t, return_kernels=True)
+        except NotImplementedError as err:
+            raise ConfigError("--method", str(err)) from None
+        except ValueError as err:  # the structured path's own limits (e.g. it needs the angular wide layer)
+            if method != "structured":
+                raise
+            raise ConfigError("--method", f"structured: {err}; use --method func") from None
+        results[name] = {"iteration": k, **numbers}
+        kernels[name] = arr.pop("K")
+        arr.pop("K_training")
+        arrays |= {f"{name}_{key}": value for key, value in arr.items()}
+    drift = kernel_drift(kernels["init"], kernels["end"]) if len(kernels) == 2 else None
+    report = {"config": cfg.to_dict(), "source": str(run) if run else "config", "method": method, "T": cfg.T,
+              "lr": cfg.lr, "alpha_step": t or cfg.T, "dtype": "float64", "points": results, "notes": notes,
+              "versions": versions()}
+    if drift is not None:
+        report["drift"] = drift
+    io.write_json(folder / "ntk.json", report)
+    _write_npz(folder / "spectra.npz", arrays)
+    _print_ntk(report, folder)
+
+
+def _load_run(run: Path):
+    """(config, {"init": (0, W_0), "end": (k, W_k)}) of a finished run folder."""
+    import torch
+
+    path = run / "checkpoint.pt"
+    if not path.is_file():
+        raise ConfigError("--run", f"{run} is not a run folder: {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = TrainConfig.from_dict(state["config"])
+        params, W0, k = state["params"], state["W0"], int(state["k"]) - 1
+    except ConfigError:
+        raise
+    except Exception as err:  # any failure to read it back means the file is not a usable checkpoint
+        raise ConfigError("--run", f"checkpoint {path} is corrupt or unreadable ({type(err).__name__})") from None
+    return cfg, {"init": (0, W0), "end": (k, params)}
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    import os
+    import tempfile
+
+    import numpy as np
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _print_ntk(report: dict, folder: Path) -> None:
+    points = report["points"]
+    table = Table(title=f"NTK of Math-L2O (float64, {report['method']}) → {folder}")
+    table.add_column("quantity")
+    for name, p in points.items():
+        table.add_column(f"{name} (k={p['iteration']})", justify="right")
+
+    def row(label, get):
+        table.add_row(label, *(get(p) for p in points.values()))
+
+    g = lambda x: f"{x:.6g}"  # noqa: E731
+    row("loss ½‖r‖² = F(X_T)", lambda p: g(p["loss"]))
+    for key, sym in (("K", "K = J Jᵀ"), ("K_training", "½(K̃ + K̃ᵀ), K̃ = J J̃ᵀ")):
+        row(f"λ_max {sym}", lambda p: g(p[key]["lambda_max"]))
+        row(f"λ_min {sym}", lambda p: g(p[key]["lambda_min"]))
+        row(f"rank {sym} (tol)", lambda p: f"{p[key]['rank']}/{p['n_outputs']} ({p[key]['rank_tol']:.2g})")
+        for layer in next(iter(points.values()))[key]["layer_traces"]:
+            row(f"trace {sym}, {layer}", lambda p: g(p[key]["layer_traces"][layer]))
+    row("‖K̃ − K̃ᵀ‖_F/‖K̃‖_F", lambda p: g(p["K_training"]["asymmetry"]))
+    a = next(iter(points.values()))["alpha"]
+    row(f"α = σ_min(G_{{L−1,{a['t']}}}) ({a['n_rows']}×{a['n_cols']})", lambda p: g(p["alpha"]["alpha"]))
+    row("σ_max(G_{L−1,t})", lambda p: g(p["alpha"]["sigma_max"]))
+    row("rank G_{L−1,t} (tol)", lambda p: f"{p['alpha']['rank']} ({p['alpha']['tol']:.2g})")
+    row(f"η = {report['lr']:.3g} < 2/λ_max(K)", lambda p: f"{g(p['linearised']['threshold'])} "
+        f"({'stable' if p['linearised']['stable'] else 'UNSTABLE'})")
+    row("2/λ_max(½(K̃ + K̃ᵀ))", lambda p: g(p["threshold_training"]))
+    row("1 − ηλ_min(K)", lambda p: f"{p['linearised']['rate']:.17g}")
+    row("plateau ½‖P_null r‖² (null dim)", lambda p: f"{g(p['linearised']['plateau'])} ({p['linearised']['null_dim']})")
+    if "drift" in report:
+        table.add_row("‖K_end − K_0‖_F/‖K_0‖_F", "", g(report["drift"]["rel_change"]))
+        table.add_row("1 − ⟨K_0,K_end⟩/(‖K_0‖‖K_end‖)", "", g(report["drift"]["distance"]))
+    Console().print(table)
+    for note in report["notes"]:
+        console.print(f"[yellow]note[/yellow] {note}", highlight=False, soft_wrap=True)
+
+
 def _usage_error(err: Exception) -> bool:
     """Click's UsageError family (typer vendors click in recent versions, so match by name)."""
     return any(cls.__name__ == "UsageError" for cls in type(err).__mro__)

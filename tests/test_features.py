@@ -1,0 +1,206 @@
+"""Layer features and α = σ_min(G_{L−1,t}) (ntkcheck.features), in float64.
+
+Properties tested: exact scaling α(e) = e^{L−1}·α(1) of the deterministic init (ReLU homogeneity, and
+P ≡ 1 makes the trajectory independent of e), interlacing of singular values under the removal of a row
+or a column, the rank ≤ 2 of G_{L−1,1} with X_0 = 0, and the bookkeeping (rows, step, tolerance).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ntkcheck import features, problems
+from ntkcheck import init as inits
+from ntkcheck.config import hidden_widths
+from ntkcheck.model import build
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: threads only add OpenMP barriers (10–100× on a shared, busy CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- α(e) = e^{L−1} α(1) ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("L", [2, 3, 4])
+def test_alpha_scales_as_e_to_the_L_minus_1(L):
+    """Deterministic init: W_ℓ = e·Q_ℓ (ℓ < L), W_L = 0. P ≡ 1 for every e, so X_t (hence z_t) does not
+    depend on e, and a bias-free ReLU network is positively homogeneous: G_{L−1,t}(e) = e^{L−1}G_{L−1,t}(1).
+    Every singular value scales by e^{L−1}; with e a power of two the scaling is exact in floating point."""
+    p = problems.generate(3, 8, 6, seed=L)
+    widths = hidden_widths(16, L)
+    T = 4
+    base = build(widths, inits.deterministic(widths, 1.0, seed=7))
+    ref = features.alpha_table(base, p, T)
+    for e in (4.0, 50.0):
+        model = build(widths, inits.deterministic(widths, e, seed=7))
+        table = features.alpha_table(model, p, T)
+        c = e ** (L - 1)
+        np.testing.assert_allclose(table["sigma_max"], c * ref["sigma_max"], rtol=1e-13)
+        np.testing.assert_allclose(table["tol"], c * ref["tol"], rtol=1e-13)
+        assert (table["rank"] == ref["rank"]).all()
+        for t in (1, T):
+            G1 = features.features(base, p, t)
+            Ge = features.features(model, p, t)
+            if e == 4.0:
+                assert torch.equal(Ge, c * G1)
+            a1, ae = features.alpha(base, p, T, t=t), features.alpha(model, p, T, t=t)
+            # σ_min scales too, also when it is a rounding-level zero (then only to that level)
+            assert abs(ae.alpha - c * a1.alpha) <= 1e-13 * c * a1.sigma_max + 1e-13 * c * a1.alpha
+            np.testing.assert_allclose(ae.singular_values, c * a1.singular_values, rtol=0,
+                                       atol=1e-13 * c * a1.sigma_max)
+    # a wide matrix of full rank (t = 2, so the rows are no longer collinear; 2 rows, since the narrow ReLU
+    # layers put most rows on a few rays): α > 0, and it scales to full relative precision
+    def found():
+        for init_seed in range(20):
+            for seed in range(10):
+                small = problems.generate(1, 2, 1, seed=seed)
+                a1 = features.alpha(build(widths, inits.deterministic(widths, 1.0, init_seed)), small, 2)
+                if a1.rank.full and a1.alpha > 1e6 * a1.rank.tol:
+                    return init_seed, small, a1
+        raise AssertionError("no full-rank example")
+
+    init_seed, small, a1 = found()
+    for e in (4.0, 50.0):
+        ae = features.alpha(build(widths, inits.deterministic(widths, e, init_seed)), small, 2)
+        assert ae.alpha == pytest.approx(e ** (L - 1) * a1.alpha, rel=1e-12)
+
+
+# -- interlacing ------------------------------------------------------------------------------------------------
+
+
+def low_rank_matrix(m, n, r, seed, log_scale):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((m, r)) @ rng.standard_normal((r, n)) if r else np.zeros((m, n))
+    return 10.0**log_scale * A
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(2, 25), n=st.integers(2, 25), data=st.data(), seed=st.integers(0, 2**31 - 1),
+       log_scale=st.floats(-6, 6), axis=st.sampled_from(["row", "column"]))
+def test_singular_values_interlace_when_a_row_or_column_is_removed(m, n, data, seed, log_scale, axis):
+    """B = A without one row (or column): σ_i(A) ≥ σ_i(B) ≥ σ_{i+1}(A) (Thompson's interlacing), with
+    σ_i = 0 beyond min(shape). Hence σ_max never grows, and σ_min = σ_{min(shape)}:
+      - removing a row of a wide A (m ≤ n) can only raise σ_min (B has one singular value fewer);
+      - removing a column of a wide A (m ≤ n − 1) can only lower σ_min.
+    Checked on rank-deficient A too (r < min(m, n)), where the zeros must stay zeros."""
+    r = data.draw(st.integers(0, min(m, n)), label="r")
+    A = low_rank_matrix(m, n, r, seed, log_scale)
+    k = data.draw(st.integers(0, (m if axis == "row" else n) - 1), label="removed")
+    B = np.delete(A, k, axis=0 if axis == "row" else 1)
+    sA, rankA = features.singular_spectrum(A)
+    sB, rankB = features.singular_spectrum(B)
+    slack = 1e-12 * max(sA[0], 1e-300)
+    padA = np.concatenate((sA, np.zeros(len(sB) + 1)))
+    for i in range(len(sB)):
+        assert sA[i] + slack >= sB[i] >= padA[i + 1] - slack, (i, sA, sB)
+    assert rankB.sigma_max <= rankA.sigma_max + slack
+    assert rankA.rank - 1 <= rankB.rank <= rankA.rank
+    if axis == "row" and m <= n:
+        assert rankB.sigma_min >= rankA.sigma_min - slack
+    if axis == "column" and m <= n - 1:
+        assert rankB.sigma_min <= rankA.sigma_min + slack
+
+
+# -- rank at step 1 ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+@pytest.mark.parametrize("L", [2, 3])
+def test_at_step_one_the_wide_features_have_rank_at_most_two_and_alpha_is_a_reported_zero(L, absolute):
+    """X_0 = 0: every row is z_j = (g_j, 0) = g_j e₁, so G_{L−1,1}[j] = g_j⁺ G(e₁) + g_j⁻ G(−e₁): rank ≤ 2
+    (≤ 1 with the absolute-value init, where G(−e₁) = 0). With N·d ≤ n the matrix is wide, α = σ_min is the
+    (N·d)-th singular value: zero to working precision, and reported as computed with its tolerance."""
+    p = problems.generate(2, 12, 10, seed=0)
+    widths = hidden_widths(32, L)
+    model = build(widths, inits.deterministic(widths, 10.0, seed=3, absolute=absolute))
+    a = features.alpha(model, p, T=5, t=1)
+    assert a.t == 1 and a.layer == L - 1 and a.shape == (24, 32)
+    assert 1 <= a.rank.rank <= (1 if absolute else 2)
+    assert a.alpha <= a.rank.tol and not a.rank.full
+    assert a.alpha == float(a.singular_values[-1])  # the value itself, not a clipped 0
+    assert a.rank.tol == pytest.approx(32 * np.finfo(float).eps * a.sigma_max, rel=1e-12)
+    # an independent computation of the same rank: the rows are combinations of G(e₁) and G(−e₁)
+    with torch.no_grad():
+        Gpm = model.features(torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64))[-1].numpy()
+    assert a.rank.rank == np.linalg.matrix_rank(Gpm)
+
+
+# -- bookkeeping ---------------------------------------------------------------------------------------------------
+
+
+def test_rows_are_instance_then_coordinate_and_table_matches_single_steps():
+    p = problems.generate(3, 5, 4, seed=1)
+    widths = hidden_widths(9, 3)
+    params = inits.random(widths, seed=2)
+    model = build(widths, params)
+    labels = features.row_labels(3, 5)
+    assert labels.shape == (15, 2) and tuple(labels[7]) == (1, 2)  # row 7 = 1·5 + 2
+    # rows of G_1 at t = 1 are ReLU(z W_1), z_{(i, j)} = (∇F(0)_{ij}, 0): check row by row from (i, j)
+    g = problems.gradient(p, p.X0()).numpy()
+    G1 = features.features(model, p, 1, layer=1).numpy()
+    for row, (i, j) in enumerate(labels):
+        np.testing.assert_allclose(G1[row], np.maximum(g[i, j] * params["W1"][0].numpy(), 0), rtol=1e-14)
+    table = features.alpha_table(model, p, 4)
+    assert list(table["t"]) == [1, 2, 3, 4]
+    for t in (1, 3, 4):
+        a = features.alpha(model, p, 4, t=t)
+        row = table.set_index("t").loc[t]
+        assert row["sigma_min"] == pytest.approx(a.alpha, rel=1e-12, abs=1e-14 * a.sigma_max)
+        assert row["sigma_max"] == pytest.approx(a.sigma_max, rel=1e-12)
+        assert row["rank"] == a.rank.rank and row["n_rows"] == 15 and row["n_cols"] == 9
+    assert features.alpha(model, p, 4).t == 4  # default t = T
+    info = features.alpha(model, p, 4).as_dict()
+    assert info["rows"].startswith("(instance i, coordinate j)") and info["N"] == 3 and info["d"] == 5
+
+
+def test_float32_model_is_measured_in_float64():
+    p = problems.generate(2, 6, 5, seed=0)
+    widths = hidden_widths(12, 3)
+    params = inits.deterministic(widths, 3.0, seed=0)
+    m32 = build(widths, params, dtype=torch.float32)
+    G = features.features(m32, p.to(dtype=torch.float32), 2)
+    assert G.dtype == torch.float64
+    ref = features.features(build(widths, params), p, 2)
+    torch.testing.assert_close(G, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_weight_spectra_of_the_deterministic_init():
+    """e·Q: every singular value equals e (orthonormal rows or columns); W_L = 0 has σ = 0 (rank 0)."""
+    widths = hidden_widths(7, 4)
+    model = build(widths, inits.deterministic(widths, 3.0, seed=1))
+    table = features.weight_spectra(model).set_index("name")
+    assert list(table.index) == ["W1", "W2", "W3", "W4"]
+    for name in ("W1", "W2", "W3"):
+        assert table.loc[name, "sigma_min"] == pytest.approx(3.0, rel=1e-13)
+        assert table.loc[name, "sigma_max"] == pytest.approx(3.0, rel=1e-13)
+    assert table.loc["W4", "sigma_max"] == 0.0 and table.loc["W4", "rank"] == 0
+    # against numpy on random weights
+    params = inits.random(widths, seed=4)
+    table = features.weight_spectra(build(widths, params)).set_index("name")
+    for name, W in params.items():
+        s = np.linalg.svd(W.numpy(), compute_uv=False)
+        assert table.loc[name, "sigma_max"] == pytest.approx(s[0], rel=1e-13)
+        assert table.loc[name, "sigma_min"] == pytest.approx(s[-1], rel=1e-12)
+        assert table.loc[name, "shape"] == tuple(W.shape)
+
+
+def test_invalid_step_and_layer():
+    p = problems.generate(2, 4, 3, seed=0)
+    widths = hidden_widths(5, 3)
+    model = build(widths, inits.deterministic(widths, 2.0, seed=0))
+    with pytest.raises(ValueError, match=r"t must be an integer in \[1, T = 3\]"):
+        features.alpha(model, p, 3, t=4)
+    with pytest.raises(ValueError, match="layer must be"):
+        features.alpha(model, p, 3, layer=3)
+    with pytest.raises(ValueError, match="t must be"):
+        features.features(model, p, 0)
