@@ -143,7 +143,8 @@ def ntk(
     device: str = typer.Option(_default("device"), help="auto, cpu or cuda."),
     problem_file: Optional[Path] = typer.Option(None, help=".npz/.pt with arrays M (N,b,d) and Y (N,b); overrides N, d, b."),
     init_file: Optional[Path] = typer.Option(None, help=".npz/.pt with initial weights W1..WL (and b1..bL)."),
-    method: str = typer.Option("func", help="Jacobian: func (torch.func reference) or structured (fast path)."),
+    method: str = typer.Option("auto", help="Jacobian: auto (structured where it applies), func (torch.func "
+                                            "reference) or structured (fast path)."),
     t: Optional[int] = typer.Option(None, "--t", help="Step t of α = σ_min(G_{L−1,t}) (default T)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice); "
                                                       "--threads 1 is much faster on a busy machine."),
@@ -158,8 +159,8 @@ def ntk(
     from ntkcheck.model import build
     from ntkcheck.train import config_from_problem, initial_weights, make_problem, resolve_device, versions
 
-    if method not in ("func", "structured"):
-        raise ConfigError("--method", f"must be one of func, structured (got {method!r})")
+    if method not in ("auto", "func", "structured"):
+        raise ConfigError("--method", f"must be one of auto, func, structured (got {method!r})")
     _set_threads(threads)
     if run is not None:
         cfg, points = _load_run(run)

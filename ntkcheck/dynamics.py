@@ -248,7 +248,7 @@ def sgd_snapshots(model: MathL2O, problem: Problem, T: int, lr: float, iters: in
 
 
 def drift_table(model: MathL2O, problem: Problem, T: int, snapshots: Mapping[int, dict], *, reference: int | None = None,
-                method: str = "func", t: int | None = None) -> pd.DataFrame:
+                method: str = "auto", t: int | None = None) -> pd.DataFrame:
     """K_k, K̃_k and α_k at every snapshot (iteration k → weights), next to the reference kernel K_0
     (``reference``, default the smallest k). float64. Columns: k; rel_change, distance (K_k against K_0);
     rel_change_training, distance_training (K̃_k against K̃_0); lambda_max, lambda_min, rank, tol of K_k;
@@ -289,7 +289,7 @@ def drift_table(model: MathL2O, problem: Problem, T: int, snapshots: Mapping[int
 # -- everything at one point -----------------------------------------------------------------------------------
 
 
-def ntk_summary(model: MathL2O, problem: Problem, T: int, *, lr: float, method: str = "func",
+def ntk_summary(model: MathL2O, problem: Problem, T: int, *, lr: float, method: str = "auto",
                 t: int | None = None, return_kernels: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     """All instruments at the weights of ``model``, in float64: what ``ntkcheck ntk`` prints and writes.
 

@@ -25,7 +25,7 @@ Two kernels (we SUM over parameters and never average over outputs; NT's trace_a
 
 Per layer ℓ: K_ℓ = Σ_{p ∈ {W_ℓ, b_ℓ}} J_p J_pᵀ, so K = Σ_ℓ K_ℓ. Per instance: the b×b block (i, j).
 
-Implementations: ``method="func"`` is the reference, with torch.func (a vmap over instances of jacrev,
+Implementations (``method="auto"`` takes the structured one where it applies): ``method="func"`` is the reference, with torch.func (a vmap over instances of jacrev,
 using that r_i depends only on instance i); ``method="structured"`` is the model-specific fast path of
 :mod:`ntkcheck.structured` (same return convention). Matrix-free products v ↦ J(J̃ᵀv) are one VJP and
 one JVP (:func:`ntk_operator`), for Lanczos (:func:`extreme_eigenvalues`) when K is not needed.
@@ -46,7 +46,7 @@ from ntkcheck.model import MathL2O, build
 from ntkcheck.problems import Problem, residual
 
 MODES = ("true", "detached")
-METHODS = ("func", "structured")
+METHODS = ("auto", "func", "structured")
 KERNELS = ("true", "training")
 OUTPUTS = ("residual", "X")
 
@@ -118,7 +118,7 @@ def residual_fn(model: MathL2O, problem: Problem, T: int, *, mode: str = "true",
 # -- Jacobians ---------------------------------------------------------------------------------------------
 
 
-def jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str = "true", method: str = "func",
+def jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str = "true", method: str = "auto",
              chunk: int | None = None, params: Sequence[str] | None = None,
              output: str = "residual") -> dict[str, torch.Tensor]:
     """J = ∂r/∂W (``mode="true"``) or J̃ (``mode="detached"``), one block per parameter.
@@ -134,6 +134,7 @@ def jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str = "true", me
     ≈ 0.45 s and all rows ≈ 0.6–0.9 s; 2 threads, chunk 1 ≈ 37 s, chunk 5 ≈ 9 s, all rows ≈ 2.4–4 s. On a
     shared CPU ``torch.set_num_threads(1)`` helps most: the operations are tiny and OpenMP barriers dominate.
     ``method="structured"``: :func:`ntkcheck.structured.structured_jacobian`.
+    ``method="auto"``: structured where it applies (angular wide layer, output r), func otherwise.
     """
     _check_T(T)
     _choice("mode", mode, MODES)
@@ -146,6 +147,8 @@ def jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str = "true", me
         raise ValueError(f"params must be a non-empty subset of {', '.join(all_names)} (got {params!r})")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk must be None or an integer ≥ 1 (got {chunk!r})")
+    if method == "auto":
+        method = "structured" if model.angular and output == "residual" else "func"
     if method == "structured":
         return _structured(model, problem, T, mode, names, output)
     return _func_jacobian(model, problem, T, mode, names, output, chunk)
@@ -255,7 +258,7 @@ def gram(J: dict[str, torch.Tensor], Jt: dict[str, torch.Tensor] | None = None, 
     return Gram(K, blocks, N, n // N, kind or ("true" if Jt is J else "training"))
 
 
-def ntk_gram(model: MathL2O, problem: Problem, T: int, *, kernel: str = "true", method: str = "func",
+def ntk_gram(model: MathL2O, problem: Problem, T: int, *, kernel: str = "true", method: str = "auto",
              dtype: torch.dtype | None = torch.float64, chunk: int | None = None,
              params: Sequence[str] | None = None) -> Gram:
     """K = J Jᵀ (``kernel="true"``) or K̃ = J J̃ᵀ (``kernel="training"``), dense, in ``dtype`` (float64

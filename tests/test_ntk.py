@@ -126,11 +126,12 @@ CASES = [dict(bias=False, wide_layer="auto"), dict(bias=False, wide_layer="dense
          dict(bias=False, wide_layer="auto", L=4), dict(bias=False, wide_layer="auto", L=2)]
 
 
+@pytest.mark.parametrize("method", ["func", "auto"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_true_jacobian_matches_finite_differences(case):
+def test_true_jacobian_matches_finite_differences(case, method):
     bias, wl = case["bias"], case["wide_layer"]
     p, widths, params, model = random_setup(bias=bias, wide_layer=wl, L=case.get("L", 3))
-    J = ntk.jacobian(model, p, 3, mode="true")
+    J = ntk.jacobian(model, p, 3, mode="true", method=method)
     ref = central_fd(lambda w: unroll_r(widths, w, p, 3, bias=bias, wide_layer=wl), params)
     assert list(J) == list(params)  # every parameter, in the model's order
     assert_blocks_close(J, ref, rtol=1e-6)
@@ -138,12 +139,13 @@ def test_true_jacobian_matches_finite_differences(case):
         assert float(J[name].norm()) > 1e-6 * sum(float(v.norm()) for v in J.values()), name
 
 
+@pytest.mark.parametrize("method", ["func", "auto"])
 @pytest.mark.parametrize("case", CASES[:3], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_detached_jacobian_is_the_jacobian_of_the_frozen_input_surrogate(case):
+def test_detached_jacobian_is_the_jacobian_of_the_frozen_input_surrogate(case, method):
     bias, wl = case["bias"], case["wide_layer"]
     p, widths, params, model = random_setup(bias=bias, wide_layer=wl)
     Z = frozen_inputs(widths, params, p, 3, bias=bias)
-    Jt = ntk.jacobian(model, p, 3, mode="detached")
+    Jt = ntk.jacobian(model, p, 3, mode="detached", method=method)
     ref = central_fd(lambda w: unroll_r(widths, w, p, 3, bias=bias, inputs=Z, wide_layer=wl), params)
     assert_blocks_close(Jt, ref, rtol=1e-6)
     # the two modes are genuinely different maps here
@@ -379,7 +381,7 @@ def test_structured_method_is_called_with_the_mode(monkeypatch):
         @staticmethod
         def structured_jacobian(model, problem, T, *, mode):
             calls.append((model.detach, T, mode))
-            return ntk.jacobian(model, problem, T, mode=mode)
+            return ntk.jacobian(model, problem, T, mode=mode, method="func")
 
     monkeypatch.setitem(sys.modules, "ntkcheck.structured", Fake)
     p, _, _, model = random_setup()
