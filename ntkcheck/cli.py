@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 import typer
@@ -25,6 +25,27 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 console = Console(stderr=True)
 DEFAULT = TrainConfig.__dataclass_fields__
 
+# Options shared by the commands (type, flag and help written once).
+OptWidth = Annotated[int, typer.Option(help="n, width of the wide layer L−1.")]
+OptT = Annotated[int, typer.Option("--T", help="Unrolled optimisation steps.")]
+OptN = Annotated[int, typer.Option("--N", help="Training instances (one fixed set).")]
+OptD = Annotated[int, typer.Option(help="Variable dimension of each instance.")]
+OptB = Annotated[int, typer.Option(help="Rows of each M_i (0 < b ≤ d).")]
+OptL = Annotated[int, typer.Option("--L", help="Layers of the step-size network (2 → 2 → … → n → 1).")]
+OptE = Annotated[float, typer.Option(help="Expansion coefficient of the deterministic initialisation.")]
+OptInit = Annotated[str, typer.Option(help="deterministic, deterministic-abs or random.")]
+OptBias = Annotated[bool, typer.Option("--bias/--no-bias", help="Biases in every layer.")]
+OptSeed = Annotated[int, typer.Option(help="Seed of the data and of the initialisation.")]
+OptDevice = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+OptWideLayer = Annotated[str, typer.Option(
+    help="Wide layer: auto, dense (R×n matrix) or angular (exact prefix sums; bias-free only).")]
+OptStepScale = Annotated[float, typer.Option(help="s in the step s/β_i (the paper's code uses 0.9999).")]
+OptProblemFile = Annotated[Optional[Path], typer.Option(
+    help=".npz/.pt with arrays M (N,b,d) and Y (N,b); overrides N, d, b.")]
+OptInitFile = Annotated[Optional[Path], typer.Option(help=".npz/.pt with initial weights W1..WL (and b1..bL).")]
+OptThreads = Annotated[Optional[int], typer.Option(
+    help="CPU threads for torch (default: torch's choice); 1 is often much faster on a busy machine.")]
+
 
 def _default(name):
     return DEFAULT[name].default
@@ -37,37 +58,35 @@ def _root():
 
 @app.command()
 def train(
-    width: int = typer.Option(_default("width"), help="n, width of the wide layer L−1."),
-    T: int = typer.Option(_default("T"), "--T", help="Unrolled optimisation steps."),
-    N: int = typer.Option(_default("N"), "--N", help="Training instances (one fixed set)."),
-    d: int = typer.Option(_default("d"), help="Variable dimension of each instance."),
-    b: int = typer.Option(_default("b"), help="Rows of each M_i (0 < b ≤ d)."),
-    L: int = typer.Option(_default("L"), "--L", help="Layers of the step-size network (2 → 2 → … → n → 1)."),
-    e: float = typer.Option(_default("e"), help="Expansion coefficient of the deterministic initialisation."),
+    width: OptWidth = _default("width"),
+    T: OptT = _default("T"),
+    N: OptN = _default("N"),
+    d: OptD = _default("d"),
+    b: OptB = _default("b"),
+    L: OptL = _default("L"),
+    e: OptE = _default("e"),
     lr: float = typer.Option(_default("lr"), help="η, the meta learning rate."),
     iters: int = typer.Option(_default("iters"), help="K, training iterations."),
     optimizer: str = typer.Option(_default("optimizer"), help="Meta optimizer: sgd or adam."),
     loss: str = typer.Option(_default("loss"), help="Training loss over the unroll: last, mean or weighted."),
-    init: str = typer.Option(_default("init"), help="deterministic, deterministic-abs or random."),
-    bias: bool = typer.Option(_default("bias"), "--bias/--no-bias", help="Biases in every layer."),
+    init: OptInit = _default("init"),
+    bias: OptBias = _default("bias"),
     detach: bool = typer.Option(_default("detach"), "--detach/--no-detach",
                                 help="Detach the network inputs (the paper's code); --no-detach trains on the true gradient."),
-    wide_layer: str = typer.Option(_default("wide_layer"),
-                                   help="Wide layer: auto, dense (R×n matrix) or angular (exact prefix sums; bias-free only)."),
-    step_scale: float = typer.Option(_default("step_scale"), help="s in the step s/β_i (the paper's code uses 0.9999)."),
-    seed: int = typer.Option(_default("seed"), help="Seed of the data and of the initialisation."),
-    device: str = typer.Option(_default("device"), help="auto, cpu or cuda."),
+    wide_layer: OptWideLayer = _default("wide_layer"),
+    step_scale: OptStepScale = _default("step_scale"),
+    seed: OptSeed = _default("seed"),
+    device: OptDevice = _default("device"),
     dtype: str = typer.Option(_default("dtype"), help="float32 or float64."),
     on_divergence: str = typer.Option(_default("on_divergence"),
                                       help="NaN/Inf loss or gradient: stop the run, or skip the update (the paper's code)."),
     checkpoint_every: int = typer.Option(_default("checkpoint_every"), help="Checkpoint every this many iterations."),
     saturation_tol: float = typer.Option(_default("saturation_tol"), help="P within this of 0 or 2 counts as saturated."),
-    problem_file: Optional[Path] = typer.Option(None, help=".npz/.pt with arrays M (N,b,d) and Y (N,b); overrides N, d, b."),
-    init_file: Optional[Path] = typer.Option(None, help=".npz/.pt with initial weights W1..WL (and b1..bL)."),
+    problem_file: OptProblemFile = None,
+    init_file: OptInitFile = None,
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/train-<time>). Never overwritten."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice). "
-                                          "1 is often faster on a busy machine."),
+    threads: OptThreads = None,
 ):
     """Train Math-L2O and record every iteration (defaults: the paper's small configuration)."""
     if resume and out is None:
@@ -127,27 +146,26 @@ def _print_summary(result) -> None:
 def ntk(
     run: Optional[Path] = typer.Option(None, help="A finished run folder: measure at its W_0 and at its final weights "
                                                    "(its config.json/checkpoint.pt; the model options below are then ignored)."),
-    width: int = typer.Option(_default("width"), help="n, width of the wide layer L−1."),
-    T: int = typer.Option(_default("T"), "--T", help="Unrolled optimisation steps."),
-    N: int = typer.Option(_default("N"), "--N", help="Training instances (one fixed set)."),
-    d: int = typer.Option(_default("d"), help="Variable dimension of each instance."),
-    b: int = typer.Option(_default("b"), help="Rows of each M_i (0 < b ≤ d)."),
-    L: int = typer.Option(_default("L"), "--L", help="Layers of the step-size network (2 → 2 → … → n → 1)."),
-    e: float = typer.Option(_default("e"), help="Expansion coefficient of the deterministic initialisation."),
+    width: OptWidth = _default("width"),
+    T: OptT = _default("T"),
+    N: OptN = _default("N"),
+    d: OptD = _default("d"),
+    b: OptB = _default("b"),
+    L: OptL = _default("L"),
+    e: OptE = _default("e"),
     lr: float = typer.Option(_default("lr"), help="η, the meta learning rate (for 2/λ_max and 1 − ηλ_min)."),
-    init: str = typer.Option(_default("init"), help="deterministic, deterministic-abs or random."),
-    bias: bool = typer.Option(_default("bias"), "--bias/--no-bias", help="Biases in every layer."),
-    wide_layer: str = typer.Option(_default("wide_layer"), help="Wide layer: auto, dense or angular."),
-    step_scale: float = typer.Option(_default("step_scale"), help="s in the step s/β_i."),
-    seed: int = typer.Option(_default("seed"), help="Seed of the data and of the initialisation."),
-    device: str = typer.Option(_default("device"), help="auto, cpu or cuda."),
-    problem_file: Optional[Path] = typer.Option(None, help=".npz/.pt with arrays M (N,b,d) and Y (N,b); overrides N, d, b."),
-    init_file: Optional[Path] = typer.Option(None, help=".npz/.pt with initial weights W1..WL (and b1..bL)."),
+    init: OptInit = _default("init"),
+    bias: OptBias = _default("bias"),
+    wide_layer: OptWideLayer = _default("wide_layer"),
+    step_scale: OptStepScale = _default("step_scale"),
+    seed: OptSeed = _default("seed"),
+    device: OptDevice = _default("device"),
+    problem_file: OptProblemFile = None,
+    init_file: OptInitFile = None,
     method: str = typer.Option("auto", help="Jacobian: auto (structured where it applies), func (torch.func "
                                             "reference) or structured (fast path)."),
     t: Optional[int] = typer.Option(None, "--t", help="Step t of α = σ_min(G_{L−1,t}) (default T)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice); "
-                                                      "--threads 1 is much faster on a busy machine."),
+    threads: OptThreads = None,
     out: Optional[Path] = typer.Option(None, help="Folder for ntk.json and spectra.npz (default: the --run folder, "
                                                    "else runs/ntk-<time>)."),
 ):

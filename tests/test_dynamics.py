@@ -27,15 +27,6 @@ from ntkcheck.model import build
 from ntkcheck.train import initial_weights, make_problem, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: threads only add OpenMP barriers (10–100× on a shared, busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def psd(n, r, seed, spread=(0.5, 2.0)):
     """K = A Aᵀ of rank r with the non-zero singular values of A in ``spread``; also A."""
     rng = np.random.default_rng(seed)

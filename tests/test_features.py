@@ -19,15 +19,6 @@ from ntkcheck.config import hidden_widths
 from ntkcheck.model import build
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: threads only add OpenMP barriers (10–100× on a shared, busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- α(e) = e^{L−1} α(1) ----------------------------------------------------------------------------------------
 
 

@@ -32,16 +32,6 @@ from ntkcheck.train import initial_weights, make_problem
 KINK_MARGIN = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These are tiny tensors: threads only add OpenMP barriers, which on a shared, busy CPU cost 10–100×
-    (measured: one matrix-free product 14 ms with 1 thread, 83 ms with 2)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- set-ups -------------------------------------------------------------------------------------------------
 
 
