@@ -173,7 +173,7 @@ def ntk(
     linearised rate and stability threshold, in float64, for a configuration's initial weights or a run."""
     from ntkcheck import io
     from ntkcheck.config import hidden_widths
-    from ntkcheck.dynamics import kernel_drift, ntk_summary
+    from ntkcheck.dynamics import NonFiniteKernel, kernel_drift, ntk_summary
     from ntkcheck.model import build
     from ntkcheck.train import config_from_problem, initial_weights, make_problem, resolve_device, versions
 
@@ -181,13 +181,13 @@ def ntk(
         raise ConfigError("--method", f"must be one of auto, func, structured (got {method!r})")
     _set_threads(threads)
     if run is not None:
-        cfg, points = _load_run(run)
+        cfg, points, run_notes = _load_run(run)
     else:
         values = {k: v for k, v in locals().items() if k in DEFAULT}
         for key in ("problem_file", "init_file"):
             values[key] = None if values[key] is None else str(values[key])
         cfg = config_from_problem(TrainConfig(**values))
-        points = {"init": (0, initial_weights(cfg))}
+        points, run_notes = {"init": (0, initial_weights(cfg))}, []
     if t is not None and (t < 1 or t > cfg.T):
         raise ConfigError("--t", f"must be an integer in [1, T = {cfg.T}] (got {t})")
     device = resolve_device(cfg.device if run is None else device)
@@ -199,7 +199,7 @@ def ntk(
     except OSError as err:
         raise ConfigError("--out", f"cannot create {folder}: {err.strerror}") from None
 
-    results, arrays, kernels, notes = {}, {}, {}, []
+    results, arrays, kernels, notes = {}, {}, {}, list(run_notes)
     if cfg.loss != "last":
         notes.append(f"the run's loss is {cfg.loss!r}: K describes r = M X_T − Y, i.e. the loss 'last' only")
     if cfg.optimizer != "sgd":
@@ -211,6 +211,9 @@ def ntk(
             numbers, arr = ntk_summary(model, problem, cfg.T, lr=cfg.lr, method=method, t=t, return_kernels=True)
         except NotImplementedError as err:
             raise ConfigError("--method", str(err)) from None
+        except NonFiniteKernel as err:
+            notes.append(f"{name} (k = {k}) not measured: {err}")
+            continue
         except ValueError as err:  # the structured path's own limits (e.g. it needs the angular wide layer)
             if method != "structured":
                 raise
@@ -226,14 +229,13 @@ def ntk(
     if drift is not None:
         report["drift"] = drift
     io.write_json(folder / "ntk.json", report)
-    _write_npz(folder / "spectra.npz", arrays)
+    io.write_npz(folder / "spectra.npz", arrays)
     _print_ntk(report, folder)
 
 
 def _load_run(run: Path):
-    """(config, {"init": (0, W_0), "end": (k, W_k)}) of a finished run folder."""
-    import torch
-
+    """(config, {"init": (0, W_0), "end": (k, W_k)}) of a finished run folder; a diverged run's non-finite
+    final weights are left out (with a note), since no kernel can be measured there."""
     path = run / "checkpoint.pt"
     if not path.is_file():
         raise ConfigError("--run", f"{run} is not a run folder: {path} does not exist")
@@ -245,23 +247,9 @@ def _load_run(run: Path):
         raise
     except Exception as err:  # any failure to read it back means the file is not a usable checkpoint
         raise ConfigError("--run", f"checkpoint {path} is corrupt or unreadable ({type(err).__name__})") from None
-    return cfg, {"init": (0, W0), "end": (k, params)}
-
-
-def _write_npz(path: Path, arrays: dict) -> None:
-    import os
-    import tempfile
-
-    import numpy as np
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    if not all(bool(torch.isfinite(v).all()) for v in params.values()):
+        return cfg, {"init": (0, W0)}, [f"the final weights (k = {k}) are not finite: the run diverged; only W_0 is measured"]
+    return cfg, {"init": (0, W0), "end": (k, params)}, []
 
 
 def _print_ntk(report: dict, folder: Path) -> None:

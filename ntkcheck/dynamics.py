@@ -150,7 +150,7 @@ class LinearPrediction:
 
     def as_dict(self) -> dict:
         return {"lr": self.lr, "lambda_min": float(self.eigenvalues[0]), "lambda_max": float(self.eigenvalues[-1]),
-                "rate": self.rate, "loss_rate": self.rate**2, "threshold": self.threshold, "stable": self.stable,
+                "rate": self.rate, "loss_rate": self.rate * self.rate, "threshold": self.threshold, "stable": self.stable,
                 "plateau": self.plateau.value, "null_dim": self.plateau.null_dim, "null_tol": self.plateau.tol,
                 "loss_0": float(self.loss_eig[0])}
 
@@ -289,6 +289,10 @@ def drift_table(model: MathL2O, problem: Problem, T: int, snapshots: Mapping[int
 # -- everything at one point -----------------------------------------------------------------------------------
 
 
+class NonFiniteKernel(ValueError):
+    """The kernel overflows at these weights: nothing spectral can be measured there."""
+
+
 def ntk_summary(model: MathL2O, problem: Problem, T: int, *, lr: float, method: str = "auto",
                 t: int | None = None, return_kernels: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     """All instruments at the weights of ``model``, in float64: what ``ntkcheck ntk`` prints and writes.
@@ -308,6 +312,8 @@ def ntk_summary(model: MathL2O, problem: Problem, T: int, *, lr: float, method: 
     J = jacobian(m, p, T, mode="true", method=method)
     Jt = jacobian(m, p, T, mode="detached", method=method)
     G, Gt = gram(J, N=p.N), gram(J, Jt, N=p.N)
+    if not (torch.isfinite(G.K).all() and torch.isfinite(Gt.K).all()):
+        raise NonFiniteKernel("K or K̃ has non-finite entries at these weights (a diverged run?)")
     Ks = Gt.symmetric_part()
     spec, spec_t = kernel_spectrum(G.K), kernel_spectrum(Ks)
     with torch.no_grad():

@@ -55,6 +55,14 @@ def write_torch(path: Path, obj) -> None:
     _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
+def write_npz(path: Path, arrays: dict) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    _atomic(Path(path), write)
+
+
 def write_frame(path: Path, frame, fmt: str) -> None:
     if fmt == "parquet":
         _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))

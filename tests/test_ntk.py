@@ -441,6 +441,19 @@ def test_cli_ntk_on_a_finished_run_measures_both_ends_and_the_drift(tmp_path):
     assert (run / "spectra.npz").is_file()
 
 
+def test_cli_ntk_on_a_diverged_run_measures_the_start_and_says_why_not_the_end(tmp_path):
+    run = tmp_path / "run"
+    # η = 1e300 sends the weights to ~1e300 after one update; the next gradients overflow (the run diverges)
+    # and the kernel at those weights overflows too
+    assert main(["train", *TINY, "--init", "random", "--iters", "3", "--lr", "1e300", "--on-divergence", "skip",
+                 "--out", str(run)]) == 0
+    assert json.loads((run / "report.json").read_text())["diverged_iterations"]
+    assert main(["ntk", "--run", str(run)]) == 0
+    report = json.loads((run / "ntk.json").read_text())
+    assert set(report["points"]) == {"init"} and "drift" not in report
+    assert any("end" in note and "non-finite" in note for note in report["notes"])
+
+
 @pytest.mark.parametrize(("args", "param"), [
     (["--width", "0"], "--width"),
     (["--method", "jax"], "--method"),
