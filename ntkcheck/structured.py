@@ -16,9 +16,10 @@ The rows of ∂r/∂W for the b outputs of instance i are carried together as a 
 (H_i is symmetric, so H_i-products act on the right of the row-wise cotangents.)
 
 The wide layer's part of Σ_j U[:, j] ∂φ_j/∂W never forms the N·d×n feature matrix: with
-A_t[o, c] = Σ_{j : h_j·w_c > 0} U_t[o, j] h_j (a prefix sum over the rows sorted by angle, since the rows
-that activate column c form an arc around θ_c), ∂/∂W_L[c] = w_c · Ā[o, c] and ∂/∂w_c = W_L[c] Ā[o, c],
-with Ā = Σ_t A_t. The earlier layers (2-wide) enter through ∂φ_j/∂θ = S(h_j) · ∂h_j/∂θ (forward mode).
+Ā[o, c] = Σ_t Σ_{j : h_j·w_c > 0} U_t[o, j] h_j, ∂/∂W_L[c] = w_c · Ā[o, c] and ∂/∂w_c = W_L[c] Ā[o, c].
+Row j activates an arc [lo_j, hi_j) of the columns sorted by angle (the forward pass's own arcs), and
+that order is the same at every step, so Ā is one cumulative sum of a difference array that every
+step adds O(b·d) entries to. The earlier layers (2-wide) enter through ∂φ_j/∂θ = S(h_j) · ∂h_j/∂θ (forward mode).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch.func import jvp
 
-from ntkcheck.angular import arc_bounds, arc_sums, prefix_sums
+from ntkcheck.angular import arc_bounds, arc_sums, column_order, prefix_sums
 from ntkcheck.model import MathL2O
 from ntkcheck.problems import Problem, gradient
 
@@ -52,9 +53,10 @@ def _step_record(model, problem, X, early, theta, prefix, mode):
     Z = torch.stack((grad, X), dim=-1).reshape(-1, 2)
     h = _features_upto(model, early, Z)
     S, _ = arc_sums(h, theta, prefix)  # ∂φ/∂h, float64
+    lo, hi = arc_bounds(h, theta)  # row j's active columns, in the doubled sorted order
     phi = (h.double() * S).sum(1)
     P = 2 * torch.sigmoid(phi)
-    record = {"grad": grad, "h": h.double(), "S": S, "P": P.to(X.dtype).reshape(X.shape),
+    record = {"grad": grad, "h": h.double(), "S": S, "lo": lo, "hi": hi, "P": P.to(X.dtype).reshape(X.shape),
               "dP": (P * (1 - P / 2)).reshape(X.shape)}  # d(2σ(φ))/dφ = 2σ(1 − σ) = P(1 − P/2)
     record["E"] = _early_jacobian(model, early, Z, S)
     if mode == "true":
@@ -93,23 +95,17 @@ def _times_H(problem: Problem, V: torch.Tensor) -> torch.Tensor:
     return (V @ M.mT) @ M
 
 
-def _wide_layer_sums(h: torch.Tensor, U: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """A[i, o, c] = Σ_{j : h_ij·w_c > 0} U[i, o, j] h_ij for every instance i, output o and column c.
+def _add_arcs(D: torch.Tensor, h: torch.Tensor, U: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
+    """D[i, o, lo_ij] += U[i, o, j] h_ij and D[i, o, hi_ij] −= U[i, o, j] h_ij: a difference array.
 
-    h: (N, d, 2) rows of the wide layer's input, U: (N, b, d) cotangents, W: (2, n). The rows of an
-    instance that activate column c are those whose angle lies within π/2 of θ_c: an arc of the rows
-    sorted by angle, read off doubled prefix sums.
+    [lo_ij, hi_ij) are row j's active columns in the doubled sorted order (the forward pass's own arcs),
+    so after all steps cumsum(D)[q] + cumsum(D)[q + n] = Σ_{t, j : c_q active} U h: Ā for column q.
     """
-    N, d, _ = h.shape
-    psi = torch.atan2(h[..., 1], h[..., 0])
-    psi, order = torch.sort(psi, dim=1)
-    h_sorted = torch.gather(h, 1, order[..., None].expand(N, d, 2))
-    U_sorted = torch.gather(U, 2, order[:, None, :].expand_as(U))
-    V = U_sorted[..., None] * h_sorted[:, None]  # (N, b, d, 2)
-    prefix = torch.cat((V.new_zeros(*V.shape[:2], 1, 2), torch.cumsum(torch.cat((V, V), 2), 2)), 2)
-    lo, hi = arc_bounds(W.T.double(), psi)  # (N, n): for each instance its own arc of rows per column
-    index = lambda k: k[:, None, :, None].expand(N, U.shape[1], k.shape[1], 2)  # noqa: E731
-    return torch.gather(prefix, 2, index(hi)) - torch.gather(prefix, 2, index(lo))  # (N, b, n, 2)
+    N, b, _ = U.shape
+    V = U[..., None] * h[:, None]  # (N, b, d, 2)
+    index = lambda k: k[:, None, :, None].expand(N, b, k.shape[1], 2)  # noqa: E731
+    D.scatter_add_(2, index(lo), V)
+    D.scatter_add_(2, index(hi), -V)
 
 
 @torch.no_grad()
@@ -140,12 +136,12 @@ def structured_jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str =
 
     N, b, d = problem.M.shape
     Lam = problem.M.clone()  # Λ_T: row k of instance i is m_ik
-    A_bar = torch.zeros(N, b, W.shape[1], 2, dtype=dtype)
+    n = W.shape[1]
+    D = torch.zeros(N, b, 2 * n + 1, 2, dtype=dtype)  # difference array over the doubled sorted columns
     J_early = torch.zeros(N, b, sum(early[k].numel() for k in early), dtype=dtype)
     for rec in reversed(steps):
         U = Lam * (-s * (rec["grad"] * rec["dP"])[:, None, :])
-        h = rec["h"].reshape(N, d, 2)
-        A_bar += _wide_layer_sums(h, U, W)
+        _add_arcs(D, rec["h"].reshape(N, d, 2), U, rec["lo"].reshape(N, d), rec["hi"].reshape(N, d))
         J_early += U @ rec["E"].reshape(N, d, -1)
         Lam_next = Lam - _times_H(problem, s * Lam * rec["P"][:, None, :])
         if mode == "true":
@@ -153,6 +149,9 @@ def structured_jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str =
             Lam_next = Lam_next + _times_H(problem, U * phi_z[:, None, :, 0]) + U * phi_z[:, None, :, 1]
         Lam = Lam_next
 
+    C = torch.cumsum(D, dim=2)
+    A_bar = torch.empty(N, b, n, 2, dtype=dtype)
+    A_bar[:, :, column_order(W)[1]] = C[:, :, :n] + C[:, :, n:2 * n]  # Ā[i, o, c] = Σ_t A_t[i, o, c]
     out, offset = {}, 0
     for name in early:
         size = early[name].numel()
