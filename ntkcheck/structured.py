@@ -25,7 +25,7 @@ step adds O(b·d) entries to. The earlier layers (2-wide) enter through ∂φ_j/
 from __future__ import annotations
 
 import torch
-from torch.func import jvp
+from torch.func import jacfwd, vmap
 
 from ntkcheck.angular import arc_bounds, arc_sums, column_order, prefix_sums
 from ntkcheck.model import MathL2O
@@ -58,33 +58,25 @@ def _step_record(model, problem, X, early, theta, prefix, mode):
     P = 2 * torch.sigmoid(phi)
     record = {"grad": grad, "h": h.double(), "S": S, "lo": lo, "hi": hi, "P": P.to(X.dtype).reshape(X.shape),
               "dP": (P * (1 - P / 2)).reshape(X.shape)}  # d(2σ(φ))/dφ = 2σ(1 − σ) = P(1 − P/2)
-    record["E"] = _early_jacobian(model, early, Z, S)
+    record["E"], phi_z = _row_jacobians(model, early, Z, S)
     if mode == "true":
-        record["phi_z"] = _input_jacobian(model, early, Z, S)
+        record["phi_z"] = phi_z
     return record
 
 
-def _early_jacobian(model, early, Z, S) -> torch.Tensor:
-    """∂φ_j/∂θ for every early scalar parameter θ (R, P_early): S(h_j) · ∂h_j/∂θ by forward mode."""
-    columns = []
-    for name in _early_layers(model):
-        for index in range(early[name].numel()):
-            tangent = {k: torch.zeros_like(v) for k, v in early.items()}
-            tangent[name].view(-1)[index] = 1.0
-            _, dh = jvp(lambda p: _features_upto(model, p, Z), (early,), (tangent,))
-            columns.append((S * dh.double()).sum(1))
-    return torch.stack(columns, 1) if columns else S.new_zeros(S.shape[0], 0)
+def _row_jacobians(model, early, Z, S) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row j: ∂φ_j/∂θ for every early scalar parameter θ (R, P_early) and ∂φ_j/∂z_j (R, 2).
 
+    Both are S(h_j)ᵀ times the 2×· Jacobian of h_j = G_{L−2}(z_j), taken by forward mode row by row.
+    """
+    def h_row(z, params):
+        return _features_upto(model, params, z[None])[0]
 
-def _input_jacobian(model, early, Z, S) -> torch.Tensor:
-    """∂φ_j/∂z_j (R, 2) = (∂h_j/∂z_j)ᵀ S(h_j)."""
-    out = []
-    for a in range(2):
-        tangent = torch.zeros_like(Z)
-        tangent[:, a] = 1.0
-        _, dh = jvp(lambda z: _features_upto(model, early, z), (Z,), (tangent,))
-        out.append((S * dh.double()).sum(1))
-    return torch.stack(out, 1)
+    dh_dz, dh_dp = vmap(jacfwd(h_row, argnums=(0, 1)), in_dims=(0, None))(Z, early)
+    R = Z.shape[0]
+    columns = [torch.einsum("ra,ra...->r...", S, dh_dp[name].double()).reshape(R, -1) for name in early]
+    E = torch.cat(columns, 1) if columns else S.new_zeros(R, 0)
+    return E, torch.einsum("ra,rab->rb", S, dh_dz.double())
 
 
 def _times_H(problem: Problem, V: torch.Tensor) -> torch.Tensor:
