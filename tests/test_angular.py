@@ -18,6 +18,7 @@ from ntkcheck import init, problems
 from ntkcheck.angular import wide_readout
 from ntkcheck.config import hidden_widths
 from ntkcheck.model import build
+from drawn import drawn_weights
 
 RTOL = 1e-10
 
@@ -103,12 +104,7 @@ def test_unroll_loss_and_every_gradient_equal_dense(N, d, data, width, L, T, log
     b = data.draw(st.integers(1, d))
     problem = problems.generate(N, d, b, seed)
     widths = hidden_widths(width, L)
-    if init_kind == "random":
-        params = init.random(widths, seed)
-    else:
-        params = init.deterministic(widths, 10**log_e, seed, absolute=init_kind == "deterministic-abs")
-        rng = np.random.default_rng(seed)  # move W_L off zero so that every layer has a gradient
-        params[f"W{L}"] = torch.from_numpy(rng.standard_normal(params[f"W{L}"].shape) / 10 ** (log_e * (L - 1)))
+    params = drawn_weights(widths, init_kind, 10**log_e, seed)
     runs = {}
     for kind in ("angular", "dense"):
         model = build(widths, params, detach=detach, wide_layer=kind)

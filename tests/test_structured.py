@@ -1,6 +1,5 @@
 """The structured Jacobian equals torch.func's Jacobian of the dense model, in both modes."""
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import assume, given, settings
@@ -11,6 +10,7 @@ from ntkcheck import init, problems
 from ntkcheck.config import hidden_widths
 from ntkcheck.model import build
 from ntkcheck.structured import structured_jacobian
+from drawn import drawn_weights
 
 
 def reference_jacobian(widths, params, problem, T, mode):
@@ -32,12 +32,7 @@ def test_structured_jacobian_equals_autograd(N, d, data, width, L, T, log_e, mod
     b = data.draw(st.integers(1, d))
     problem = problems.generate(N, d, b, seed)
     widths = hidden_widths(width, L)
-    if kind == "random":
-        params = init.random(widths, seed)
-    else:
-        params = init.deterministic(widths, 10**log_e, seed)
-        rng = np.random.default_rng(seed)
-        params[f"W{L}"] = torch.from_numpy(rng.standard_normal((width, 1)) / 10 ** (log_e * (L - 1)))
+    params = drawn_weights(widths, kind, 10**log_e, seed)
     model = build(widths, params, detach=mode == "detached")
     with torch.no_grad():  # J is a sum of terms ∝ g_t: meaningful only while they stand above rounding
         r_T = problems.residual(problem, model.unroll(problem, T).X[-1])
