@@ -57,10 +57,10 @@ def prefix_sums(W: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, tor
     return theta, torch.cat((a.new_zeros(1, 2), torch.cumsum(torch.cat((a, a)), dim=0)))
 
 
-def arc_sums(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def arc_sums(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor, bounds=None) -> tuple[torch.Tensor, torch.Tensor]:
     """S(h) = Σ_{c active} a_c = prefix[hi] − prefix[lo] (R, 2, float64; 0 for h = 0), and the active
-    columns per row. S(h) is also ∂φ/∂h."""
-    lo, hi = arc_bounds(h, theta)
+    columns per row. S(h) is also ∂φ/∂h. ``bounds``: (lo, hi) from :func:`arc_bounds`, when already known."""
+    lo, hi = arc_bounds(h, theta) if bounds is None else bounds
     nonzero = (h != 0).any(dim=1)
     return (prefix[hi] - prefix[lo]) * nonzero[:, None], torch.where(nonzero, hi - lo, 0)
 

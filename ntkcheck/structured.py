@@ -52,8 +52,8 @@ def _step_record(model, problem, X, early, theta, prefix, mode):
     grad = gradient(problem, X)
     Z = torch.stack((grad, X), dim=-1).reshape(-1, 2)
     h = _features_upto(model, early, Z)
-    S, _ = arc_sums(h, theta, prefix)  # ∂φ/∂h, float64
     lo, hi = arc_bounds(h, theta)  # row j's active columns, in the doubled sorted order
+    S, _ = arc_sums(h, theta, prefix, bounds=(lo, hi))  # ∂φ/∂h, float64
     phi = (h.double() * S).sum(1)
     P = 2 * torch.sigmoid(phi)
     record = {"grad": grad, "h": h.double(), "S": S, "lo": lo, "hi": hi, "P": P.to(X.dtype).reshape(X.shape),
