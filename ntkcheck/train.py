@@ -95,9 +95,14 @@ def config_from_problem(cfg: TrainConfig) -> TrainConfig:
 
 
 def make_optimizer(cfg: TrainConfig, model: MathL2O) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    return meta_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+
+
+def meta_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """Plain SGD (the paper) or Adam, with learning rate η = ``lr``, over ``params``."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr)
 
 
 # -- one iteration ----------------------------------------------------------------------------------
