@@ -288,6 +288,24 @@ def _print_ntk(report: dict, folder: Path) -> None:
         console.print(f"[yellow]note[/yellow] {note}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def reproduce(
+    figure: str = typer.Argument(..., help="fig2, fig4a, fig4b, fig5 or fig8 (see ntkcheck/reproduce.py)."),
+    preset: str = typer.Option("small", help="small (minutes on one CPU thread) or paper (the published sizes)."),
+    seed: OptSeed = 0,
+    out: Optional[Path] = typer.Option(None, help="New folder for <figure>.csv, <figure>.png and config.json "
+                                                   "(default runs/<figure>-<preset>). Never overwritten."),
+    threads: OptThreads = None,
+):
+    """Rerun one of the paper's comparisons (baselines, GD, Adam) and write its CSV and PNG."""
+    from ntkcheck.reproduce import run
+
+    _set_threads(threads)
+    folder = out or Path("runs") / f"{figure}-{preset}"
+    run(figure, folder, preset=preset, seed=seed, log=lambda line: console.print(line, highlight=False))
+    console.print(f"wrote {folder}", highlight=False)
+
+
 def _usage_error(err: Exception) -> bool:
     """Click's UsageError family (typer vendors click in recent versions, so match by name)."""
     return any(cls.__name__ == "UsageError" for cls in type(err).__mro__)

@@ -1,0 +1,244 @@
+"""The paper's comparisons, rerun: one function per figure, each returning a tidy DataFrame.
+
+    fig2    baselines trained by SGD over (η, T): which runs explode (Fig. 2a Math-L2O-P, 2b LISTA-CPSS)
+    fig4a   our model's training curve F(X_T^k) against GD (Fig. 4a)
+    fig4b   our model over (η, T) against GD (Fig. 4b)
+    fig5    the e–η ablation: gain over GD for every (e, η) (Figs. 5, 9, 10)
+    fig8    inference far past the training horizon on held-out instances: ours, GD, NAG, tuned Adam (Fig. 8)
+
+Conventions (the paper's): F summed over instances, X_0 = 0, a fixed training set, GD with the same
+step s/β_i, gain "last" = (F_GD(X_T) − F(X_T))/F_GD(X_T) and "mean" = that ratio averaged over t = 1..T,
+both measured at the last training iteration. ``small`` presets finish in about a minute each on one
+CPU thread; ``paper`` presets are the published sizes (shared/research/paper_math.md §6.1).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ntkcheck import init as inits
+from ntkcheck import io, problems
+from ntkcheck.baselines import LISTACPSS, MathL2OLSTM, adam_grid, evaluate, fit, gd, grid_summary, nag, weight_only
+from ntkcheck.baselines.classical import ADAM_BETA1, ADAM_BETA2
+from ntkcheck.baselines.lista import shared_dictionary
+from ntkcheck.config import ConfigError, hidden_widths
+from ntkcheck.model import build
+
+PAPER_LRS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
+PRESETS = {
+    "fig2": {
+        "small": dict(N=8, d=32, b=25, Ts=(5, 10, 20), lrs=(1e-5, 1e-4, 1e-3), iters=100),
+        "paper": dict(N=10, d=512, b=400, Ts=tuple(range(5, 101, 5)),
+                      lrs=tuple(round(1e-5 * i, 10) for i in range(1, 11)), iters=400),
+    },
+    "fig4a": {
+        "small": dict(N=32, d=32, b=25, width=1024, T=20, e=50.0, lr=1e-7, iters=300, seeds=(0, 1, 2)),
+        "paper": dict(N=10, d=512, b=400, width=5120, T=100, e=100.0, lr=1e-7, iters=5000, seeds=(0,)),
+    },
+    "fig4b": {
+        "small": dict(N=32, d=32, b=25, width=1024, Ts=(5, 10, 15, 20), e=100.0, lrs=(1e-3, 1e-5, 1e-7), iters=100),
+        "paper": dict(N=10, d=512, b=400, width=5120, Ts=(5, 10, 20, 50, 100), e=100.0, lrs=PAPER_LRS, iters=400),
+    },
+    "fig5": {
+        "small": dict(N=32, d=32, b=25, width=1024, T=20, es=(1.0, 5.0, 25.0, 50.0, 100.0), lrs=PAPER_LRS, iters=200),
+        "paper": dict(N=32, d=32, b=25, width=1024, T=20, es=(1.0, 5.0, 25.0, 50.0, 100.0), lrs=PAPER_LRS, iters=5000),
+    },
+    "fig8": {
+        "small": dict(N=32, d=32, b=25, width=1024, T=20, e=50.0, lrs=(1e-5, 1e-7), iters=300, N_test=32,
+                      T_test=2000, beta1s=(0.1, 0.5, 0.9), beta2s=(0.95, 0.97, 0.99)),
+        "paper": dict(N=10, d=512, b=400, width=5120, T=100, e=100.0, lrs=PAPER_LRS, iters=5000, N_test=32,
+                      T_test=5000, beta1s=ADAM_BETA1, beta2s=ADAM_BETA2),
+    },
+}
+
+
+def ours(width: int, e: float, seed: int):
+    """Our model (Song et al.) under the deterministic initialisation: GD at k = 0."""
+    widths = hidden_widths(width, 3)
+    return build(widths, inits.deterministic(widths, e, seed))
+
+
+def _row(result, **keys) -> dict:
+    """The final iteration of a :class:`~ntkcheck.baselines.Fit`, with where it diverged (NaN: never)."""
+    last = {q: result.last(q) for q in ("F_T", "gain", "gain_mean")}
+    if result.status == "diverged":
+        last = dict.fromkeys(last, np.nan)
+    return {**keys, **last, "status": result.status,
+            "diverged_at": np.nan if result.diverged_at is None else result.diverged_at}
+
+
+# -- the figures ------------------------------------------------------------------------------------
+
+
+def fig2(p: dict, seed: int, log=print) -> pd.DataFrame:
+    """F(X_T) at the last iteration for every (η, T), per baseline; a run that produced a non-finite
+    loss or gradient stops there (status, diverged_at). LISTA-CPSS as Chen et al. define it runs on the
+    shared-dictionary QP, the others on the paper's per-instance QP."""
+    per_instance = problems.generate(p["N"], p["d"], p["b"], seed)
+    shared = shared_dictionary(p["N"], p["d"], p["b"], seed)
+    models = {
+        "Math-L2O-P (Liu et al. 2023)": (per_instance, lambda T: MathL2OLSTM("P", seed=seed)),
+        "Math-L2O-P + B terms (NeurIPS code)": (per_instance, lambda T: MathL2OLSTM("P", b_terms=True, seed=seed)),
+        "LISTA-CPSS W-only (NeurIPS QP variant)": (per_instance, lambda T: weight_only(p["d"], p["b"], T, seed)),
+        "LISTA-CPSS (Chen et al. 2018), shared M": (shared, lambda T: LISTACPSS.from_problem(shared, T)),
+    }
+    rows = []
+    for name, (problem, make) in models.items():
+        for T in p["Ts"]:
+            F_gd = float(gd(problem, T).F[-1])
+            for lr in p["lrs"]:
+                result = fit(make(T), problem, T, lr=lr, iters=p["iters"])
+                rows.append(_row(result, model=name, T=T, lr=lr, F_GD=F_gd))
+                log(f"fig2 {name} T={T} η={lr:g}: {result.status}")
+    return pd.DataFrame(rows)
+
+
+def fig4a(p: dict, seed: int, log=print) -> pd.DataFrame:
+    """F(X_T^k), gain and gain_mean at every training iteration k, per seed (seed + offset)."""
+    frames = []
+    for s in p["seeds"]:
+        problem = problems.generate(p["N"], p["d"], p["b"], seed + s)
+        result = fit(ours(p["width"], p["e"], seed + s), problem, p["T"], lr=p["lr"], iters=p["iters"])
+        wide = result.metrics.pivot(index="iteration", columns="quantity", values="value").reset_index()
+        wide["seed"], wide["F_GD"] = seed + s, float(gd(problem, p["T"]).F[-1])
+        frames.append(wide[["seed", "iteration", "F_T", "F_GD", "gain", "gain_mean", "diverged"]])
+        log(f"fig4a seed={seed + s}: gain {wide['gain'].iloc[-1]:.3f}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def fig4b(p: dict, seed: int, log=print) -> pd.DataFrame:
+    """Our model's F(X_T) at the last iteration for every (η, T), with GD's."""
+    problem = problems.generate(p["N"], p["d"], p["b"], seed)
+    rows = []
+    for T in p["Ts"]:
+        F_gd = float(gd(problem, T).F[-1])
+        for lr in p["lrs"]:
+            result = fit(ours(p["width"], p["e"], seed), problem, T, lr=lr, iters=p["iters"])
+            rows.append(_row(result, model="ours (Song et al. 2025)", T=T, lr=lr, F_GD=F_gd))
+            log(f"fig4b T={T} η={lr:g}: gain {rows[-1]['gain']:.3f}")
+    return pd.DataFrame(rows)
+
+
+def fig5(p: dict, seed: int, log=print) -> pd.DataFrame:
+    """Gain (last and mean) at the last iteration for every (e, η) at one T."""
+    problem = problems.generate(p["N"], p["d"], p["b"], seed)
+    rows = []
+    for e in p["es"]:
+        for lr in p["lrs"]:
+            result = fit(ours(p["width"], e, seed), problem, p["T"], lr=lr, iters=p["iters"])
+            rows.append(_row(result, e=e, lr=lr, T=p["T"]))
+            log(f"fig5 e={e:g} η={lr:g}: gain {rows[-1]['gain']:.3f}")
+    return pd.DataFrame(rows)
+
+
+def fig8(p: dict, seed: int, log=print) -> pd.DataFrame:
+    """F(X_t), t = 0..T_test, on held-out instances: ours trained at each η (T steps, then run for
+    T_test), GD, NAG, and Adam over the (β₁, β₂) grid at step s/β_i (best by final F, and min/max)."""
+    train_set = problems.generate(p["N"], p["d"], p["b"], seed)
+    test_set = problems.generate(p["N_test"], p["d"], p["b"], seed, split="test")
+    t = np.arange(p["T_test"] + 1)
+    curves = {"GD": gd(test_set, p["T_test"]), "NAG": nag(test_set, p["T_test"])}
+    rows = [pd.DataFrame({"method": name, "t": t, "F": c.F.numpy()}) for name, c in curves.items()]
+    for lr in p["lrs"]:
+        model = ours(p["width"], p["e"], seed)
+        result = fit(model, train_set, p["T"], lr=lr, iters=p["iters"])
+        curve = evaluate(model, test_set, p["T_test"])
+        rows.append(pd.DataFrame({"method": f"ours η={lr:g}", "t": t, "F": curve.F.numpy()}))
+        log(f"fig8 ours η={lr:g}: train gain {result.last('gain'):.3f}, test F(X_T_test) {float(curve.F[-1]):.3g}")
+    grid = grid_summary(adam_grid(test_set, p["T_test"], beta1s=p["beta1s"], beta2s=p["beta2s"]))
+    best = f"Adam best (β₁={grid['best_beta1'].iloc[0]}, β₂={grid['best_beta2'].iloc[0]})"
+    for name, column in ((best, "F_best"), ("Adam grid min", "F_min"), ("Adam grid median", "F_median"),
+                         ("Adam grid max", "F_max")):
+        rows.append(pd.DataFrame({"method": name, "t": t, "F": grid[column].to_numpy()}))
+    log(f"fig8 Adam grid of {len(p['beta1s']) * len(p['beta2s'])}: best F(X_T_test) {grid['F_best'].iloc[-1]:.3g}")
+    return pd.concat(rows, ignore_index=True)
+
+
+FIGURES = {"fig2": fig2, "fig4a": fig4a, "fig4b": fig4b, "fig5": fig5, "fig8": fig8}
+
+
+# -- plots ------------------------------------------------------------------------------------------
+
+
+def plot(figure: str, frame: pd.DataFrame, path: Path) -> None:
+    """The figure's PNG, drawn with seaborn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    if figure in ("fig2", "fig4b"):
+        grid = sns.relplot(data=frame.assign(η=frame["lr"].map("{:g}".format)), x="T", y="F_T", hue="η",
+                           col="model", col_wrap=2 if figure == "fig2" else None, kind="line", marker="o",
+                           height=3, aspect=1.3, facet_kws={"sharey": False})
+        for ax, (_, sub) in zip(grid.axes.flat, frame.groupby("model", sort=False)):
+            gd_curve = sub.drop_duplicates("T")
+            ax.plot(gd_curve["T"], gd_curve["F_GD"], "k--", label="GD")
+            ax.set_yscale("log")
+        grid.set_axis_labels("T", "F(X_T) at the last iteration")
+        fig = grid.figure
+    elif figure == "fig4a":
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        sns.lineplot(data=frame, x="iteration", y="F_T", hue="seed", ax=ax, palette="deep")
+        for _, sub in frame.groupby("seed"):
+            ax.axhline(sub["F_GD"].iloc[0], ls="--", c="gray", lw=0.8)
+        ax.set(yscale="log", xlabel="training iteration k", ylabel="F(X_T^k) (dashed: GD)")
+    elif figure == "fig5":
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        for ax, column in zip(axes, ("gain", "gain_mean")):
+            table = frame.pivot(index="e", columns="lr", values=column).sort_index(axis=1, ascending=False)
+            sns.heatmap(table, annot=True, fmt=".2f", cmap="vlag_r", center=0, ax=ax, cbar=False)
+            ax.set(title=f"{column} at the last iteration", xlabel="η", ylabel="e")
+    else:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        lines = frame[~frame["method"].str.startswith("Adam grid")]
+        sns.lineplot(data=lines, x="t", y="F", hue="method", ax=ax)
+        lo = frame[frame["method"] == "Adam grid min"]
+        hi = frame[frame["method"] == "Adam grid max"]
+        ax.fill_between(lo["t"], lo["F"], hi["F"], alpha=0.2, color="gray", label="Adam grid min–max")
+        ax.set(yscale="log", xlabel="step t (held-out instances)", ylabel="F(X_t)")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- entry point ------------------------------------------------------------------------------------
+
+
+def run(figure: str, out: str | Path, *, preset: str = "small", seed: int = 0, log=print) -> pd.DataFrame:
+    """Reproduce ``figure`` into the new folder ``out``: ``<figure>.csv``, ``<figure>.png``, ``config.json``."""
+    if figure not in FIGURES:
+        raise ConfigError("FIGURE", f"must be one of {', '.join(FIGURES)} (got {figure!r})")
+    if preset not in PRESETS[figure]:
+        raise ConfigError("--preset", f"must be one of {', '.join(PRESETS[figure])} (got {preset!r})")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError("--seed", f"must be an integer ≥ 0 (got {seed!r})")
+    out = Path(out)
+    if out.exists():
+        raise ConfigError("--out", f"{out} already exists; reproduced figures are never overwritten, choose another --out")
+    work = out.with_name(out.name + ".partial")
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError("--out", f"cannot create {work}: {err.strerror}") from None
+    params = PRESETS[figure][preset]
+    started = time.perf_counter()
+    frame = FIGURES[figure](params, seed, log=log)
+    seconds = time.perf_counter() - started
+    io.write_frame(work / f"{figure}.csv", frame, "csv")
+    plot(figure, frame, work / f"{figure}.png")
+    from ntkcheck.train import versions
+
+    io.write_json(work / "config.json", {"figure": figure, "preset": preset, "seed": seed, "params": params,
+                                         "seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+                                         "versions": versions()})
+    work.rename(out)
+    return frame
