@@ -170,13 +170,14 @@ def partial_folder(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def prepare_folder(out: Path, resume: bool) -> Path:
-    """The working folder ``<out>.partial``; renamed to ``out`` when the run ends."""
+def prepare_folder(out: Path, resume: bool, marker: str = CHECKPOINT) -> Path:
+    """The working folder ``<out>.partial``; renamed to ``out`` when the run ends. An interrupted run is
+    recognised by its ``marker`` file."""
     work = partial_folder(out)
     if out.exists():
         raise ConfigError("--out", f"{out} already holds a finished run; runs are never overwritten, choose another --out")
-    if resume and not (work / CHECKPOINT).is_file():
-        raise ConfigError("--resume", f"no interrupted run to resume: {work / CHECKPOINT} does not exist")
+    if resume and not (work / marker).is_file():
+        raise ConfigError("--resume", f"no interrupted run to resume: {work / marker} does not exist")
     if not resume and work.exists():
         raise ConfigError("--out", f"an interrupted run is in {work}; pass --resume to continue it, or choose another --out")
     try:
@@ -221,11 +222,12 @@ def _package_version() -> str:
         return "unknown"
 
 
-def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, callback=None) -> RunResult:
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, callback=None, probe=None) -> RunResult:
     """Train Math-L2O with ``cfg``, writing the run folder ``out`` (see DESIGN.md §3).
 
     ``callback(k, metrics)`` is called after each iteration's metrics are recorded (a progress bar,
-    a test that interrupts). On KeyboardInterrupt the state after the last completed iteration is
+    a test that interrupts); ``probe(k, model)`` before iteration k runs, with the model at W_k (the
+    measurements of ``ntkcheck verify``; it must not change the model). On KeyboardInterrupt the state after the last completed iteration is
     checkpointed and :class:`Interrupted` is raised; ``resume=True`` continues from it and ends with
     the numbers an uninterrupted run would have.
     """
@@ -254,6 +256,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, callback=N
     with StopRequest() as stop:
         try:
             while k <= cfg.iters:
+                if probe is not None:
+                    probe(k, model)
                 started = time.perf_counter()
                 metrics = run_iteration(cfg, model, optimizer, problem, F_gd, W0, update=k < cfg.iters)
                 state["seconds"] += time.perf_counter() - started

@@ -1,0 +1,234 @@
+"""The report of ``ntkcheck verify``: the verdict table (terminal and Markdown) and the figures.
+
+A verdict is ``holds`` (the inequality is true on the measured numbers), ``FAILS`` (it is false), or
+``undecided`` (a quantity is missing or non-finite, or the statement is a scaling law whose constant is
+unknown; its value and threshold are still shown, with the constant).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+VERDICT = {True: "holds", False: "FAILS", None: "undecided"}
+
+
+def fmt(x) -> str:
+    """A number for a table: 4 significant digits, ``—`` for a missing one."""
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return f"{x:.4g}"
+
+
+def verdict(holds) -> str:
+    return VERDICT[holds]
+
+
+# -- tables ---------------------------------------------------------------------------------------------------
+
+
+def condition_rows(report: dict) -> list[list[str]]:
+    return [[c["key"], c["source"], c["status"], fmt(c["value"]), c.get("relation", ""), fmt(c["threshold"]),
+             verdict(c["holds"]), c.get("note", "")] for c in report["conditions"]]
+
+
+def comparison_rows(report: dict) -> list[list[str]]:
+    return [[c["what"], c["theory"], fmt(c["predicted"]), fmt(c["measured"]), fmt(c["ratio"]),
+             "" if c["holds"] is None else verdict(c["holds"])] for c in report["comparisons"]]
+
+
+CONDITION_HEADER = ["condition", "source", "status", "measured", "", "threshold", "verdict", "gap"]
+COMPARISON_HEADER = ["what", "theory", "predicted", "measured", "measured/predicted", "verdict"]
+
+
+def rich_tables(report: dict) -> list[Table]:
+    """The verdict table and the comparison table for the terminal."""
+    cond = Table(title=f"conditions of the proof on run {report['run_id']} ({report['status']})")
+    for name in CONDITION_HEADER:
+        cond.add_column(name, overflow="fold")
+    style = {"holds": "green", "FAILS": "red", "undecided": "yellow"}
+    for row in condition_rows(report):
+        row[6] = f"[{style[row[6]]}]{row[6]}[/{style[row[6]]}]"
+        cond.add_row(*row)
+    comp = Table(title="theory against measurement")
+    for name in COMPARISON_HEADER:
+        comp.add_column(name, overflow="fold")
+    for row in comparison_rows(report):
+        comp.add_row(*row)
+    return [cond, comp]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    clean = lambda s: str(s).replace("\\|", "\\Vert ").replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(report: dict) -> str:
+    """report.md: configuration, every condition (formula, source, status, value, threshold, verdict, gap),
+    the comparisons, the probes along training, and the figures."""
+    cfg, s = report["config"], report["summary"]
+    parts = [
+        f"# ntkcheck verify: {report['run_id']}",
+        f"Status **{report['status']}**, {s['iterations']} iterations. F(X_T): {fmt(s['F_T_initial'])} (k = 0, "
+        f"= GD under the deterministic init) → {fmt(s['F_T_final'])} (gain {fmt(s['gain_final'])}).",
+        "Configuration: " + ", ".join(f"{k}={cfg[k]}" for k in ("N", "d", "b", "width", "L", "T", "e", "lr", "iters",
+                                                                 "init", "detach", "step_scale", "seed", "dtype")) + ".",
+        f"Probes at k = {', '.join(report['probe_points'])} ({report['probe_method']}, float64).",
+        "## Conditions",
+        "Verdicts: **holds** (true on the measured numbers), **FAILS** (false), **undecided** (a quantity is "
+        "missing, or a scaling law whose constant is unknown: value and threshold are shown with the constant).",
+        _md_table(CONDITION_HEADER, condition_rows(report)),
+        "### Formulas and sources",
+        _md_table(["condition", "title", "formula", "source", "status", "confidence", "needed by the theorem"],
+                  [[c["key"], c["title"], f"${c['latex']}$", c["source"], c["status"], c["confidence"],
+                    "yes" if c["required"] else "no"] for c in report["conditions"]]),
+        "## Theory against measurement",
+        _md_table(COMPARISON_HEADER, comparison_rows(report)),
+        "## Probes along training",
+        _md_table(["k", "F(X_T)", "λ_max(K)", "λ_min(K)", "rank K", "α = σ_min(G_{L−1,T})", "rank G", "‖K_k − K_0‖/‖K_0‖"],
+                  probe_rows(report)),
+        "## Figures",
+        "\n".join(f"![{name}](figures/{name}.png)" for name in FIGURES),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def probe_rows(report: dict) -> list[list[str]]:
+    rows = []
+    for k, p in report["probe_points"].items():
+        if "error" in p:
+            rows.append([k, p["error"], "", "", "", "", "", ""])
+            continue
+        drift = p.get("drift") or {}
+        rows.append([k, fmt(p["loss"]), fmt(p["K"]["lambda_max"]), fmt(p["K"]["lambda_min"]), fmt(p["K"].get("rank")),
+                     fmt(p["alpha"]["alpha"]), f"{p['alpha']['rank']}/{min(p['alpha']['n_rows'], p['alpha']['n_cols'])}",
+                     fmt(drift.get("rel_change"))])
+    return rows
+
+
+# -- figures --------------------------------------------------------------------------------------------------
+
+FIGURES = ("loss", "spectrum", "probes", "e_eta")
+
+
+def figures(report: dict, frame: pd.DataFrame, points: dict, curves: dict, folder: Path) -> list[Path]:
+    """figures/loss.png, spectrum.png, probes.png, e_eta.png (seaborn, PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, draw in (("loss", _loss), ("spectrum", _spectrum), ("probes", _probes), ("e_eta", _e_eta)):
+        fig = draw(plt, sns, report, frame, points, curves)
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _loss(plt, sns, report, frame, points, curves):
+    """Measured F(X_T^k) with the predicted curves, the GD level, the plateau, and the fit's band."""
+    measured = frame[frame["quantity"] == "F_T"]
+    long = [pd.DataFrame({"k": measured["iteration"], "F": measured["value"], "curve": "measured F(X_T^k)"})]
+    names = {"eigen_projection": "eigen-projection of K_0", "lambda_min_rate": "(1 − ηλ_min)^{2k} F_0",
+             "theorem_4_3": "Thm 4.3: ρ^k F_0"}
+    for key, label in names.items():
+        if key in curves:
+            long.append(pd.DataFrame({"k": curves["iteration"], "F": curves[key], "curve": label}))
+    data = pd.concat(long, ignore_index=True)
+    data = data[np.isfinite(data["F"]) & (data["F"] > 0)]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sns.lineplot(data=data, x="k", y="F", hue="curve", style="curve", ax=ax)
+    ax.set_yscale("log")
+    ax.axhline(report["problem"]["F_gd"][-1], color="grey", lw=0.8, ls=":", label="GD, F(X_T)")
+    init = report["probe_points"].get("0", {})
+    if "linearised" in init and init["linearised"]["plateau"] > 0:
+        ax.axhline(init["linearised"]["plateau"], color="black", lw=0.8, ls="--", label="plateau ½‖P_null(K_0) r_0‖²")
+    late = next((c["fit"] for c in report["comparisons"] if "late window" in c["what"] and "fit" in c), None)
+    if late is not None:
+        k = np.arange(late["start"], late["stop"])
+        F0 = np.exp(late["intercept"])
+        ax.fill_between(k, F0 * late["low"] ** k, F0 * late["high"] ** k, alpha=0.2, color="C3",
+                        label=f"fit, late window ({int(100 * late['confidence'])}% band)")
+    ax.set_xlabel("training iteration k")
+    ax.set_ylabel("F(X_T)")
+    ax.legend(fontsize=7)
+    ax.set_title("loss: measured and predicted")
+    return fig
+
+
+def _spectrum(plt, sns, report, frame, points, curves):
+    """Eigenvalues of K at initialisation and at the last probe, descending, with the rank tolerance."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ks = [k for k in sorted(points) if "K_eigenvalues" in points[k]["arrays"]]
+    for k in sorted({ks[0], ks[-1]}) if ks else []:
+        lam = np.sort(points[k]["arrays"]["K_eigenvalues"])[::-1]
+        ax.plot(np.arange(1, lam.size + 1), np.abs(lam), label=f"|λ_i(K)|, k = {k}")
+        ax.axhline(points[k]["K"]["rank_tol"], ls=":", lw=0.8, color="grey")
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.set_xlabel("index i (descending)")
+    ax.set_ylabel("|λ_i|")
+    ax.set_title("NTK spectrum (dotted: rank tolerance)" if ks else "NTK spectrum not measured densely (Lanczos probes)")
+    if ks:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def _probes(plt, sns, report, frame, points, curves):
+    """α_k, λ_min(K_k), λ_max(K_k) and the kernel drift along training."""
+    panels = [("alpha/alpha", "α_k = σ_min(G_{L−1,T})"), ("ntk/K/lambda_min", "λ_min(K_k)"),
+              ("ntk/K/lambda_max", "λ_max(K_k)"), ("ntk/drift/rel_change", "‖K_k − K_0‖_F/‖K_0‖_F")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.2))
+    for ax, (quantity, label) in zip(axes, panels):
+        d = frame[frame["quantity"] == quantity]
+        sns.lineplot(data=d, x="iteration", y="value", marker="o", ax=ax)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("k")
+        ax.set_ylabel("")
+    fig.tight_layout()
+    return fig
+
+
+def _e_eta(plt, sns, report, frame, points, curves):
+    """The e–η plane: this run, the exact stability line η = 2/λ_max(K_0(e)) (λ_max ∝ e^{2(L−1)} at the
+    deterministic initialisation, since the trajectory at W_0 is GD whatever e and G_{L−1} scales as e^{L−1}),
+    and the Lemma 5.1–5.4 thresholds on e with their constant C."""
+    cfg = report["config"]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    e = np.logspace(0, 5, 200)
+    init = report["probe_points"].get("0", {})
+    if "K" in init and init["K"]["lambda_max"] > 0 and cfg["init"].startswith("deterministic"):
+        lam1 = init["K"]["lambda_max"] / cfg["e"] ** (2 * (cfg["L"] - 1))
+        ax.plot(e, 2 / (lam1 * e ** (2 * (cfg["L"] - 1))), color="C0", label="2/λ_max(K_0) (measured, exact in e)")
+    for i, c in enumerate(c for c in report["conditions"] if c["key"].startswith("lemma5") and c["threshold"] is not None):
+        ax.axvline(c["threshold"], color=f"C{i + 1}", ls="--", lw=0.9,
+                   label=f"{c['source']}: e ≥ {fmt(c['threshold'])} (C = {fmt(c.get('constants', {}).get('C', 1.0))})")
+    ax.scatter([cfg["e"]], [cfg["lr"]], color="red", zorder=5, label=f"this run (e = {fmt(cfg['e'])}, η = {fmt(cfg['lr'])})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("expansion coefficient e")
+    ax.set_ylabel("meta learning rate η")
+    ax.legend(fontsize=6)
+    ax.set_title("e–η plane")
+    return fig

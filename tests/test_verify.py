@@ -1,0 +1,164 @@
+"""``ntkcheck verify`` end to end on a tiny configuration: the files, the verdicts, the numbers in the report
+equal to the metrics and to independent recomputations, resume, divergence, and the command line."""
+
+import json
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import bounds
+from ntkcheck import problems
+from ntkcheck.cli import main
+from ntkcheck.config import TrainConfig, hidden_widths
+from ntkcheck.dynamics import ntk_summary
+from ntkcheck.model import build
+from ntkcheck.train import Interrupted
+from ntkcheck.verify import ProbeConfig, problem_constants, verify
+
+TINY = dict(N=3, d=8, b=6, width=16, T=5, e=5.0, lr=1e-3, iters=12, checkpoint_every=4)
+PROBES = ProbeConfig(ntk_every=4, early=5)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return verify(TrainConfig(**TINY), PROBES, tmp_path_factory.mktemp("v") / "run")
+
+
+def wide(frame):
+    return frame.pivot(index="iteration", columns="quantity", values="value")
+
+
+def test_the_run_folder_holds_the_report_metrics_spectra_and_figures(run):
+    folder = run.folder
+    for name in ("report.md", "report.json", "metrics.parquet", "metrics.csv", "spectra.npz", "train/checkpoint.pt"):
+        assert (folder / name).is_file(), name
+    for name in ("loss", "spectrum", "probes", "e_eta"):
+        image = matplotlib.image.imread(folder / "figures" / f"{name}.png")
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert image.std() > 0  # not a blank canvas
+    assert not folder.with_name("run.partial").exists()
+    pd.testing.assert_frame_equal(pd.read_parquet(folder / "metrics.parquet"), run.metrics)
+
+
+def test_every_condition_of_the_registry_has_a_verdict(run):
+    report = json.loads((run.folder / "report.json").read_text())
+    keys = [c.key for c in bounds.registry()]
+    assert [c["key"] for c in report["conditions"]] == keys
+    for c in report["conditions"]:
+        assert c["holds"] in (True, False, None)
+        assert c["source"] and c["latex"] and c["status"] in ("stated", "scaling", "derived")
+    md = (run.folder / "report.md").read_text()
+    assert all(key in md for key in keys)
+
+
+def test_report_numbers_equal_the_metrics(run):
+    report = json.loads((run.folder / "report.json").read_text())
+    m = wide(pd.read_parquet(run.folder / "metrics.parquet"))
+    assert report["summary"]["F_T_final"] == m["F_T"].iloc[-1]
+    assert report["summary"]["F_T_initial"] == m["F_T"].iloc[0]
+    assert sorted(map(int, report["probe_points"])) == [0, 4, 8, 12]
+    for k, p in report["probe_points"].items():
+        assert p["K"]["lambda_max"] == m.loc[int(k), "ntk/K/lambda_max"]
+        assert p["alpha"]["alpha"] == m.loc[int(k), "alpha/alpha"]
+        assert p["loss"] == pytest.approx(m.loc[int(k), "F_T"], rel=1e-12)  # float64 probe vs float64 training
+
+
+def test_the_last_probe_equals_an_independent_measurement_of_the_final_weights(run):
+    """The probe hook sees W_K: recomputing the NTK from the saved final weights gives the same numbers."""
+    state = torch.load(run.folder / "train" / "checkpoint.pt", weights_only=True)
+    cfg = TrainConfig.from_dict(state["config"])
+    model = build(hidden_widths(cfg.width, cfg.L), state["params"], step_scale=cfg.step_scale)
+    numbers, _ = ntk_summary(model, problems.generate(cfg.N, cfg.d, cfg.b, cfg.seed), cfg.T, lr=cfg.lr, method="func")
+    probe = run.report["probe_points"][str(cfg.iters)]
+    assert probe["K"]["lambda_max"] == pytest.approx(numbers["K"]["lambda_max"], rel=1e-10)
+    assert probe["K_training"]["lambda_max"] == pytest.approx(numbers["K_training"]["lambda_max"], rel=1e-10)
+
+
+def test_drift_at_k0_is_zero_and_grows_along_training(run):
+    m = wide(run.metrics)
+    drift = m["ntk/drift/rel_change"].dropna()
+    assert drift.loc[0] == 0.0
+    assert drift.loc[12] > 0
+
+
+def test_problem_constants_against_numpy():
+    """β_i, σ_min(M_i)² and ‖x_i^mn‖² by numpy's SVD and pseudo-inverse; x^mn solves M x = y from the row space."""
+    p = problems.generate(4, 9, 5, seed=3)
+    c = problem_constants(p, T=6, step_scale=1.0)
+    for i in range(p.N):
+        M, y = p.M[i].numpy(), p.Y[i].numpy()
+        s = np.linalg.svd(M, compute_uv=False)
+        assert c["beta_i"][i] == pytest.approx(s[0] ** 2, rel=1e-12)
+        assert c["sigma_min_sq_i"][i] == pytest.approx(s[-1] ** 2, rel=1e-9)
+        x = np.linalg.pinv(M) @ y
+        assert c["dist_sq_i"][i] == pytest.approx(x @ x, rel=1e-10)
+        assert np.linalg.norm(M @ x - y) < 1e-10 * np.linalg.norm(y)
+    assert c["F_gd"][0] == pytest.approx(0.5 * float((p.Y ** 2).sum()), rel=1e-14)  # X_0 = 0
+    assert np.all(np.diff(c["F_gd"]) <= 0)  # GD with step 1/β_i descends
+
+
+def test_lanczos_probes_agree_with_dense(tmp_path):
+    dense = verify(TrainConfig(**{**TINY, "iters": 2}), ProbeConfig(ntk_every=0), tmp_path / "d", figures=False)
+    lanczos = verify(TrainConfig(**{**TINY, "iters": 2}), ProbeConfig(ntk_every=0, ntk_method="lanczos"),
+                     tmp_path / "l", figures=False)
+    for k in ("0", "2"):
+        a, b = dense.report["probe_points"][k], lanczos.report["probe_points"][k]
+        assert b["method"] == "lanczos"
+        assert b["K"]["lambda_max"] == pytest.approx(a["K"]["lambda_max"], rel=1e-8)
+        assert abs(b["K"]["lambda_min"] - a["K"]["lambda_min"]) <= 1e-8 * a["K"]["lambda_max"]
+
+
+def test_interrupted_verify_resumes_to_the_uninterrupted_numbers(tmp_path, run):
+    def stop(k, metrics):
+        if k == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match="--resume --out"):
+        verify(TrainConfig(**TINY), PROBES, tmp_path / "run", callback=stop)
+    assert (tmp_path / "run.partial" / "probes" / "k000004.json").exists()
+    resumed = verify(TrainConfig(**TINY), PROBES, tmp_path / "run", resume=True, figures=False)
+    a, b = wide(run.metrics), wide(resumed.metrics)
+    pd.testing.assert_frame_equal(a[sorted(a.columns)], b[sorted(b.columns)])
+    assert [c["holds"] for c in resumed.report["conditions"]] == [c["holds"] for c in run.report["conditions"]]
+
+
+def test_a_diverged_run_still_writes_its_report(tmp_path):
+    result = verify(TrainConfig(**{**TINY, "lr": 1e300, "init": "random", "iters": 4}), ProbeConfig(ntk_every=1),
+                    tmp_path / "run", figures=False)
+    assert result.status == "diverged"
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["status"] == "diverged"
+    assert "diverged" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_cli_verify_tiny(tmp_path, capsys):
+    args = ["verify", "--N", "3", "--d", "8", "--b", "6", "--width", "16", "--T", "5", "--e", "5", "--lr", "1e-3",
+            "--iters", "4", "--ntk-every", "2", "--no-figures", "--out", str(tmp_path / "v")]
+    assert main(args) == 0
+    assert "conditions of the proof" in capsys.readouterr().out
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert report["config"]["N"] == 3 and report["config"]["iters"] == 4  # explicit options override the preset
+
+
+@pytest.mark.parametrize("flag, value", [("--ntk-method", "exact"), ("--preset", "huge"), ("--ntk-every", "-1"),
+                                          ("--alpha-steps", "some"), ("--jacobian", "fd"), ("--fit-early", "1")])
+def test_cli_verify_bad_input_names_the_parameter(tmp_path, capsys, flag, value):
+    assert main(["verify", flag, value, "--iters", "1", "--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err
+
+
+def test_initial_kernel_scales_as_e_to_the_2L_minus_2():
+    """At the deterministic init only W_L's block of J is non-zero, the trajectory is GD whatever e, and
+    G_{L−1,t} scales as e^{L−1}: K_0(e) = e^{2(L−1)} K_0(1) — the exact stability line of figures/e_eta.png."""
+    from ntkcheck import init as inits
+    from ntkcheck.ntk import ntk_gram
+
+    p = problems.generate(3, 8, 6, seed=1)
+    for L in (2, 3, 4):
+        widths = hidden_widths(16, L)
+        K = {e: ntk_gram(build(widths, inits.deterministic(widths, e, seed=0)), p, 5).K for e in (1.0, 7.0)}
+        assert torch.allclose(K[7.0], 7.0 ** (2 * (L - 1)) * K[1.0], rtol=1e-12, atol=1e-12 * float(K[7.0].abs().max()))
