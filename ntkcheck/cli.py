@@ -233,6 +233,94 @@ def ntk(
     _print_ntk(report, folder)
 
 
+PRESETS = {
+    "small": {"N": 32, "d": 32, "b": 25, "width": 1024, "L": 3, "T": 20, "e": 50.0, "lr": 1e-7, "iters": 5000,
+              "ntk_every": 500},
+    "paper": {"N": 10, "d": 512, "b": 400, "width": 5120, "L": 3, "T": 100, "e": 100.0, "lr": 1e-7, "iters": 5000,
+              "ntk_every": 1000},
+}
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    preset: str = typer.Option("small", help="small (N=32, 32×25, n=1024, T=20, e=50) or paper (N=10, 512×400, "
+                                             "n=5120, T=100, e=100); options given explicitly override it."),
+    width: OptWidth = PRESETS["small"]["width"],
+    T: OptT = PRESETS["small"]["T"],
+    N: OptN = PRESETS["small"]["N"],
+    d: OptD = PRESETS["small"]["d"],
+    b: OptB = PRESETS["small"]["b"],
+    L: OptL = PRESETS["small"]["L"],
+    e: OptE = PRESETS["small"]["e"],
+    lr: float = typer.Option(PRESETS["small"]["lr"], help="η, the meta learning rate."),
+    iters: int = typer.Option(PRESETS["small"]["iters"], help="K, training iterations."),
+    optimizer: str = typer.Option(_default("optimizer"), help="Meta optimizer: sgd or adam."),
+    loss: str = typer.Option(_default("loss"), help="Training loss over the unroll: last, mean or weighted."),
+    init: OptInit = _default("init"),
+    bias: OptBias = _default("bias"),
+    detach: bool = typer.Option(_default("detach"), "--detach/--no-detach", help="Detach the network inputs."),
+    wide_layer: OptWideLayer = _default("wide_layer"),
+    step_scale: OptStepScale = _default("step_scale"),
+    seed: OptSeed = _default("seed"),
+    device: OptDevice = _default("device"),
+    dtype: str = typer.Option(_default("dtype"), help="float32 or float64 (training; probes are float64)."),
+    on_divergence: str = typer.Option(_default("on_divergence"), help="stop or skip."),
+    checkpoint_every: int = typer.Option(_default("checkpoint_every"), help="Checkpoint every this many iterations."),
+    problem_file: OptProblemFile = None,
+    init_file: OptInitFile = None,
+    ntk_every: int = typer.Option(PRESETS["small"]["ntk_every"],
+                                  help="Probe the NTK and α every this many iterations (0: only at k = 0 and K)."),
+    ntk_method: str = typer.Option("auto", help="auto (dense up to N·b = 4000 outputs), dense (K formed; spectrum, "
+                                                "rank, drift, plateau) or lanczos (λ_max, λ_min only)."),
+    jacobian: str = typer.Option("auto", help="Jacobian for the dense kernel: auto, func or structured."),
+    alpha_steps: str = typer.Option("T", help="T (α at step T) or all (also α over every step t at k = 0)."),
+    fit_early: int = typer.Option(50, help="Early window [0, this) of the measured contraction fit."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when a condition the theorem needs FAILS."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Write figures/*.png."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/verify-<time>). Never overwritten."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted verify in --out."),
+    threads: OptThreads = None,
+):
+    """Train, measure every quantity of the proof, evaluate every condition, compare theory and measurement."""
+    from ntkcheck.report import rich_tables
+    from ntkcheck.verify import ProbeConfig, verify as run_verify
+
+    if preset not in PRESETS:
+        raise ConfigError("--preset", f"must be one of {', '.join(PRESETS)} (got {preset!r})")
+    if resume and out is None:
+        raise ConfigError("--resume", "needs --out, the folder of the interrupted verify")
+    values = {k: v for k, v in locals().items() if k != "ctx"}
+    for key, value in PRESETS[preset].items():
+        if ctx.get_parameter_source(key).name == "DEFAULT":
+            values[key] = value
+    _set_threads(values["threads"])
+    out = out or Path("runs") / time.strftime("verify-%Y%m%d-%H%M%S")
+    for key in ("problem_file", "init_file"):
+        values[key] = None if values[key] is None else str(values[key])
+    cfg = TrainConfig(**{k: v for k, v in values.items() if k in DEFAULT})
+    probes = ProbeConfig(ntk_every=values["ntk_every"], ntk_method=ntk_method, jacobian=jacobian,
+                         alpha_steps=alpha_steps, early=fit_early)
+    progress = _progress()
+    task = progress.add_task("verify", total=cfg.iters + 1, loss=float("nan"), gain=float("nan"))
+
+    def show(k, metrics):
+        progress.start()
+        progress.update(task, completed=k + 1, loss=metrics["F_T"], gain=metrics["gain"])
+
+    try:
+        result = run_verify(cfg, probes, out, resume=resume, callback=show, figures=figures)
+    finally:
+        progress.stop()
+    for table in rich_tables(result.report):
+        Console().print(table)
+    console.print(f"report: {result.folder / 'report.md'}", highlight=False)
+    failed = [c["key"] for c in result.report["conditions"] if c["required"] and c["holds"] is False]
+    if strict and failed:
+        console.print(f"[red]--strict[/red]: conditions the theorem needs fail: {', '.join(failed)}", highlight=False)
+        raise typer.Exit(1)
+
+
 def _load_run(run: Path):
     """(config, {"init": (0, W_0), "end": (k, W_k)}) of a finished run folder; a diverged run's non-finite
     final weights are left out (with a note), since no kernel can be measured there."""
@@ -314,7 +402,7 @@ def _usage_error(err: Exception) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # a typer.Exit comes back as its exit code
     except ConfigError as err:
         console.print(f"[red]error[/red] {err}", highlight=False, soft_wrap=True)
         return 2
@@ -329,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[red]error[/red] {err.format_message()}", highlight=False, soft_wrap=True)
             return 2
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
