@@ -182,7 +182,8 @@ def plot(figure: str, frame: pd.DataFrame, path: Path) -> None:
             gd_curve = sub.drop_duplicates("T")
             ax.plot(gd_curve["T"], gd_curve["F_GD"], "k--", label="GD")
             ax.set_yscale("log")
-        grid.set_axis_labels("T", "F(X_T) at the last iteration")
+        grid.set_axis_labels("T", "F(X_T) at the last iteration (dashed: GD)")
+        sns.move_legend(grid, "center left", bbox_to_anchor=(1.0, 0.5))
         fig = grid.figure
     elif figure == "fig4a":
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -206,7 +207,7 @@ def plot(figure: str, frame: pd.DataFrame, path: Path) -> None:
         ax.set(yscale="log", xlabel="step t (held-out instances)", ylabel="F(X_t)")
         ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
