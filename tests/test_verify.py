@@ -162,3 +162,13 @@ def test_initial_kernel_scales_as_e_to_the_2L_minus_2():
         widths = hidden_widths(16, L)
         K = {e: ntk_gram(build(widths, inits.deterministic(widths, e, seed=0)), p, 5).K for e in (1.0, 7.0)}
         assert torch.allclose(K[7.0], 7.0 ** (2 * (L - 1)) * K[1.0], rtol=1e-12, atol=1e-12 * float(K[7.0].abs().max()))
+
+
+def test_cli_strict_exits_1_when_a_required_condition_fails(tmp_path, capsys):
+    """α₀ = 0 for this architecture (DESIGN.md §4), so Thm 4.3's hypothesis fails: --strict says so with 1."""
+    args = ["verify", "--N", "3", "--d", "8", "--b", "6", "--width", "16", "--T", "5", "--e", "5", "--lr", "1e-3",
+            "--iters", "2", "--ntk-every", "0", "--no-figures", "--strict", "--out", str(tmp_path / "v")]
+    assert main(args) == 1
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    failed = [c["key"] for c in report["conditions"] if c["required"] and c["holds"] is False]
+    assert "thm4_3.alpha0" in failed and "thm4_3.alpha0" in capsys.readouterr().err
