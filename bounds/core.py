@@ -16,10 +16,16 @@ import numpy as np
 
 from bounds.quantities import complete
 
-__all__ = ["Condition", "Verdict", "Outcome", "STATUSES", "RELATIONS"]
+__all__ = ["Condition", "Verdict", "Outcome", "STATUSES", "RELATIONS", "ROUNDING", "at_most"]
 
 STATUSES = ("stated", "scaling", "derived")
 RELATIONS = ("<=", ">=", "<", ">", "in", "==")
+ROUNDING = 1e-12  # relative slack of ``at_most``: the GD bounds are attained, so equality must survive rounding
+
+
+def at_most(value: float, bound: float) -> bool:
+    """value ≤ bound up to rounding (relative ROUNDING): a bound met with equality in exact arithmetic holds."""
+    return value <= bound + ROUNDING * abs(bound)
 
 
 @dataclass(frozen=True)

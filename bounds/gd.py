@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from bounds.core import Condition, Outcome
+from bounds.core import Condition, Outcome, at_most
 from bounds.quantities import optional, scalar
 
 __all__ = ["gd_rate_factor", "gd_quantities", "GD_RATE", "GD_RATE_S", "INIT_GD_EQUALITY", "STEP_RANGE",
@@ -44,7 +44,7 @@ def _gd_rate(q, c) -> Outcome:
     note = f"{how}; GD is {bound / F:.3g}× below the bound" if F > 0 else how
     if gd_rate_factor(s, int(T)) > 1 / T:
         note += f"; step {s:g}/β_i is outside the range where this form is guaranteed (see gd.rate_s)"
-    return Outcome(F, bound, F <= bound, note)
+    return Outcome(F, bound, at_most(F, bound), note)
 
 
 GD_RATE = Condition(
@@ -61,7 +61,7 @@ def _gd_rate_s(q, c) -> Outcome:
     m = gd_rate_factor(s, T)
     bound = 0.5 * m * weighted
     F = scalar(q, "F_gd_T")
-    return Outcome(F, bound, F <= bound, f"m(s={s:g}, T={T}) = {m:.4g} (the paper's form uses 1/T = {1 / T:.4g}); {how}")
+    return Outcome(F, bound, at_most(F, bound), f"m(s={s:g}, T={T}) = {m:.4g} (the paper's form uses 1/T = {1 / T:.4g}); {how}")
 
 
 GD_RATE_S = Condition(

@@ -42,6 +42,8 @@ def _eq13(q, c) -> Outcome:
     d4 = float(sigmoid_prime(d3 * R))
     if beta0 == 0:
         return Outcome(a ** 2, math.inf, False, "β₀ = 0 (a gradient coordinate vanishes at step T): no radius suffices")
+    if d4 == 0:
+        return Outcome(a ** 2, math.inf, False, f"δ₄ = σ'(δ₃R) underflows to 0 (δ₃R = {d3 * R:.3g}): no α₀ suffices")
     # λ̲ = α₀²·kernel_lower_bound(…, α₀ = 1) ≥ 2Λ̄√(2F0)/R  ⇔  α₀² ≥ β²Λ̄√(2F0)/(2δ₄²β₀²R)
     need = 2 * Lam * math.sqrt(2 * F0) / (R * kernel_lower_bound(beta0, beta, d4, 1.0))
     how = f"Θ_L = R = {R:.3g}" if theta is not None else f"best radius R = x*/δ₃ = {R:.3g}"

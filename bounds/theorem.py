@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bounds.core import Condition, Outcome
+from bounds.core import Condition, Outcome, at_most
 from bounds.quantities import optional, scalar, sigmoid_prime
 
 __all__ = ["rate_stated", "rate_derived", "kernel_lower_bound", "alpha0_of_e", "ALPHA0", "WIDTH", "DELTA4",
@@ -152,7 +152,7 @@ def _geometric(reference):
         ratio = F / (np.exp(k * np.log(rho)) * reference(q, F))
         worst = int(np.argmax(ratio))
         note = f"worst at k = {worst}: F = {F[worst]:.4g}" + (" (ρ = 1: the prediction is F_k ≤ F_0)" if rho == 1 else "")
-        return Outcome(float(ratio[worst]), 1.0, bool(ratio[worst] <= 1.0), note)
+        return Outcome(float(ratio[worst]), 1.0, at_most(float(ratio[worst]), 1.0), note)
     return rule
 
 

@@ -1,0 +1,450 @@
+"""Properties of the theory in :mod:`bounds`: every `stated` or `derived` inequality is checked on small
+random problems, with the measured side computed here in plain numpy (never through the bound's code).
+
+A failing example shrinks to a small problem; the assertion message prints both sides.
+"""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import bounds
+from bounds import gd, local, theorem
+
+FAST = settings(max_examples=40, deadline=None)
+SLOW = settings(max_examples=15, deadline=None)
+COVERED = set()  # keys of the conditions that a property test below checks
+
+
+def covers(*keys):
+    COVERED.update(keys)
+    return lambda f: f
+
+
+# -- tiny problems and the model, in plain numpy ------------------------------------------------------
+
+def make_qp(N, d, b, seed, top=0.0):
+    """M_i Gaussian with unit-norm columns, y_i = M_i x_i*; ``top`` ∈ [0, 1] tilts x* towards the top
+    right singular vector (the worst case of GD's bound)."""
+    rng = np.random.default_rng(seed)
+    M = rng.standard_normal((N, b, d))
+    M /= np.linalg.norm(M, axis=1, keepdims=True)
+    x = rng.standard_normal((N, d))
+    for i in range(N):
+        v = np.linalg.svd(M[i])[2][0]
+        x[i] = (1 - top) * x[i] + top * np.linalg.norm(x[i]) * v
+    return M, np.einsum("nbd,nd->nb", M, x)
+
+
+def f_i(M, Y, X):
+    return 0.5 * ((np.einsum("nbd,nd->nb", M, X) - Y) ** 2).sum(1)
+
+
+def grad(M, Y, X):
+    return np.einsum("nbd,nb->nd", M, np.einsum("nbd,nd->nb", M, X) - Y)
+
+
+def beta_of(M):
+    return np.array([np.linalg.norm(Mi, 2) ** 2 for Mi in M])
+
+
+def run_gd(M, Y, T, s):
+    X, beta = np.zeros((M.shape[0], M.shape[2])), beta_of(M)
+    for _ in range(T):
+        X = X - (s / beta)[:, None] * grad(M, Y, X)
+    return X
+
+
+def dist_min_norm(M, Y):
+    return np.array([np.sum((np.linalg.pinv(Mi) @ yi) ** 2) for Mi, yi in zip(M, Y)])
+
+
+def inner_layers(L, n, e, seed):
+    """W_1..W_{L−1} = e·Q (orthonormal rows or columns), shapes (2,2)…(2,n), as (in, out)."""
+    rng = np.random.default_rng(seed)
+    shapes = [(2, 2)] * (L - 2) + [(2, n)]
+    Ws = []
+    for fan_in, out in shapes:
+        Q, R = np.linalg.qr(rng.standard_normal((max(fan_in, out), min(fan_in, out))))
+        Q = Q * np.sign(np.diag(R))
+        Ws.append(e * (Q if fan_in >= out else Q.T))
+    return Ws
+
+
+def features(Ws, Z):
+    G = Z
+    for W in Ws:
+        G = np.maximum(G @ W, 0.0)
+    return G
+
+
+def unroll(M, Y, T, s, Ws, WL):
+    """Math-L2O in numpy: returns X_T and the features G_{L−1,t}, t = 1..T (rows: instance, coordinate)."""
+    X, beta, Gs = np.zeros((M.shape[0], M.shape[2])), beta_of(M), []
+    for _ in range(T):
+        g = grad(M, Y, X)
+        G = features(Ws, np.stack((g, X), axis=-1).reshape(-1, 2))
+        P = 2.0 / (1.0 + np.exp(-(G @ WL))).reshape(X.shape)
+        X = X - (s / beta)[:, None] * P * g
+        Gs.append(G)
+    return X, Gs
+
+
+def residual_of_WL(M, Y, T, s, Ws):
+    return lambda WL: (np.einsum("nbd,nd->nb", M, unroll(M, Y, T, s, Ws, WL)[0]) - Y).ravel()
+
+
+def fd_jacobian(fun, w, h=1e-5):
+    cols = []
+    for k in range(w.size):
+        dw = np.zeros_like(w)
+        dw.flat[k] = h
+        cols.append((fun(w + dw) - fun(w - dw)) / (2 * h))
+    return np.stack(cols, axis=1)
+
+
+problems = st.builds(lambda N, d, frac, seed, top: (N, d, max(1, round(frac * d)), seed, top),
+                     st.integers(1, 3), st.integers(2, 7), st.floats(0.2, 1.0), st.integers(0, 2 ** 16),
+                     st.sampled_from([0.0, 0.5, 0.9, 1.0]))
+
+
+def data_q(M, Y, T, s):
+    """The data quantities, computed here independently of bounds.gd_quantities."""
+    beta_i, dist_i = beta_of(M), dist_min_norm(M, Y)
+    return {"T": T, "step_scale": s, "beta_i": beta_i, "beta": beta_i.max(), "dist_sq_i": dist_i,
+            "dist_sq": dist_i.sum(), "F_gd_T": f_i(M, Y, run_gd(M, Y, T, s)).sum()}
+
+
+# -- GD ------------------------------------------------------------------------------------------------
+
+@covers("gd.rate")
+@FAST
+@given(problems, st.integers(1, 60), st.sampled_from([1.0, 0.9999, 0.75, 0.5]))
+def test_gd_rate_stated_holds_for_steps_in_half_one(p, T, s):
+    M, Y = make_qp(*p)
+    q = data_q(M, Y, T, s)
+    v = gd.GD_RATE.evaluate(q)
+    assert v.holds, v
+    per_instance = (q["beta_i"] * q["dist_sq_i"]).sum() / (2 * T)
+    assert q["F_gd_T"] <= per_instance * (1 + 1e-12)
+    assert per_instance <= q["beta"] * q["dist_sq"] / (2 * T) * (1 + 1e-12)  # the paper's global-β form is looser
+
+
+@covers("gd.rate_s")
+@FAST
+@given(problems, st.integers(1, 60), st.floats(0.01, 1.99))
+def test_gd_rate_for_any_step_in_0_2(p, T, s):
+    M, Y = make_qp(*p)
+    v = gd.GD_RATE_S.evaluate(data_q(M, Y, T, s))
+    assert v.holds, v
+
+
+@FAST
+@given(st.integers(1, 80), st.floats(0.01, 1.99), st.floats(0.5, 5.0))
+def test_gd_rate_factor_is_attained(T, s, beta):
+    """m(s, T) is a maximum, not just a bound: a diagonal instance with eigenvalues β and u·β, x* on the
+    eigenvector of u·β, meets the bound with equality."""
+    grid = np.linspace(0, 1, 200001)
+    u = grid[np.argmax(grid * (1 - s * grid) ** (2 * T))]
+    M = np.diag([math.sqrt(beta), math.sqrt(u * beta)])[None]
+    x_star = np.array([[0.0, 1.0]]) if u < 1 else np.array([[1.0, 0.0]])
+    Y = np.einsum("nbd,nd->nb", M, x_star)
+    F = f_i(M, Y, run_gd(M, Y, T, s)).sum()
+    bound = 0.5 * gd.gd_rate_factor(s, T) * beta * 1.0
+    assert F <= bound * (1 + 1e-9)
+    assert F >= bound * (1 - 1e-4)  # the grid's resolution
+
+
+def test_stated_gd_form_fails_for_steps_near_2_and_says_so():
+    M = np.diag([1.0, 0.5])[None]
+    Y = np.einsum("nbd,nd->nb", M, np.array([[1.0, 0.0]]))
+    v = gd.GD_RATE.evaluate(data_q(M, Y, T=10, s=1.9))
+    assert v.holds is False and "gd.rate_s" in v.note
+
+
+# -- steps ---------------------------------------------------------------------------------------------
+
+@covers("step.descent")
+@FAST
+@given(problems, st.integers(1, 15), st.floats(0.05, 1.99), st.integers(0, 2 ** 16),
+       st.sampled_from(["uniform", "extremes"]))
+def test_coordinate_wise_steps_descend_when_s_Pmax_le_2(p, T, s, seed, kind):
+    """f_i(x⁺) ≤ f_i(x) − (s/β_i)(1 − s·P_max/2)Σ_j P_j g_j² for any P ∈ (0, 2/s]^d: M_iᵀM_i need not be
+    diagonal. ``extremes`` mixes the largest and tiny multipliers, the hardest case for a diagonal bound."""
+    M, Y = make_qp(*p)
+    rng = np.random.default_rng(seed)
+    beta = beta_of(M)
+    X = rng.standard_normal((M.shape[0], M.shape[2]))
+    Ps = [rng.uniform(0.01, 2 / s, X.shape) if kind == "uniform"
+          else np.where(rng.random(X.shape) < 0.5, 2 / s, 1e-3) for _ in range(T)]
+    P_max = max(P.max() for P in Ps)
+    v = gd.STEP_DESCENT.evaluate({"step_scale": s, "P_max": P_max})
+    assert v.holds, v
+    for P in Ps:
+        g = grad(M, Y, X)
+        X_new = X - (s / beta)[:, None] * P * g
+        drop = (s / beta) * (1 - s * P_max / 2) * (P * g ** 2).sum(1)
+        before, after = f_i(M, Y, X), f_i(M, Y, X_new)
+        assert np.all(after <= before - drop + 1e-10 * (1 + before)), (before, after, drop)
+        X = X_new
+
+
+def test_descent_threshold_is_sharp():
+    """s·P = 2.2 on the top eigenvector multiplies the error there by −1.2: f rises, and the condition says so."""
+    M = np.diag([2.0, 1.0])[None]
+    Y = np.zeros((1, 2))
+    X = np.array([[1.0, 0.0]])
+    s, P = 1.1, 2.0
+    X_new = X - (s / 4.0) * P * grad(M, Y, X)
+    assert f_i(M, Y, X_new) > f_i(M, Y, X)
+    assert gd.STEP_DESCENT.evaluate({"step_scale": s, "P_max": P}).holds is False
+
+
+@covers("step.range")
+@FAST
+@given(st.lists(st.floats(-30, 30), min_size=1, max_size=50))
+def test_two_sigmoid_lies_in_0_2(u):
+    P = 2.0 / (1.0 + np.exp(-np.array(u)))
+    assert gd.STEP_RANGE.evaluate({"P_min": P.min(), "P_max": P.max()}).holds
+
+
+def test_step_range_reports_saturation():
+    P = 2.0 / (1.0 + np.exp(-np.array([40.0])))  # rounds to exactly 2 in float64
+    assert gd.STEP_RANGE.evaluate({"P_min": 1.0, "P_max": float(P[0])}).holds is False
+
+
+# -- initialisation -------------------------------------------------------------------------------------
+
+@covers("init.gd_equality")
+@SLOW
+@given(problems, st.integers(1, 12), st.integers(2, 4), st.integers(2, 9), st.floats(1.0, 50.0),
+       st.floats(0.5, 1.5))
+def test_model_at_init_is_gd(p, T, L, n, e, s):
+    M, Y = make_qp(*p)
+    Ws = inner_layers(L, n, e, seed=p[3])
+    X_T, _ = unroll(M, Y, T, s, Ws, np.zeros(n))
+    q = {"F0": f_i(M, Y, X_T).sum(), "F_gd_T": f_i(M, Y, run_gd(M, Y, T, s)).sum()}
+    v = gd.INIT_GD_EQUALITY.evaluate(q)
+    assert v.holds, v
+    moved = unroll(M, Y, T, s, Ws, np.random.default_rng(0).standard_normal(n) / e ** (L - 1))[0]
+    if q["F_gd_T"] > 1e-8:  # a trained W_L changes the trajectory, and the check notices
+        assert gd.INIT_GD_EQUALITY.evaluate({**q, "F0": f_i(M, Y, moved).sum()}).holds is False
+
+
+@SLOW
+@given(problems, st.integers(1, 8), st.integers(2, 4), st.integers(2, 12), st.floats(1.5, 40.0))
+def test_features_scale_as_e_to_the_L_minus_1(p, T, L, n, e):
+    """α₀(e) = e^{L−1}α₀(1) and the same for every singular value of G_{L−1,T} (exact)."""
+    M, Y = make_qp(*p)
+    G1 = unroll(M, Y, T, 1.0, inner_layers(L, n, 1.0, seed=p[3]), np.zeros(n))[1][-1]
+    Ge = unroll(M, Y, T, 1.0, inner_layers(L, n, e, seed=p[3]), np.zeros(n))[1][-1]
+    s1, se = np.linalg.svd(G1, compute_uv=False), np.linalg.svd(Ge, compute_uv=False)
+    np.testing.assert_allclose(se, theorem.alpha0_of_e(s1, e, L), rtol=1e-9, atol=1e-12 * se.max())
+
+
+# -- the NTK at W_0: homogeneity in e (Cor. C.1) and the a-priori bound (Eq. 14) -------------------------
+
+def gd_path_norms(M, Y, T, s):
+    """‖∇f_i(x_{t−1})‖_∞ and ‖Z_{i,t}‖_F along GD, (N, T) each."""
+    X, beta, gi, zn = np.zeros((M.shape[0], M.shape[2])), beta_of(M), [], []
+    for _ in range(T):
+        g = grad(M, Y, X)
+        gi.append(np.abs(g).max(1))
+        zn.append(np.sqrt((g ** 2).sum(1) + (X ** 2).sum(1)))
+        X = X - (s / beta)[:, None] * g
+    return np.array(gi).T, np.array(zn).T
+
+
+@covers("eq14.eta_apriori", "corC1.e_eta", "eq14.eta")
+@SLOW
+@given(st.builds(lambda N, d, seed: (N, d, max(1, d - 1), seed, 0.0), st.integers(1, 2), st.integers(2, 4),
+                 st.integers(0, 2 ** 16)),
+       st.integers(1, 6), st.integers(2, 4), st.integers(2, 6), st.floats(1.5, 8.0), st.floats(0.5, 1.5))
+def test_ntk_at_init_scales_as_e_2L_2_and_stays_below_the_apriori_bound(p, T, L, n, e, s):
+    M, Y = make_qp(*p)
+    lam = {}
+    for scale in (1.0, e):
+        J = fd_jacobian(residual_of_WL(M, Y, T, s, inner_layers(L, n, scale, seed=p[3])), np.zeros(n),
+                        h=1e-4 / scale ** (L - 1))
+        lam[scale] = np.linalg.eigvalsh(J @ J.T).max()
+    assume(lam[1.0] > 1e-8)
+    np.testing.assert_allclose(lam[e], local.lambda_max_of_e(lam[1.0], e, L), rtol=1e-5)
+    g_inf, z_norm = gd_path_norms(M, Y, T, s)
+    q = {"eta": 1.0, "e": e, "L": L, "step_scale": s, "beta_i": beta_of(M), "gd_grad_inf": g_inf,
+         "gd_z_norm": z_norm, "lambda_max": lam[e]}
+    apriori = 1.0 / local.EQ14_APRIORI.evaluate(q).threshold
+    assert lam[e] <= apriori * (1 + 1e-6), (lam[e], apriori)
+    # Cor. C.1: at e_max the measured kernel meets η·λ_max = 1 exactly (the inverse e–η relation)
+    eta = 0.5 / lam[e]
+    e_max = local.COR_C1.evaluate({**q, "eta": eta}).threshold
+    J = fd_jacobian(residual_of_WL(M, Y, T, s, inner_layers(L, n, e_max, seed=p[3])), np.zeros(n),
+                    h=1e-4 / e_max ** (L - 1))
+    assert eta * np.linalg.eigvalsh(J @ J.T).max() == pytest.approx(1.0, rel=1e-5)
+    # Eq. 14 (𝓛 ≈ λ_max): its threshold is 1/λ_max, where the linearised loss stops decreasing monotonically
+    assert local.EQ14.evaluate({"eta": eta, "lambda_max": lam[e]}).threshold == pytest.approx(1 / lam[e])
+
+
+# -- Thm 4.3: the last-step kernel bound (β₀, δ₃, Θ_L, δ₄), Theorem D.1 ----------------------------------
+
+@covers("thm4_3.rate_derived", "thm4_3.rate", "thm4_3.delta4")
+@FAST
+@given(st.integers(1, 2), st.integers(2, 4), st.integers(0, 2 ** 16), st.floats(0.5, 1.5), st.floats(0.0, 3.0),
+       st.integers(0, 3))
+def test_last_step_kernel_bound(N, d, seed, s, theta, extra):
+    """λ_min(J_T J_Tᵀ) ≥ 4δ₄²β₀²α₀²/β² for the step-T map W_L ↦ r = M(x − (s/β_i)·2σ(G W_L)⊙g) − y,
+    with β₀ = s·σ_min(M)·min|g|, δ₃ = max row norm of G, Θ_L = ‖W_L‖, α₀ = σ_min(G), n ≥ N·d."""
+    rng = np.random.default_rng(seed)
+    b = max(1, d - 1)
+    M, Y = make_qp(N, d, b, seed)
+    n = N * d + extra
+    G = np.maximum(rng.standard_normal((N * d, n)), 0) + 0.1 * rng.standard_normal((N * d, n))
+    W = rng.standard_normal(n)
+    W *= theta / max(np.linalg.norm(W), 1e-300)
+    X = rng.standard_normal((N, d))
+    g = grad(M, Y, X)
+    beta = beta_of(M)
+
+    def r(WL):
+        P = (2 / (1 + np.exp(-(G @ WL)))).reshape(N, d)
+        return (np.einsum("nbd,nd->nb", M, X - (s / beta)[:, None] * P * g) - Y).ravel()
+
+    J = fd_jacobian(r, W, h=1e-6)
+    lam_min = np.linalg.eigvalsh(J @ J.T).min()
+    sigma_min_M = min(np.linalg.svd(Mi, compute_uv=False)[-1] for Mi in M)
+    u = G @ W
+    q = {"beta0": s * sigma_min_M * np.abs(g).min(), "beta": beta.max(), "alpha0": np.linalg.svd(G, compute_uv=False)[-1],
+         "delta3": np.linalg.norm(G, axis=1).max(), "Theta_L": np.linalg.norm(W), "eta": 1.0,
+         "P_min": (2 / (1 + np.exp(-u))).min(), "P_max": (2 / (1 + np.exp(-u))).max()}
+    assert theorem.DELTA4.evaluate(q).holds
+    sig = 1 / (1 + math.exp(-q["delta3"] * q["Theta_L"]))
+    d4 = sig * (1 - sig)
+    bound = theorem.kernel_lower_bound(q["beta0"], q["beta"], d4, q["alpha0"])
+    assert lam_min >= bound * (1 - 1e-6) - 1e-10, (lam_min, bound)
+    # the rates: ρ_D = 1 − η·bound; the stated ρ has δ₄ where ρ_D has δ₄², so ρ ≤ ρ_D (δ₄ ≤ 1/4)
+    rho_d = theorem.RATE_DERIVED.evaluate({**q, "eta": 0.5 / max(bound, 1e-300)}).value
+    assert rho_d == pytest.approx(0.5, abs=1e-12) or bound == 0
+    assert theorem.RATE.evaluate(q).value <= theorem.RATE_DERIVED.evaluate(q).value + 1e-15
+
+
+@covers("eq13.alpha0", "thm4_3.rate_ntk")
+@FAST
+@given(st.integers(1, 5), st.integers(0, 4), st.integers(0, 2 ** 16), st.floats(0.05, 1.0), st.integers(1, 60))
+def test_theorem_d1_on_a_linear_model(m, extra, seed, eta_frac, K):
+    """For r(W) = r_0 + J(W − W_0), A1–A3 hold with λ̲ = λ_min(JJᵀ), Λ̄ = ‖J‖, 𝓛 = λ_max: GD on W with
+    η ≤ 1/𝓛 keeps F_k ≤ (1 − ηλ̲)^k F_0 and ‖W_k − W_0‖ ≤ R_min = 2Λ̄√(2F_0)/λ̲."""
+    rng = np.random.default_rng(seed)
+    J = rng.standard_normal((m, m + extra))
+    r0 = rng.standard_normal(m)
+    lam = np.linalg.eigvalsh(J @ J.T)
+    assume(lam[0] > 1e-6)
+    eta = eta_frac / lam[-1]
+    F0 = 0.5 * r0 @ r0
+    rho, R = bounds.theorem_d1(lam[0], math.sqrt(lam[-1]), F0, eta)
+    W, F, far = np.zeros(m + extra), [F0], 0.0
+    for _ in range(K):
+        W = W - eta * J.T @ (r0 + J @ W)
+        F.append(0.5 * np.sum((r0 + J @ W) ** 2))
+        far = max(far, np.linalg.norm(W))
+    assert all(Fk <= rho ** k * F0 * (1 + 1e-9) + 1e-300 for k, Fk in enumerate(F))
+    assert far <= R * (1 + 1e-9)
+    v = theorem.RATE_NTK.evaluate({"eta": eta, "lambda_min": lam[0]})
+    assert v.value == pytest.approx(rho) and v.holds
+    # Eq. 13 in α₀ form holds exactly when λ̲ = 4δ₄²β₀²α₀²/β² ≥ 2Λ̄√(2F0)/R (choose β₀ = β/2 and δ₃, R free)
+    q = {"alpha0": 1.0, "beta": 2.0, "beta0": 1.0, "F0": F0, "delta3": 1.0, "lambda_max": lam[-1], "Theta_L": 1.0}
+    d4 = math.exp(-1.0) / (1 + math.exp(-1.0)) ** 2
+    lam_lo = 4 * d4 ** 2 * 1.0 / 4.0
+    assert local.EQ13.evaluate(q).holds == (lam_lo >= 2 * math.sqrt(lam[-1]) * math.sqrt(2 * F0) / 1.0)
+
+
+@covers("thm4_3.linear", "thm4_3.alignment", "sec4_5.vs_gd_bound", "thm4_3.alpha0")
+@FAST
+@given(st.floats(0.0, 2.0), st.integers(2, 40), st.floats(0.5, 1.5))
+def test_geometric_predictions_against_geometric_losses(alpha0, K, ratio):
+    """F_k = F_0·r^k meets F_k ≤ ρ^k F_0 iff r ≤ ρ (checked at every k, not only the last)."""
+    q = {"eta": 0.1, "beta0": 1.0, "beta": 1.0, "delta4": 0.25, "alpha0": alpha0, "alpha0_tol": 1e-12,
+         "T": 10, "beta_i": np.array([1.0]), "dist_sq_i": np.array([20.0])}
+    rho = 1 - 4 * 0.1 * 0.25 * alpha0 ** 2
+    r = rho * ratio
+    F = 1.0 * r ** np.arange(K + 1)
+    q |= {"F_k": F, "F_gd_T": 1.0, "dist_sq": 20.0}
+    expected = bool(np.all(F <= rho ** np.arange(K + 1) * (1 + 1e-12)))
+    for cond in (theorem.LINEAR, theorem.ALIGNMENT, theorem.VS_GD_BOUND):  # GD's bound: β·20/(2T) = 1 = F_0
+        assert cond.evaluate(q).holds == expected
+    assert theorem.ALPHA0.evaluate(q).holds == (alpha0 > 1e-12)
+    if alpha0 == 0:
+        assert "vacuous" in theorem.RATE.evaluate(q).note and "vacuous" in theorem.ALPHA0.evaluate(q).note
+
+
+# -- width ----------------------------------------------------------------------------------------------
+
+@covers("width.nd")
+@SLOW
+@given(problems, st.integers(1, 6), st.integers(2, 3), st.integers(2, 30))
+def test_rank_of_wide_features_never_exceeds_width(p, T, L, n):
+    """rank G_{L−1,T} ≤ min(N·d, n): when the width check fails, α₀ is 0."""
+    M, Y = make_qp(*p)
+    G = unroll(M, Y, T, 1.0, inner_layers(L, n, 3.0, seed=p[3]), np.zeros(n))[1][-1]
+    gram = np.linalg.eigvalsh(G @ G.T)  # (N·d,): α₀² is the smallest
+    v = theorem.WIDTH.evaluate({"n": n, "N": p[0], "d": p[1]})
+    if not v.holds:
+        assert gram[0] <= 1e-10 * gram[-1] + 1e-300
+
+
+@FAST
+@given(st.integers(1, 3), st.integers(1, 6), st.integers(-3, 3), st.integers(0, 2 ** 16))
+def test_width_threshold_is_sharp_for_generic_features(N, d, offset, seed):
+    """A generic (Gaussian) N·d × n matrix has full row rank exactly when n ≥ N·d."""
+    n = max(1, N * d + offset)
+    G = np.random.default_rng(seed).standard_normal((N * d, n))
+    gram = np.linalg.eigvalsh(G @ G.T)
+    full = gram[0] > 1e-10 * gram[-1]
+    assert theorem.WIDTH.evaluate({"n": n, "N": N, "d": d}).holds == full
+
+
+# -- the registry -----------------------------------------------------------------------------------------
+
+def test_every_stated_or_derived_condition_has_a_property_test():
+    keys = {c.key for c in bounds.registry() if c.status in ("stated", "derived")}
+    assert keys <= COVERED, f"no property test for {sorted(keys - COVERED)}"
+
+
+@pytest.mark.parametrize("cond", bounds.registry(), ids=lambda c: c.key)
+def test_condition_declares_its_theory_and_never_raises_on_missing_quantities(cond):
+    assert cond.source and cond.latex and cond.text and cond.confidence and cond.title
+    assert cond.status in ("stated", "scaling", "derived") and (cond.status == "scaling") == bool(cond.constants)
+    assert set(cond.needs) <= set(bounds.QUANTITIES)
+    v = cond.evaluate({})
+    assert v.holds is None and v.key == cond.key and v.note
+    assert all(name in v.note for name in cond.needs)
+    assert cond.evaluate({name: float("nan") for name in cond.needs}).holds is None
+    json.dumps(v.to_dict())
+
+
+def test_keys_are_unique_and_evaluate_all_gives_one_verdict_each():
+    keys = [c.key for c in bounds.registry()]
+    assert len(keys) == len(set(keys))
+    assert [v.key for v in bounds.evaluate_all({})] == keys
+
+
+def test_gd_quantities_agree_with_an_independent_computation():
+    M, Y = make_qp(3, 6, 4, seed=1)
+    q = bounds.gd_quantities(M, Y, T=7, step_scale=0.9)
+    ref = data_q(M, Y, 7, 0.9)
+    np.testing.assert_allclose(q["beta_i"], ref["beta_i"], rtol=1e-12)
+    np.testing.assert_allclose(q["dist_sq_i"], ref["dist_sq_i"], rtol=1e-9)
+    assert q["F_gd_T"] == pytest.approx(ref["F_gd_T"], rel=1e-12)
+    g_inf, z_norm = gd_path_norms(M, Y, 7, 0.9)
+    np.testing.assert_allclose(q["gd_grad_inf"], g_inf, rtol=1e-12)
+    np.testing.assert_allclose(q["gd_z_norm"], z_norm, rtol=1e-12)
+
+
+def test_bounds_imports_neither_torch_nor_ntkcheck():
+    code = "import sys, bounds; bounds.evaluate_all({}); print(sorted({'torch', 'ntkcheck'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
