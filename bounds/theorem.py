@@ -104,11 +104,11 @@ def _rate(form):
         rho = _rho(q, form)
         if rho >= 1.0:
             note = "ρ = 1: the rate is vacuous" + (" (α₀ = 0)" if scalar(q, "alpha0") == 0 else "")
-        elif rho <= 0:
-            note = "ρ ≤ 0: η is far outside the theorem's range"
+        elif rho < 0:
+            note = "ρ < 0: η is outside the theorem's range (ηλ̲ > 1)"
         else:
             note = f"contraction per iteration 1 − ρ = {1 - rho:.3g}"
-        return Outcome(rho, 1.0, 0 < rho < 1, note)
+        return Outcome(rho, 1.0, 0 <= rho < 1, note)
     return rule
 
 
@@ -130,7 +130,7 @@ def _rate_ntk(q, c) -> Outcome:
     rho = 1.0 - scalar(q, "eta") * scalar(q, "lambda_min")
     note = ("λ_min(K) = 0 to working precision: the linearised rate is 1 (vacuous)" if rho >= 1
             else f"linearised contraction 1 − ρ = {1 - rho:.3g}")
-    return Outcome(rho, 1.0, 0 < rho < 1, note)
+    return Outcome(rho, 1.0, 0 <= rho < 1, note)
 
 
 RATE_NTK = Condition(
@@ -146,10 +146,11 @@ def _geometric(reference):
     def rule(q, c) -> Outcome:
         rho = _rho(q)
         F = np.asarray(q["F_k"], dtype=float)
-        if not 0 < rho <= 1:
-            return Outcome(np.nan, 1.0, None, f"ρ = {rho:.3g} is not in (0, 1]: no prediction")
-        k = np.arange(F.size)
-        ratio = F / (np.exp(k * np.log(rho)) * reference(q, F))
+        if not 0 <= rho <= 1:
+            return Outcome(np.nan, 1.0, None, f"ρ = {rho:.3g} is not in [0, 1]: no prediction")
+        with np.errstate(divide="ignore", invalid="ignore"):  # ρ = 0 predicts F_k = 0 for k ≥ 1
+            ratio = F / (np.power(rho, np.arange(F.size)) * reference(q, F))
+        ratio = np.where(np.isnan(ratio), 0.0, ratio)  # 0/0: a zero loss meets a zero prediction
         worst = int(np.argmax(ratio))
         note = f"worst at k = {worst}: F = {F[worst]:.4g}" + (" (ρ = 1: the prediction is F_k ≤ F_0)" if rho == 1 else "")
         return Outcome(float(ratio[worst]), 1.0, at_most(float(ratio[worst]), 1.0), note)
