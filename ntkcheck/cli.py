@@ -312,8 +312,9 @@ def verify(
         result = run_verify(cfg, probes, out, resume=resume, callback=show, figures=figures)
     finally:
         progress.stop()
+    wide = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the whole table
     for table in rich_tables(result.report):
-        Console().print(table)
+        wide.print(table)
     console.print(f"report: {result.folder / 'report.md'}", highlight=False)
     failed = [c["key"] for c in result.report["conditions"] if c["required"] and c["holds"] is False]
     if strict and failed:
@@ -392,6 +393,62 @@ def reproduce(
     folder = out or Path("runs") / f"{figure}-{preset}"
     run(figure, folder, preset=preset, seed=seed, log=lambda line: console.print(line, highlight=False))
     console.print(f"wrote {folder}", highlight=False)
+
+
+@app.command("bounds")
+def bounds_table(
+    T: OptT = _default("T"),
+    L: OptL = _default("L"),
+    e: OptE = _default("e"),
+    width: OptWidth = _default("width"),
+    N: OptN = _default("N"),
+    d: OptD = _default("d"),
+    b: OptB = _default("b"),
+    lr: float = typer.Option(_default("lr"), "--lr", "--eta", help="η, the meta learning rate."),
+    step_scale: OptStepScale = _default("step_scale"),
+    C: Optional[float] = typer.Option(None, "--C", help="Constant of the Ω(·) laws (Lemmas 5.1–5.4); "
+                                                        "unset: thresholds shown at C = 1, verdict undecided."),
+    data: bool = typer.Option(True, "--data/--no-data", help="Also draw the training instances (--seed) and "
+                                                             "evaluate what needs them (GD bounds, a-priori η bound)."),
+    seed: OptSeed = _default("seed"),
+):
+    """The theory's thresholds for a configuration: each condition with its source, status (stated /
+    scaling / derived), confidence, threshold, the configuration's value and the verdict."""
+    import bounds
+
+    cfg = TrainConfig(T=T, L=L, e=e, width=width, N=N, d=d, b=b, lr=lr, step_scale=step_scale, seed=seed)
+    if C is not None and not (C > 0 and C < float("inf")):
+        raise ConfigError("--C", f"must be a finite number > 0 (got {C})")
+    quantities = None
+    if data:
+        from ntkcheck.problems import generate
+
+        problem = generate(N, d, b, seed)
+        quantities = bounds.gd_quantities(problem.M.numpy(), problem.Y.numpy(), T, step_scale)
+    rows = bounds.thresholds(T, L, e, lr, N=N, d=d, b=b, n=width, step_scale=step_scale, C=C, data=quantities)
+    _print_bounds(rows, cfg, C, data)
+
+
+def _print_bounds(rows: list[dict], cfg: TrainConfig, C: float | None, data: bool) -> None:
+    g = lambda x: "—" if x is None or x != x else f"{x:.4g}"  # noqa: E731
+    verdict = {True: "[green]holds[/green]", False: "[red]FAILS[/red]", None: "[yellow]undecided[/yellow]"}
+    title = (f"Theory of Math-L2O for T={cfg.T}, L={cfg.L}, e={cfg.e:g}, η={cfg.lr:g}, n={cfg.width}, "
+             f"N={cfg.N}, d={cfg.d}, b={cfg.b}, s={cfg.step_scale:g}" + (f", data seed {cfg.seed}" if data else ""))
+    table = Table(title=title, show_lines=False)
+    for name, justify in (("key", "left"), ("source", "left"), ("status", "left"), ("confidence", "left"),
+                          ("formula", "left"), ("rel", "center"), ("threshold", "right"), ("value", "right"),
+                          ("verdict", "left")):
+        table.add_column(name, justify=justify)
+    for r in rows:
+        constant = f" (C={r['constants']['C']:g})" if r["constants"] else ""
+        table.add_row(r["key"], r["source"], r["status"], r["confidence"], r["formula"], r["relation"],
+                      g(r["threshold"]) + constant, g(r["value"]), verdict[r["holds"]])
+    Console().print(table)
+    if C is None:
+        console.print("scaling laws: the constant C of Ω(·) is unknown; thresholds shown at C = 1 (set it with --C)",
+                      highlight=False, soft_wrap=True)
+    for r in rows:
+        console.print(f"[dim]{r['key']}[/dim] {r['note']}", highlight=False, soft_wrap=True)
 
 
 def _usage_error(err: Exception) -> bool:

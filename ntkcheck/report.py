@@ -18,7 +18,7 @@ VERDICT = {True: "holds", False: "FAILS", None: "undecided"}
 
 
 def fmt(x) -> str:
-    """A number for a table: 4 significant digits, ``—`` for a missing one."""
+    """A number for a table: 4 significant digits (``1 − 2.3e-05`` near 1), ``—`` for a missing one."""
     if x is None:
         return "—"
     if isinstance(x, bool):
@@ -30,6 +30,8 @@ def fmt(x) -> str:
         return "nan"
     if math.isinf(x):
         return "∞" if x > 0 else "−∞"
+    if x != 1 and abs(x - 1) < 1e-3:  # rates near 1: the distance from 1 is the information
+        return f"1 {'−' if x < 1 else '+'} {abs(x - 1):.3g}"
     return f"{x:.4g}"
 
 
@@ -56,13 +58,14 @@ COMPARISON_HEADER = ["what", "theory", "predicted", "measured", "measured/predic
 
 def rich_tables(report: dict) -> list[Table]:
     """The verdict table and the comparison table for the terminal."""
-    cond = Table(title=f"conditions of the proof on run {report['run_id']} ({report['status']})")
-    for name in CONDITION_HEADER:
-        cond.add_column(name, overflow="fold")
+    cond = Table(title=f"conditions of the proof on run {report['run_id']} ({report['status']}); "
+                       "the gap of each is in report.md")
+    for name in CONDITION_HEADER[:-1]:
+        cond.add_column(name, no_wrap=name in ("condition", "verdict"))
     style = {"holds": "green", "FAILS": "red", "undecided": "yellow"}
     for row in condition_rows(report):
         row[6] = f"[{style[row[6]]}]{row[6]}[/{style[row[6]]}]"
-        cond.add_row(*row)
+        cond.add_row(*row[:-1])
     comp = Table(title="theory against measurement")
     for name in COMPARISON_HEADER:
         comp.add_column(name, overflow="fold")
@@ -170,9 +173,10 @@ def _loss(plt, sns, report, frame, points, curves):
         F0 = np.exp(late["intercept"])
         ax.fill_between(k, F0 * late["low"] ** k, F0 * late["high"] ** k, alpha=0.2, color="C3",
                         label=f"fit, late window ({int(100 * late['confidence'])}% band)")
-    ax.set_xlabel("training iteration k")
+    ax.set_xscale("symlog", linthresh=10)  # the drop happens in the first iterations
+    ax.set_xlabel("training iteration k (linear up to 10, then log)")
     ax.set_ylabel("F(X_T)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower left")
     ax.set_title("loss: measured and predicted")
     return fig
 

@@ -49,6 +49,7 @@ def test_every_condition_of_the_registry_has_a_verdict(run):
     assert [c["key"] for c in report["conditions"]] == keys
     for c in report["conditions"]:
         assert c["holds"] in (True, False, None)
+        assert not c["note"].startswith("evaluation error"), c
         assert c["source"] and c["latex"] and c["status"] in ("stated", "scaling", "derived")
     md = (run.folder / "report.md").read_text()
     assert all(key in md for key in keys)
@@ -172,3 +173,11 @@ def test_cli_strict_exits_1_when_a_required_condition_fails(tmp_path, capsys):
     report = json.loads((tmp_path / "v" / "report.json").read_text())
     failed = [c["key"] for c in report["conditions"] if c["required"] and c["holds"] is False]
     assert "thm4_3.alpha0" in failed and "thm4_3.alpha0" in capsys.readouterr().err
+
+
+def test_table_numbers_keep_the_distance_from_one():
+    """A rate 1 − 2e-5 must not print as 1: the distance from 1 is what a rate comparison reads."""
+    from ntkcheck.report import fmt
+
+    assert fmt(1 - 2e-5) == "1 − 2e-05" and fmt(1 + 2.2e-16) == "1 + 2.2e-16" and fmt(1.0) == "1"
+    assert fmt(None) == "—" and fmt(float("inf")) == "∞" and fmt(3.2e-9) == "3.2e-09"
