@@ -51,7 +51,7 @@ GD_RATE = Condition(
     key="gd.rate", title="GD rate (the bound the paper compares with)", source="GD, standard; paper §4.5",
     latex=r"F(X_T) \le \frac{\beta\,\|X_0 - X^\star\|^2}{2T}",
     text="F_GD(X_T) ≤ β‖X_0 − X*‖²/(2T)", status="stated",
-    confidence="exact (textbook, step 1/β); for step s/β_i on quadratics iff m(s,T) ≤ 1/T",
+    confidence="exact (textbook, step 1/β)",
     needs=("F_gd_T", "T", "beta", "dist_sq"), required=True, relation="<=", rule=_gd_rate)
 
 
@@ -70,7 +70,7 @@ GD_RATE_S = Condition(
     latex=r"F(X_T) \le \tfrac12\, m(s,T) \sum_i \beta_i \|x_{i,0}-x_i^\star\|^2,\quad "
           r"m(s,T)=\max_{u\in[0,1]} u(1-su)^{2T}",
     text="F_GD(X_T) ≤ ½·m(s,T)·Σ_i β_i‖x_i,0 − x_i*‖², m = max_{u∈[0,1]} u(1−su)^{2T}", status="derived",
-    confidence="proved (spectral, attained by a 2-eigenvalue instance)",
+    confidence="proved; attained",
     needs=("F_gd_T", "T", "step_scale", "beta", "dist_sq"), required=False, relation="<=", rule=_gd_rate_s)
 
 
@@ -101,7 +101,7 @@ def _step_range(q, c) -> Outcome:
 STEP_RANGE = Condition(
     key="step.range", title="Step multipliers P = 2σ(φ) lie in (0, 2)", source="paper §2 (2-sigmoid); code",
     latex=r"P_t = 2\sigma(\varphi_W(z_t)) \in (0,2)", text="0 < P_min, P_max < 2", status="stated",
-    confidence="exact (by construction; floating point can saturate)",
+    confidence="exact (by construction)",
     needs=("P_min", "P_max"), required=True, relation="in", rule=_step_range)
 
 
@@ -119,7 +119,7 @@ STEP_DESCENT = Condition(
     latex=r"s\,P_{\max} \le 2 \;\Rightarrow\; f_i(x^+) \le f_i(x) - \frac{s}{\beta_i}"
           r"\Big(1-\frac{s P_{\max}}{2}\Big)\sum_j P_j g_j^2",
     text="s·P_max ≤ 2 ⇒ f_i(x⁺) ≤ f_i(x) − (s/β_i)(1 − s·P_max/2)Σ_j P_j g_j²", status="derived",
-    confidence="proved; sharp (s·P > 2 on the top eigenvector raises f)",
+    confidence="proved; sharp",
     needs=("step_scale", "P_max"), required=False, relation="<=", rule=_descent)
 
 CONDITIONS = (GD_RATE, GD_RATE_S, INIT_GD_EQUALITY, STEP_RANGE, STEP_DESCENT)
@@ -128,19 +128,17 @@ CONDITIONS = (GD_RATE, GD_RATE_S, INIT_GD_EQUALITY, STEP_RANGE, STEP_DESCENT)
 def gd_quantities(M: np.ndarray, Y: np.ndarray, T: int, step_scale: float = 1.0) -> dict:
     """The data's quantities for :mod:`bounds`, from M (N, b, d) and Y (N, b), by plain GD from X_0 = 0.
 
-    Returns beta_i, beta, sigma_min_sq_i, dist_sq_i, dist_sq, F_gd_T (= F0 at the deterministic init),
-    grad_T_min, gd_grad_inf (N, T), gd_z_norm (N, T) and beta0 (names: :mod:`bounds.quantities`).
+    Returns beta_i, beta, sigma_min_sq_i, dist_sq_i, dist_sq, F_gd_T, grad_T_min, gd_gz (N, T) and beta0 (names: :mod:`bounds.quantities`).
     """
     M, Y = np.asarray(M, dtype=float), np.asarray(Y, dtype=float)
     sv = np.linalg.svd(M, compute_uv=False)  # (N, min(b, d)), descending
     beta_i, smin_sq = sv[:, 0] ** 2, sv[:, -1] ** 2
     x_star = np.stack([np.linalg.lstsq(Mi, yi, rcond=None)[0] for Mi, yi in zip(M, Y)])  # minimum norm
     X = np.zeros_like(x_star)
-    g_inf, z_norm = np.empty((M.shape[0], T)), np.empty((M.shape[0], T))
+    gz = np.empty((M.shape[0], T))
     for t in range(T):
         G = np.einsum("nbd,nb->nd", M, np.einsum("nbd,nd->nb", M, X) - Y)  # ∇f_i(x_{i,t})
-        g_inf[:, t] = np.abs(G).max(axis=1)
-        z_norm[:, t] = np.sqrt((G ** 2).sum(1) + (X ** 2).sum(1))
+        gz[:, t] = np.sqrt((G ** 2 * (G ** 2 + X ** 2)).sum(1))
         if t == T - 1:
             grad_T_min = float(np.abs(G).min())
         X = X - (step_scale / beta_i)[:, None] * G
@@ -148,5 +146,5 @@ def gd_quantities(M: np.ndarray, Y: np.ndarray, T: int, step_scale: float = 1.0)
     dist_i = (x_star ** 2).sum(1)
     beta0 = step_scale * math.sqrt(float(smin_sq.min())) * grad_T_min
     return {"beta_i": beta_i, "beta": float(beta_i.max()), "sigma_min_sq_i": smin_sq, "dist_sq_i": dist_i,
-            "dist_sq": float(dist_i.sum()), "F_gd_T": F_T, "F0": F_T, "grad_T_min": grad_T_min,
-            "gd_grad_inf": g_inf, "gd_z_norm": z_norm, "beta0": beta0}
+            "dist_sq": float(dist_i.sum()), "F_gd_T": F_T, "grad_T_min": grad_T_min,
+            "gd_gz": gz, "beta0": beta0}

@@ -71,7 +71,7 @@ _TXT = {"5.1": "T^(1/(L−1))", "5.2": "T^((3T+6)/(TL−T−4L+6))", "5.3": "T^(
 LEMMAS = tuple(
     Condition(key=f"lemma{lem.replace('.', '_')}.e", title=f"Lemma {lem}: minimum expansion coefficient",
               source=f"Lemma {lem}", latex=rf"e = \Omega\big({_TEX[lem]}\big)", text=f"e ≥ C·{_TXT[lem]}",
-              status="scaling", confidence="NOTE: third-party summary; constant unknown",
+              status="scaling", confidence="NOTE: third-party summary; C unknown",
               needs=("T", "L", "e"), required=True, relation=">=", rule=_rule(lem), constants={"C": 1.0})
     for lem in LAWS)
 

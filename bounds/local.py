@@ -59,7 +59,7 @@ EQ13 = Condition(
     latex=r"\alpha_0^2 \ge \frac{\beta^2\,\bar\Lambda\,\sqrt{2F(W_0)}}{2\,\delta_4^2\,\beta_0^2\,R},"
           r"\quad \delta_4=\sigma'(\delta_3 R)",
     text="α₀² ≥ β²·Λ̄·√(2F_0)/(2δ₄²β₀²R), δ₄ = σ'(δ₃R), Λ̄ = √λ_max(K)", status="derived",
-    confidence="proved under A1–A3, A-last (Nguyen 2021 template)",
+    confidence="proved under A1–A3, A-last",
     needs=("alpha0", "beta", "beta0", "F0", "delta3", "lambda_max"), required=True, relation=">=", rule=_eq13)
 
 
@@ -75,18 +75,17 @@ def _eq14(q, c) -> Outcome:
 EQ14 = Condition(
     key="eq14.eta", title="Eq. 14: the meta learning rate below 1/𝓛", source="derived (DERIVATIONS §5); paper Eq. 14 [MISSING]",
     latex=r"\eta \le 1/\mathcal{L} \approx 1/\lambda_{\max}(J_0 J_0^\top)", text="η ≤ 1/𝓛 ≈ 1/λ_max(K_0)",
-    status="derived", confidence="proved form; 𝓛 proxied by λ_max(K_0) unless measured",
+    status="derived", confidence="proved; 𝓛 ≈ λ_max proxy",
     needs=("eta", "lambda_max"), required=True, relation="<=", rule=_eq14)
 
 
-def lambda_max_apriori(e, L, step_scale, beta_i, gd_grad_inf, gd_z_norm) -> float:
-    """Λ̄₀² = Σ_i [ (s e^{L−1} / (2√β_i)) Σ_t ‖∇f_i(x_{i,t−1})‖_∞ ‖Z_{i,t}‖_F ]² ≥ λ_max(K_0) (DERIVATIONS §6).
+def lambda_max_apriori(e, L, step_scale, beta_i, gd_gz) -> float:
+    """Λ̄₀² = Σ_i [ (s e^{L−1} / (2√β_i)) Σ_t ‖diag(g_{i,t}) Z_{i,t}‖_F ]² ≥ λ_max(K_0) (DERIVATIONS §6).
 
-    ``gd_grad_inf``, ``gd_z_norm``: (N, T) along the GD trajectory, which is the model's at W_0.
+    ``gd_gz``: (N, T), ‖diag(g) Z‖_F = (Σ_j g_j²(g_j² + x_j²))^{1/2} along the GD trajectory (the model's at W_0).
     """
     beta_i = np.asarray(beta_i, dtype=float)
-    per_step = np.asarray(gd_grad_inf, dtype=float) * np.asarray(gd_z_norm, dtype=float)  # (N, T)
-    J_i = step_scale * e ** (L - 1) / (2 * np.sqrt(beta_i)) * per_step.sum(axis=1)  # bound on ‖J_i‖₂
+    J_i = step_scale * e ** (L - 1) / (2 * np.sqrt(beta_i)) * np.asarray(gd_gz, dtype=float).sum(axis=1)  # ≥ ‖J_i‖₂
     return float((J_i ** 2).sum())
 
 
@@ -95,7 +94,7 @@ def lambda_max_of_e(lambda_max_at_1, e, L):
     return e ** (2 * (L - 1)) * lambda_max_at_1
 
 
-APRIORI_NEEDS = ("eta", "e", "L", "step_scale", "beta_i", "gd_grad_inf", "gd_z_norm")
+APRIORI_NEEDS = ("eta", "e", "L", "step_scale", "beta_i", "gd_gz")
 
 
 def _apriori(q) -> float:
@@ -112,9 +111,9 @@ EQ14_APRIORI = Condition(
     key="eq14.eta_apriori", title="Eq. 14 a priori: η below 1/Λ̄₀², a bound on λ_max(K_0) from the data and e",
     source="derived (DERIVATIONS §6)",
     latex=r"\eta \le \Big(\sum_i\Big[\frac{s\,e^{L-1}}{2\sqrt{\beta_i}}\sum_{t=1}^T"
-          r"\|\nabla f_i(x_{i,t-1})\|_\infty\|Z_{i,t}\|_F\Big]^2\Big)^{-1}",
-    text="η ≤ 1/Σ_i[(s·e^{L−1}/(2√β_i))·Σ_t ‖g_{i,t}‖_∞‖Z_{i,t}‖_F]²", status="derived",
-    confidence="proved (upper bound on λ_max at W_0)", needs=APRIORI_NEEDS, required=False, relation="<=",
+          r"\|\mathrm{diag}(\nabla f_i(x_{i,t-1}))\,Z_{i,t}\|_F\Big]^2\Big)^{-1}",
+    text="η ≤ 1/Σ_i[(s·e^{L−1}/(2√β_i))·Σ_t ‖diag(g_{i,t})Z_{i,t}‖_F]²", status="derived",
+    confidence="proved (loose)", needs=APRIORI_NEEDS, required=False, relation="<=",
     rule=_eq14_apriori)
 
 
@@ -122,9 +121,9 @@ def _cor_c1(q, c) -> Outcome:
     e, L, eta = scalar(q, "e"), scalar(q, "L"), scalar(q, "eta")
     lam = optional(q, "lambda_max")
     if lam is None and all(optional(q, n) is not None for n in APRIORI_NEEDS):
-        lam, how = _apriori(q), "Λ̄₀² (a priori)"
+        lam, how = _apriori(q), "Λ̄₀² (a priori, an upper bound: e_max is sufficient, not sharp)"
     elif lam is None:
-        return Outcome(e, math.nan, None, "not evaluated: needs lambda_max, or beta_i, gd_grad_inf, gd_z_norm")
+        return Outcome(e, math.nan, None, "not evaluated: needs lambda_max, or beta_i and gd_gz")
     else:
         lam, how = float(lam), "λ_max(K_0)"
     e_max = e * (1.0 / (eta * lam)) ** (1.0 / (2 * (L - 1)))  # η·λ_max(e_max) = 1
@@ -137,7 +136,7 @@ COR_C1 = Condition(
     latex=r"e \le e_{\max}(\eta) = e\,(\eta\,\lambda_{\max}(K_0))^{-1/(2(L-1))},\quad "
           r"\eta_{\max}(e) = \eta_{\max}(1)\,e^{-2(L-1)}",
     text="e ≤ e·(η·λ_max(K_0))^{−1/(2(L−1))}, i.e. η_max ∝ e^{−2(L−1)}", status="derived",
-    confidence="exact scaling; threshold as in eq14", needs=("e", "L", "eta"), required=False, relation="<=",
+    confidence="exact scaling in e", needs=("e", "L", "eta"), required=False, relation="<=",
     rule=_cor_c1)
 
 CONDITIONS = (EQ13, EQ14, EQ14_APRIORI, COR_C1)

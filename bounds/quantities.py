@@ -32,8 +32,8 @@ QUANTITIES: dict[str, str] = {
     "dist_sq_i": "array (N,): ‖x_{i,0} − x_i*‖² per instance",
     "F_gd_T": "F of plain GD (step s/β_i) after T steps from X_0 = 0",
     "grad_T_min": "min over i, j of |∇F_i(X_{T−1})_j| on the GD trajectory (the input of step T at W_0)",
-    "gd_grad_inf": "array (N, T): ‖∇f_i(x_{i,t−1})‖_∞ along GD, t = 1..T",
-    "gd_z_norm": "array (N, T): ‖Z_{i,t}‖_F = (‖∇f_i(x_{i,t−1})‖² + ‖x_{i,t−1}‖²)^{1/2} along GD",
+    "gd_gz": "array (N, T): ‖diag(g) Z_{i,t}‖_F = (Σ_j g_j²(g_j² + x_j²))^{1/2}, g = ∇f_i(x_{i,t−1}), x = x_{i,t−1}, "
+             "along GD, t = 1..T",
     # the model
     "alpha0": "α₀ = σ_min(G_{L−1,T}) at W_0 (rows: the N·d coordinates at step T)",
     "alpha0_tol": "tolerance below which a singular value of G_{L−1,T} counts as zero",

@@ -75,7 +75,7 @@ def _width(q, c) -> Outcome:
 WIDTH = Condition(
     key="width.nd", title="Width: G_{L−1,T} (N·d × n) can have full row rank only if n ≥ N·d",
     source="derived (DERIVATIONS §3); paper: width O(Nd)", latex=r"n \ge N d",
-    text="n ≥ N·d", status="derived", confidence="proved (necessary, not sufficient)",
+    text="n ≥ N·d", status="derived", confidence="proved; necessary only",
     needs=("n", "N", "d"), required=True, relation=">=", rule=_width)
 
 
@@ -91,7 +91,7 @@ DELTA4 = Condition(
     source="derived (DERIVATIONS §4); paper: δ₄ = σ(δ₃Θ_L)(1 − σ(δ₃Θ_L))",
     latex=r"\min_{t,j}\sigma'(u_{t,j}) \ge \delta_4 = \sigma'(\delta_3\Theta_L)",
     text="min σ'(u) ≥ δ₄ = σ'(δ₃Θ_L), |u| ≤ ‖G row‖·‖W_L‖ ≤ δ₃Θ_L", status="derived",
-    confidence="proved, given δ₃, Θ_L as defined", needs=("P_min", "P_max", "delta3", "Theta_L"),
+    confidence="proved (definitions §4)", needs=("P_min", "P_max", "delta3", "Theta_L"),
     required=False, relation=">=", rule=_delta4)
 
 
@@ -122,7 +122,7 @@ RATE_DERIVED = Condition(
     key="thm4_3.rate_derived", title="Rate from the last-step kernel bound (δ₄², β₀ derived)",
     source="derived (DERIVATIONS §3, Thm D.1); stated form: thm4_3.rate",
     latex=r"\rho_D = 1 - 4\eta\,\frac{\beta_0^2}{\beta^2}\,\delta_4^2\,\alpha_0^2",
-    text="ρ_D = 1 − 4η(β₀²/β²)δ₄²α₀²", status="derived", confidence="proved under A-last and Thm D.1's ball",
+    text="ρ_D = 1 − 4η(β₀²/β²)δ₄²α₀²", status="derived", confidence="proved under A-last, A1–A3",
     needs=RATE_NEEDS, required=False, relation="<", rule=_rate(rate_derived))
 
 
@@ -137,7 +137,7 @@ RATE_NTK = Condition(
     key="thm4_3.rate_ntk", title="Rate of the linearised dynamics, ρ_K = 1 − ηλ_min(K)",
     source="derived (DERIVATIONS §5, Thm D.1 with λ̲ = λ_min(K))",
     latex=r"\rho_K = 1 - \eta\,\lambda_{\min}(J J^\top)", text="ρ_K = 1 − η·λ_min(K)", status="derived",
-    confidence="proved for the linearised model; Thm D.1 otherwise", needs=("eta", "lambda_min"),
+    confidence="proved under A1–A3", needs=("eta", "lambda_min"),
     required=False, relation="<", rule=_rate_ntk)
 
 

@@ -436,13 +436,12 @@ def _print_bounds(rows: list[dict], cfg: TrainConfig, C: float | None, data: boo
              f"N={cfg.N}, d={cfg.d}, b={cfg.b}, s={cfg.step_scale:g}" + (f", data seed {cfg.seed}" if data else ""))
     table = Table(title=title, show_lines=False)
     for name, justify in (("key", "left"), ("source", "left"), ("status", "left"), ("confidence", "left"),
-                          ("formula", "left"), ("rel", "center"), ("threshold", "right"), ("value", "right"),
-                          ("verdict", "left")):
-        table.add_column(name, justify=justify)
+                          ("formula", "left"), ("threshold", "right"), ("value", "right"), ("verdict", "left")):
+        table.add_column(name, justify=justify, no_wrap=name in ("key", "verdict"))
     for r in rows:
         constant = f" (C={r['constants']['C']:g})" if r["constants"] else ""
-        table.add_row(r["key"], r["source"], r["status"], r["confidence"], r["formula"], r["relation"],
-                      g(r["threshold"]) + constant, g(r["value"]), verdict[r["holds"]])
+        table.add_row(r["key"], r["source"], r["status"], r["confidence"], r["formula"],
+                      f"{r['relation']} {g(r['threshold'])}{constant}", g(r["value"]), verdict[r["holds"]])
     Console().print(table)
     if C is None:
         console.print("scaling laws: the constant C of Ω(·) is unknown; thresholds shown at C = 1 (set it with --C)",
