@@ -232,9 +232,9 @@ def test_model_at_init_is_gd(p, T, L, n, e, s):
     q = {"F0": f_i(M, Y, X_T).sum(), "F_gd_T": f_i(M, Y, run_gd(M, Y, T, s)).sum()}
     v = gd.INIT_GD_EQUALITY.evaluate(q)
     assert v.holds, v
-    moved = unroll(M, Y, T, s, Ws, np.random.default_rng(0).standard_normal(n) / e ** (L - 1))[0]
-    if q["F_gd_T"] > 1e-8:  # a trained W_L changes the trajectory, and the check notices
-        assert gd.INIT_GD_EQUALITY.evaluate({**q, "F0": f_i(M, Y, moved).sum()}).holds is False
+    moved = f_i(M, Y, unroll(M, Y, T, s, Ws, np.random.default_rng(0).standard_normal(n) / e ** (L - 1))[0]).sum()
+    if abs(moved - q["F_gd_T"]) > 1e-6 * q["F_gd_T"]:  # W_L off 0 changes the loss (unless every ReLU is dead)
+        assert gd.INIT_GD_EQUALITY.evaluate({**q, "F0": moved}).holds is False
 
 
 @SLOW
@@ -350,7 +350,7 @@ def test_theorem_d1_on_a_linear_model(m, extra, seed, eta_frac, K):
         W = W - eta * J.T @ (r0 + J @ W)
         F.append(0.5 * np.sum((r0 + J @ W) ** 2))
         far = max(far, np.linalg.norm(W))
-    assert all(Fk <= rho ** k * F0 * (1 + 1e-9) + 1e-300 for k, Fk in enumerate(F))
+    assert all(Fk <= rho ** k * F0 * (1 + 1e-9) + 1e-12 * F0 for k, Fk in enumerate(F))  # ρ = 0: rounding
     assert far <= R * (1 + 1e-9)
     v = theorem.RATE_NTK.evaluate({"eta": eta, "lambda_min": lam[0]})
     assert v.value == pytest.approx(rho) and v.holds
