@@ -111,7 +111,8 @@ class Condition:
                            f"not evaluated: {', '.join(missing)} missing or not finite")
         c = {**self.constants, **constants, "_given": bool(constants)}
         out = self.rule(q, c)
-        return Verdict(self.key, float(out.value), float(out.threshold), self.relation, out.holds, out.note)
+        holds = None if out.holds is None else bool(out.holds)  # a numpy bool is not JSON-able
+        return Verdict(self.key, float(out.value), float(out.threshold), self.relation, holds, out.note)
 
 
 def _finite(x) -> bool:

@@ -420,9 +420,28 @@ def test_condition_declares_its_theory_and_never_raises_on_missing_quantities(co
     assert set(cond.needs) <= set(bounds.QUANTITIES)
     v = cond.evaluate({})
     assert v.holds is None and v.key == cond.key and v.note
+    assert all(type(w.holds) in (bool, type(None)) for w in bounds.evaluate_all(FULL))
     assert all(name in v.note for name in cond.needs)
     assert cond.evaluate({name: float("nan") for name in cond.needs}).holds is None
     json.dumps(v.to_dict())
+
+
+def _full_quantities():
+    M, Y = make_qp(2, 5, 3, seed=4)
+    q = {**data_q(M, Y, 6, 1.0), "N": 2, "d": 5, "b": 3, "n": 16, "L": 3, "e": 5.0, "eta": 1e-3, "k": 3,
+         "alpha0": 0.0, "alpha0_tol": 1e-13, "alpha0_rank": 4, "F0": 1.0, "F_k": np.array([1.0, 0.6, 0.5, 0.5]),
+         "P_min": 0.7, "P_max": 1.4, "lambda_max": 10.0, "lambda_min": 0.0, "delta3": 2.0, "Theta_L": 0.3,
+         "sigma_min_sq_i": np.array([0.1, 0.2]), "grad_T_min": 0.01, "gd_gz": np.ones((2, 6))}
+    return q
+
+
+FULL = _full_quantities()
+
+
+def test_with_every_quantity_every_condition_is_evaluated():
+    verdicts = bounds.evaluate_all(FULL)
+    assert all(not v.note.startswith("not evaluated") for v in verdicts), [v.note for v in verdicts]
+    json.dumps([v.to_dict() for v in verdicts])
 
 
 def test_keys_are_unique_and_evaluate_all_gives_one_verdict_each():
