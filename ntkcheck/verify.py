@@ -90,21 +90,11 @@ class VerifyResult:
 
 
 def problem_constants(problem: problems.Problem, T: int, step_scale: float) -> dict:
-    """β_i = ‖M_i‖₂², λ_min(M_iM_iᵀ) (= σ_min(M_i)², > 0 for full row rank), ‖x_i^mn − x_{0,i}‖² with
-    x_i^mn = M_i⁺y_i the minimum-norm solution (the projection of X_0 = 0 onto the solution set), the GD
-    curve F(X_t^GD), t = 0..T, with the step s/β_i, and along it (the model's inputs at W_0):
-    min_{i,j} |∇F_i(X_{T−1})_j|, ‖∇f_i(x_{t−1})‖_∞ and ‖Z_{i,t}‖_F = (‖∇f_i(x_{t−1})‖² + ‖x_{t−1}‖²)^{1/2}."""
+    """The data's quantities (:func:`bounds.gd_quantities`, numpy: β_i, σ_min(M_i)², ‖X_0 − X*‖² with X* the
+    minimum-norm solution, F_GD(X_T), β₀, …) and the GD curve F(X_t^GD), t = 0..T, by the model's own code."""
     p = problem.to(device="cpu", dtype=torch.float64)
-    lam = torch.linalg.eigvalsh(p.M @ p.M.mT)  # ascending, (N, b)
-    x_mn = torch.linalg.lstsq(p.M, p.Y[..., None], driver="gelsd").solution[..., 0]  # min-norm for b < d
-    X = problems.gd_trajectory(p, T, step_scale)
-    grads = torch.stack([problems.gradient(p, x) for x in X[:-1]], 1)  # ∇F(X_{t−1}), t = 1..T: (N, T, d)
-    states = torch.stack(X[:-1], 1)
-    return {"beta_i": p.beta.numpy(), "sigma_min_sq_i": lam[:, 0].numpy(), "dist_sq_i": (x_mn ** 2).sum(1).numpy(),
-            "F_gd": np.array([float(problems.objective(p, x)) for x in X]),
-            "grad_T_min": float(grads[:, -1].abs().min()),
-            "gd_grad_inf": grads.abs().amax(-1).numpy(),
-            "gd_z_norm": (grads.square().sum(-1) + states.square().sum(-1)).sqrt().numpy()}
+    curve = [float(problems.objective(p, X)) for X in problems.gd_trajectory(p, T, step_scale)]
+    return bounds.gd_quantities(p.M.numpy(), p.Y.numpy(), T, step_scale) | {"F_gd": np.array(curve)}
 
 
 # -- 2. probes ------------------------------------------------------------------------------------------------
@@ -212,13 +202,9 @@ def quantities(cfg: TrainConfig, constants: dict, points: dict[int, dict], wide:
     init = points.get(0, {})
     q = {"N": cfg.N, "d": cfg.d, "b": cfg.b, "n": cfg.width, "L": cfg.L, "T": cfg.T, "e": cfg.e, "eta": cfg.lr,
          "k": int(wide.index[-1]), "step_scale": cfg.step_scale,
-         "beta_i": constants["beta_i"], "beta": float(constants["beta_i"].max()),
-         "sigma_min_sq_i": constants["sigma_min_sq_i"],
-         "dist_sq_i": constants["dist_sq_i"], "dist_sq": float(constants["dist_sq_i"].sum()),
-         "F_gd_T": float(constants["F_gd"][-1]), "F0": float(wide["F_T"].iloc[0]),
+         **{k: v for k, v in constants.items() if k != "F_gd"}, "F0": float(wide["F_T"].iloc[0]),
          "F_k": wide["F_T"].to_numpy(), "P_min": float(wide["P_min"].min()), "P_max": float(wide["P_max"].max()),
-         "grad_T_min": constants["grad_T_min"], "gd_grad_inf": constants["gd_grad_inf"],
-         "gd_z_norm": constants["gd_z_norm"], "Theta_L": theta_L(cfg, wide)}
+         "Theta_L": theta_L(cfg, wide)}
     if "delta3" in init:
         q["delta3"] = init["delta3"]
     if "alpha" in init:
