@@ -187,8 +187,8 @@ def _spectrum(plt, sns, report, frame, points, curves):
     ks = [k for k in sorted(points) if "K_eigenvalues" in points[k]["arrays"]]
     for k in sorted({ks[0], ks[-1]}) if ks else []:
         lam = np.sort(points[k]["arrays"]["K_eigenvalues"])[::-1]
-        ax.plot(np.arange(1, lam.size + 1), np.abs(lam), label=f"|λ_i(K)|, k = {k}")
-        ax.axhline(points[k]["K"]["rank_tol"], ls=":", lw=0.8, color="grey")
+        line, = ax.plot(np.arange(1, lam.size + 1), np.abs(lam), label=f"|λ_i(K)|, k = {k}")
+        ax.axhline(points[k]["K"]["rank_tol"], ls=":", lw=0.8, color=line.get_color())
     ax.set_yscale("log")
     ax.set_xscale("log")
     ax.set_xlabel("index i (descending)")
