@@ -91,7 +91,7 @@ def markdown(report: dict) -> str:
         f"= GD under the deterministic init) → {fmt(s['F_T_final'])} (gain {fmt(s['gain_final'])}).",
         "Configuration: " + ", ".join(f"{k}={cfg[k]}" for k in ("N", "d", "b", "width", "L", "T", "e", "lr", "iters",
                                                                  "init", "detach", "step_scale", "seed", "dtype")) + ".",
-        f"Probes at k = {', '.join(report['probe_points'])} ({report['probe_method']}, float64).",
+        f"Probes at k = {', '.join(sorted(report['probe_points'], key=int))} ({report['probe_method']}, float64).",
         "## Conditions",
         "Verdicts: **holds** (true on the measured numbers), **FAILS** (false), **undecided** (a quantity is "
         "missing, or a scaling law whose constant is unknown: value and threshold are shown with the constant).",
@@ -113,7 +113,7 @@ def markdown(report: dict) -> str:
 
 def probe_rows(report: dict) -> list[list[str]]:
     rows = []
-    for k, p in report["probe_points"].items():
+    for k, p in sorted(report["probe_points"].items(), key=lambda kp: int(kp[0])):  # JSON sorts keys as text
         if "error" in p:
             rows.append([k, p["error"], "", "", "", "", "", ""])
             continue

@@ -183,3 +183,11 @@ def test_table_numbers_keep_the_distance_from_one():
 
     assert fmt(1 - 2e-5) == "1 − 2e-05" and fmt(1 + 1e-6) == "1 + 1e-06" and fmt(1.0) == "1"
     assert fmt(None) == "—" and fmt(float("inf")) == "∞" and fmt(3.2e-9) == "3.2e-09"
+
+
+def test_report_md_is_rendered_from_report_json(run):
+    """report.md carries nothing that report.json does not: rendering the JSON gives the same file."""
+    from ntkcheck.report import markdown
+
+    report = json.loads((run.folder / "report.json").read_text())
+    assert markdown(report) == (run.folder / "report.md").read_text()
