@@ -91,9 +91,15 @@ def loss_of(residuals) -> np.ndarray:
     return 0.5 * np.sum(R * R, axis=-1)
 
 
-def eig_loss_curve(K, r0, lr: float, steps: int) -> np.ndarray:
-    """L_k = ½ Σ_i (1 − ηλ_i)^{2k} (u_iᵀ r_0)², k = 0..steps, from the eigendecomposition of symmetric K."""
-    lam, U = np.linalg.eigh(_sym(_np(K)))
+def eigh(K) -> tuple[np.ndarray, np.ndarray]:
+    """(λ ascending, U) of the symmetric part of K, float64: the one decomposition the predictions share."""
+    return np.linalg.eigh(_sym(_np(K)))
+
+
+def eig_loss_curve(K, r0, lr: float, steps: int, *, eig=None) -> np.ndarray:
+    """L_k = ½ Σ_i (1 − ηλ_i)^{2k} (u_iᵀ r_0)², k = 0..steps, from the eigendecomposition of symmetric K
+    (``eig`` = :func:`eigh` of K when already computed)."""
+    lam, U = eigh(K) if eig is None else eig
     lr, steps = _positive("lr", lr), _steps(steps)
     proj2 = (U.T @ _np(r0).ravel()) ** 2
     k = np.arange(steps + 1)[:, None]
@@ -121,9 +127,10 @@ class Plateau:
     n: int
 
 
-def null_space_plateau(K, r0, *, tol: float | None = None) -> Plateau:
-    """½‖P_null r_0‖² with null = span{u_i : |λ_i| ≤ tol}, tol = n·eps·max|λ| (numpy's rank tolerance)."""
-    lam, U = np.linalg.eigh(_sym(_np(K)))
+def null_space_plateau(K, r0, *, tol: float | None = None, eig=None) -> Plateau:
+    """½‖P_null r_0‖² with null = span{u_i : |λ_i| ≤ tol}, tol = n·eps·max|λ| (numpy's rank tolerance);
+    ``eig`` = :func:`eigh` of K when already computed."""
+    lam, U = eigh(K) if eig is None else eig
     n = lam.size
     tol = n * np.finfo(np.float64).eps * float(np.abs(lam).max()) if tol is None else float(tol)
     null = np.abs(lam) <= tol
@@ -158,17 +165,17 @@ class LinearPrediction:
 def predict(K, r0, lr: float, steps: int, *, Kt=None) -> LinearPrediction:
     """All linearised predictions from K (symmetric; eigen-curve, rate, threshold, plateau) and the residual
     recursion with K̃ = ``Kt`` (default K)."""
-    lam, U = np.linalg.eigh(_sym(_np(K)))
+    lam, U = eig = eigh(K)
     r0 = _np(r0).ravel()
     return LinearPrediction(
         eigenvalues=lam,
         projections=(U.T @ r0) ** 2,
-        loss_eig=eig_loss_curve(K, r0, lr, steps),
+        loss_eig=eig_loss_curve(K, r0, lr, steps, eig=eig),
         loss_recursion=loss_of(residual_recursion(K if Kt is None else Kt, r0, lr, steps)),
         lr=float(lr),
         rate=linear_rate(float(lam[0]), lr),
         threshold=stability_threshold(float(lam[-1])),
-        plateau=null_space_plateau(K, r0),
+        plateau=null_space_plateau(K, r0, eig=eig),
     )
 
 
