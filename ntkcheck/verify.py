@@ -191,6 +191,9 @@ def probe_metrics(points: dict[int, dict]) -> list[tuple[int, str, float]]:
         rows += [(k, f"alpha/{name}", float(p["alpha"][name])) for name in ("alpha", "sigma_max", "rank", "tol")]
         if p.get("drift"):
             rows += [(k, f"ntk/drift/{name}", float(v)) for name, v in p["drift"].items()]
+        if p.get("K_vs_K_training"):  # detached training against the true kernel (DESIGN.md §4)
+            rows += [(k, f"ntk/K_vs_K_training/{name}", float(v)) for name, v in p["K_vs_K_training"].items()]
+            rows.append((k, "ntk/K_training/asymmetry", float(p["K_training"]["asymmetry"])))
     return rows
 
 

@@ -83,6 +83,11 @@ def test_drift_at_k0_is_zero_and_grows_along_training(run):
     drift = m["ntk/drift/rel_change"].dropna()
     assert drift.loc[0] == 0.0
     assert drift.loc[12] > 0
+    # K̃ = K at the deterministic init (W_L = 0: only W_L's block, where detaching changes nothing); then apart
+    split = m["ntk/K_vs_K_training/rel_change"].dropna()
+    assert split.loc[0] == 0.0
+    assert m["ntk/K_training/asymmetry"].loc[0] <= 1e-14  # J J̃ᵀ with J̃ = J: symmetric up to GEMM rounding
+    assert split.loc[12] > 0
 
 
 def test_problem_constants_against_the_model_and_numpy():
