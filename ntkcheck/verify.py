@@ -30,12 +30,13 @@ import torch
 import bounds
 from bounds.quantities import complete
 from ntkcheck import io, problems
+from ntkcheck import report as reports
 from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.dynamics import NonFiniteKernel, fit_contraction, kernel_drift, ntk_summary
 from ntkcheck.features import alpha as alpha_of, alpha_table
 from ntkcheck.ntk import extreme_eigenvalues, ntk_operator, with_mode
-from ntkcheck.train import (Interrupted, config_from_problem, initial_weights, make_problem, partial_folder, prepare_folder,
-                            resolve_device, train, versions)
+from ntkcheck.train import (RESUMABLE, Interrupted, config_from_problem, initial_weights, make_problem, metrics_frame,
+                            partial_folder, prepare_folder, resolve_device, train, versions)
 
 NTK_METHODS = ("auto", "dense", "lanczos")
 JACOBIANS = ("auto", "func", "structured")
@@ -55,7 +56,7 @@ class ProbeConfig:
     alpha_steps: str = "T"  # "T" or "all" (α over every step t at k = 0)
     early: int = 50  # the early window [0, early) of the contraction fit
 
-    def validate(self, iters: int) -> None:
+    def validate(self) -> None:
         if isinstance(self.ntk_every, bool) or not isinstance(self.ntk_every, int) or self.ntk_every < 0:
             raise ConfigError("--ntk-every", f"must be an integer ≥ 0 (got {self.ntk_every!r})")
         for flag, value, allowed in (("--ntk-method", self.ntk_method, NTK_METHODS),
@@ -80,6 +81,8 @@ class ProbeConfig:
 
 @dataclass
 class VerifyResult:
+    """The run folder, the training status ("completed" or "diverged"), report.json's content, the metrics."""
+
     folder: Path
     status: str
     report: dict
@@ -305,18 +308,13 @@ def _row(what: str, theory: str, predicted: float, measured: float, *, holds=Non
 def verify(cfg: TrainConfig, probes: ProbeConfig, out: str | Path, *, resume: bool = False, callback=None,
            figures: bool = True) -> VerifyResult:
     """The whole verification run (module docstring); writes the run folder ``out``."""
-    from ntkcheck import report as reports
-
     cfg = config_from_problem(cfg)
-    probes.validate(cfg.iters)
+    probes.validate()
     out = Path(out)
     work = prepare_folder(out, resume, marker=SETTINGS)
     settings = {"config": cfg.to_dict(), "probes": asdict(probes)}
     if resume:
-        saved = json.loads((work / SETTINGS).read_text())
-        if saved["probes"] != settings["probes"]:
-            raise ConfigError("--resume", f"the interrupted verify probed with {saved['probes']}; resume with the same "
-                                          "probe options")
+        check_resumable(json.loads((work / SETTINGS).read_text()), settings)
     else:
         io.write_json(work / SETTINGS, settings)
     device = resolve_device(cfg.device)
@@ -339,7 +337,7 @@ def verify(cfg: TrainConfig, probes: ProbeConfig, out: str | Path, *, resume: bo
     q = quantities(cfg, constants, points, wide)
     verdicts = evaluate_conditions(q)
     rows, curves = comparisons(cfg, probes, points, wide, verdicts)
-    frame = pd.concat([training, training_rows(probe_metrics(points), out.name)], ignore_index=True)
+    frame = pd.concat([training, metrics_frame(probe_metrics(points), out.name)], ignore_index=True)
     report = {
         "status": status, "run_id": out.name, "config": cfg.to_dict(), "probes": asdict(probes),
         "probe_method": prober.method, "dtype_probes": "float64", "versions": versions(),
@@ -360,10 +358,15 @@ def verify(cfg: TrainConfig, probes: ProbeConfig, out: str | Path, *, resume: bo
     return VerifyResult(out, status, report, frame)
 
 
-def training_rows(rows, run_id: str) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=["iteration", "quantity", "value"])
-    frame.insert(0, "run_id", run_id)
-    return frame
+def check_resumable(saved: dict, given: dict) -> None:
+    """A resumed verify must use the interrupted one's probes and model/data configuration."""
+    if saved["probes"] != given["probes"]:
+        raise ConfigError("--resume", f"the interrupted verify probed with {saved['probes']}; resume with the same "
+                                      "probe options")
+    for name, value in given["config"].items():
+        if name not in RESUMABLE and saved["config"].get(name) != value:
+            raise ConfigError(f"--{name.replace('_', '-')}", f"the interrupted verify used {saved['config'].get(name)!r}, "
+                                                            f"not {value!r}; resume with the same value")
 
 
 def spectra(points: dict[int, dict]) -> dict[str, np.ndarray]:

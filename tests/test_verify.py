@@ -12,7 +12,7 @@ import torch
 import bounds
 from ntkcheck import problems
 from ntkcheck.cli import main
-from ntkcheck.config import TrainConfig, hidden_widths
+from ntkcheck.config import ConfigError, TrainConfig, hidden_widths
 from ntkcheck.dynamics import ntk_summary
 from ntkcheck.model import build
 from ntkcheck.train import Interrupted
@@ -196,3 +196,16 @@ def test_report_md_is_rendered_from_report_json(run):
 
     report = json.loads((run.folder / "report.json").read_text())
     assert markdown(report) == (run.folder / "report.md").read_text()
+
+
+def test_resume_refuses_other_options(tmp_path):
+    def stop(k, metrics):
+        if k == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        verify(TrainConfig(**TINY), PROBES, tmp_path / "run", callback=stop)
+    with pytest.raises(ConfigError, match="--e"):
+        verify(TrainConfig(**{**TINY, "e": 6.0}), PROBES, tmp_path / "run", resume=True)
+    with pytest.raises(ConfigError, match="--resume"):
+        verify(TrainConfig(**TINY), ProbeConfig(ntk_every=3), tmp_path / "run", resume=True)
