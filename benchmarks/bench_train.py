@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-GB = 1e9  # decimal gigabytes, as in DESIGN.md ("10.5 GB" = 4·N·d·n·T bytes at paper scale)
+GB = 1e9  # decimal gigabytes (the dense wide layer's float32 features: 4·N·d·n·T bytes = 10.5 GB at paper scale)
 RESULT_TAG = "BENCH_RESULT "  # the child's one machine-readable stdout line starts with this
 
 SMALL = dict(N=32, d=32, b=25, width=1024, T=20, e=50.0, lr=1e-7)
@@ -63,7 +63,7 @@ CONFIGS = {
 DEFAULT_REPEATS = {"small": 5, "paper": 2}
 PATHS = ("dense", "angular")  # dense first: it is the reference every ratio is taken against
 
-# Targets of the fast-kernel issue (DESIGN.md §4: prefix sums over the angle-sorted wide layer).
+# Targets of the fast-kernel issue (prefix sums over the angle-sorted wide layer; docs/ARCHITECTURE.md §2).
 SPEEDUP_TARGET_T10 = 30.0  # paper-T10: at least 30× faster than the dense path, measured in the same run
 T100_SECONDS_TARGET = 0.6  # paper-T100: at most 0.6 s per iteration
 T100_PEAK_GB_TARGET = 0.5  # paper-T100: at most 0.5 GB peak RSS of the process
@@ -524,7 +524,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: torch's own choice)")
     p.add_argument("--gd-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the GD reference")
     p.add_argument("--gd-step-scale", type=float, default=1.0,
-                   help="GD step s/β_i of the reference (1 as in DESIGN.md; the paper's code uses 0.9999)")
+                   help="GD step s/β_i of the reference (1 as in the paper's analysis; the paper's code uses 0.9999)")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each child, wait up to this long for other work on the machine to stop (default 0)")
     p.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")

@@ -15,8 +15,9 @@ from bounds.local import lambda_max_apriori as lambda_max_apriori
 from bounds.local import theorem_d1 as theorem_d1
 from bounds.quantities import QUANTITIES as QUANTITIES
 from bounds.registry import evaluate_all as evaluate_all
+from bounds.registry import get as get
 from bounds.registry import registry as registry
 from bounds.registry import thresholds as thresholds
 
-__all__ = ["Condition", "Verdict", "registry", "evaluate_all", "thresholds", "QUANTITIES", "gd_quantities",
+__all__ = ["Condition", "Verdict", "registry", "get", "evaluate_all", "thresholds", "QUANTITIES", "gd_quantities",
            "gd_rate_factor", "lemma_threshold", "lambda_max_apriori", "theorem_d1"]

@@ -1,6 +1,6 @@
 """The names of the plain numbers that :mod:`bounds` reads, with their meaning (one place).
 
-Symbols follow DESIGN.md §1. F is a sum over the N instances (never an average). "At W_0" means at the
+Symbols follow docs/ARCHITECTURE.md §1. F is a sum over the N instances (never an average). "At W_0" means at the
 deterministic initialisation (W_L = 0, so P ≡ 1 and the model is GD with step s/β_i).
 """
 

@@ -8,7 +8,7 @@ from typing import Mapping
 from bounds import gd, lemmas, local, theorem
 from bounds.core import Condition, Verdict
 
-__all__ = ["registry", "evaluate_all", "thresholds"]
+__all__ = ["registry", "get", "evaluate_all", "thresholds"]
 
 _ALL = (*gd.CONDITIONS, theorem.WIDTH, *lemmas.CONDITIONS, theorem.ALPHA0, theorem.DELTA4, local.EQ13,
         local.EQ14, local.EQ14_APRIORI, local.COR_C1, theorem.RATE, theorem.RATE_DERIVED, theorem.RATE_NTK,
@@ -49,3 +49,11 @@ def thresholds(T: int, L: int, e: float, eta: float, *, N: int | None = None, d:
                      "threshold": v.threshold, "value": v.value, "holds": v.holds, "note": note,
                      "constants": {**cond.constants, **({"C": C} if C is not None and cond.constants else {})}})
     return rows
+
+
+def get(key: str) -> Condition:
+    """The condition with ``key`` (e.g. ``"thm4_3.rate"``); KeyError lists the keys."""
+    for c in _ALL:
+        if c.key == key:
+            return c
+    raise KeyError(f"no condition {key!r}; the keys are {', '.join(c.key for c in _ALL)}")

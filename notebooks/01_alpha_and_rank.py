@@ -92,7 +92,7 @@ print(f"rank of G_(L−1,T): {table.rank_G.min()} … {table.rank_G.max()}  "
 print(f"rank of K at W_0:  {table.rank_K.min()} … {table.rank_K.max()}  of N·b = {table.n_outputs_Nb.min()} … "
       f"{table.n_outputs_Nb.max()} outputs")
 
-# The established finding (DESIGN.md §4), asserted so that the text below stays true:
+# The established finding (docs/ARCHITECTURE.md §2), asserted so that the text below stays true:
 assert (table.alpha0 <= table.tol_G).all(), "α₀ above its tolerance somewhere: the text below is wrong"
 assert (table.rank_G < table.min_shape_G).all()
 assert (table.rank_K < table.n_outputs_Nb).all()

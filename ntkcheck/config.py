@@ -1,7 +1,11 @@
-"""Run configuration: every knob of a Math-L2O training run, validated at the boundary.
+"""Configurations: every knob of a Math-L2O run (:class:`TrainConfig`) and of its probes (:class:`ProbeConfig`),
+validated at the boundary, and the one table of named presets.
 
-Symbols follow DESIGN.md §1: N instances, b×d matrices M_i, width n of layer L−1, L layers,
+Symbols (docs/ARCHITECTURE.md): N instances, b×d matrices M_i, width n of layer L−1 (``width``), L layers,
 expansion coefficient e, horizon T, meta learning rate η (``lr``), K training iterations (``iters``).
+
+Errors name the config field as it is spelled here (``width``, ``step_scale``); the command line maps a field
+to its flag (``--width``, ``--step-scale``).
 """
 
 from __future__ import annotations
@@ -17,29 +21,43 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 WIDE_LAYERS = ("auto", "dense", "angular")
 ON_DIVERGENCE = ("stop", "skip")
+NTK_METHODS = ("auto", "dense", "lanczos")
+JACOBIANS = ("auto", "func", "structured")
+ALPHA_STEPS = ("T", "all")
+DENSE_MAX = 4000  # ``ntk_method="auto"``: the dense kernel up to this many outputs N·b (4000 = paper scale)
+
+# The named configurations: the paper's small scale (Fig. 5) and its full scale (Fig. 4a). Every default of
+# TrainConfig and ProbeConfig is the "small" entry's.
+PRESETS: dict[str, dict] = {
+    "small": {"N": 32, "d": 32, "b": 25, "width": 1024, "L": 3, "T": 20, "e": 50.0, "lr": 1e-7, "iters": 5000,
+              "ntk_every": 500},
+    "paper": {"N": 10, "d": 512, "b": 400, "width": 5120, "L": 3, "T": 100, "e": 100.0, "lr": 1e-7, "iters": 5000,
+              "ntk_every": 1000},
+}
+_SMALL = PRESETS["small"]
 
 
 class ConfigError(ValueError):
-    """A parameter has a value that is not allowed; ``param`` names it as the user typed it."""
+    """A value that is not allowed; ``field`` names the parameter as the library spells it (``width``)."""
 
-    def __init__(self, param: str, message: str):
-        super().__init__(f"{param}: {message}")
-        self.param = param
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One Math-L2O training run. Defaults: the paper's small-scale configuration (Fig. 5)."""
+    """One Math-L2O training run. Defaults: the paper's small-scale configuration (``PRESETS["small"]``)."""
 
-    N: int = 32
-    d: int = 32
-    b: int = 25
-    width: int = 1024
-    L: int = 3
-    T: int = 20
-    e: float = 50.0
-    lr: float = 1e-7
-    iters: int = 300
+    N: int = _SMALL["N"]
+    d: int = _SMALL["d"]
+    b: int = _SMALL["b"]
+    width: int = _SMALL["width"]
+    L: int = _SMALL["L"]
+    T: int = _SMALL["T"]
+    e: float = _SMALL["e"]
+    lr: float = _SMALL["lr"]
+    iters: int = _SMALL["iters"]
     optimizer: str = "sgd"
     loss: str = "last"
     init: str = "deterministic"
@@ -67,51 +85,113 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        return cls(**{k: v for k, v in values.items() if k in _fields(cls)})
 
 
-def _positive_int(name: str, value, minimum: int = 1) -> None:
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What ``verify`` measures along training. ``ntk_every`` = 0 probes only at k = 0 and k = K.
+
+    ``ntk_method``: ``dense`` (K formed: spectrum, rank, drift, plateau), ``lanczos`` (λ_max, λ_min only) or
+    ``auto`` (dense up to N·b = :data:`DENSE_MAX` outputs); ``jacobian``: the Jacobian behind the dense kernel;
+    ``alpha_steps="all"`` adds α over every step t at k = 0; ``early``: the window [0, early) of the early
+    contraction fit."""
+
+    ntk_every: int = _SMALL["ntk_every"]
+    ntk_method: str = "auto"
+    jacobian: str = "auto"
+    alpha_steps: str = "T"
+    early: int = 50
+
+    def __post_init__(self):
+        _integer("ntk_every", self.ntk_every, minimum=0)
+        _choice("ntk_method", self.ntk_method, NTK_METHODS)
+        _choice("jacobian", self.jacobian, JACOBIANS)
+        _choice("alpha_steps", self.alpha_steps, ALPHA_STEPS)
+        _integer("early", self.early, minimum=3)
+
+    def steps(self, iters: int) -> list[int]:
+        """k = 0, every, 2·every, …, and K."""
+        if self.ntk_every == 0:
+            return sorted({0, iters})
+        return sorted(set(range(0, iters + 1, self.ntk_every)) | {iters})
+
+    def method_for(self, n_outputs: int) -> str:
+        """The kernel method for N·b = ``n_outputs``: ``auto`` is dense up to :data:`DENSE_MAX`."""
+        if self.ntk_method == "auto":
+            return "dense" if n_outputs <= DENSE_MAX else "lanczos"
+        return self.ntk_method
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """The :class:`TrainConfig` of ``PRESETS[name]`` with ``overrides`` (any TrainConfig field) applied."""
+    _choice("preset", name, tuple(PRESETS))
+    return TrainConfig(**_pick(TrainConfig, PRESETS[name] | overrides))
+
+
+def probe_preset(name: str, **overrides) -> ProbeConfig:
+    """The :class:`ProbeConfig` of ``PRESETS[name]`` (its probe interval) with ``overrides`` applied."""
+    _choice("preset", name, tuple(PRESETS))
+    return ProbeConfig(**_pick(ProbeConfig, PRESETS[name] | overrides))
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _pick(cls, values: dict) -> dict:
+    unknown = set(values) - _fields(TrainConfig) - _fields(ProbeConfig)
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], "is not a configuration field")
+    return {k: v for k, v in values.items() if k in _fields(cls)}
+
+
+# -- validation ---------------------------------------------------------------------------------------------
+
+
+def _integer(name: str, value, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"--{name}", f"must be an integer ≥ {minimum} (got {value!r})")
+        raise ConfigError(name, f"must be an integer ≥ {minimum} (got {value!r})")
 
 
 def _positive_float(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"--{name}", f"must be a number (got {value!r})")
+        raise ConfigError(name, f"must be a number (got {value!r})")
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"--{name}", f"must be a finite number > 0 (got {value!r})")
+        raise ConfigError(name, f"must be a finite number > 0 (got {value!r})")
 
 
 def _choice(name: str, value, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"--{name}", f"must be one of {', '.join(allowed)} (got {value!r})")
+        raise ConfigError(name, f"must be one of {', '.join(allowed)} (got {value!r})")
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Raise ConfigError naming the first parameter whose value is not allowed."""
+    """Raise ConfigError naming the first field whose value is not allowed."""
     for name in ("N", "d", "b", "width", "T", "iters", "checkpoint_every"):
-        _positive_int(name, getattr(cfg, name))
-    _positive_int("L", cfg.L, minimum=2)
+        _integer(name, getattr(cfg, name))
+    _integer("L", cfg.L, minimum=2)
     if cfg.b > cfg.d:
-        raise ConfigError("--b", f"must satisfy 0 < b ≤ d = {cfg.d} (got {cfg.b}); M_i is b×d with full row rank")
+        raise ConfigError("b", f"must satisfy 0 < b ≤ d = {cfg.d} (got {cfg.b}); M_i is b×d with full row rank")
     for name in ("e", "lr", "step_scale", "saturation_tol"):
-        _positive_float(name.replace("_", "-"), getattr(cfg, name))
+        _positive_float(name, getattr(cfg, name))
     if cfg.saturation_tol >= 1:
-        raise ConfigError("--saturation-tol", f"must lie in (0, 1) (got {cfg.saturation_tol})")
+        raise ConfigError("saturation_tol", f"must lie in (0, 1) (got {cfg.saturation_tol})")
     if cfg.step_scale >= 2:
-        raise ConfigError("--step-scale", f"must lie in (0, 2) for GD to be stable (got {cfg.step_scale})")
+        raise ConfigError("step_scale", f"must lie in (0, 2) for GD to be stable (got {cfg.step_scale})")
     _choice("init", cfg.init, INITS)
     _choice("loss", cfg.loss, LOSSES)
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("device", cfg.device, DEVICES)
     _choice("dtype", cfg.dtype, DTYPES)
-    _choice("wide-layer", cfg.wide_layer, WIDE_LAYERS)
+    _choice("wide_layer", cfg.wide_layer, WIDE_LAYERS)
     if cfg.wide_layer == "angular" and cfg.bias:
-        raise ConfigError("--wide-layer", "angular needs a bias-free wide layer; use auto or dense with --bias")
-    _choice("on-divergence", cfg.on_divergence, ON_DIVERGENCE)
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ConfigError("--seed", f"must be an integer ≥ 0 (got {cfg.seed!r})")
+        raise ConfigError("wide_layer", "angular needs a bias-free wide layer; use auto or dense with bias")
+    _choice("on_divergence", cfg.on_divergence, ON_DIVERGENCE)
+    _integer("seed", cfg.seed, minimum=0)
 
 
 def hidden_widths(width: int, L: int) -> tuple[int, ...]:

@@ -30,15 +30,11 @@ import torch
 from scipy import stats
 
 from ntkcheck import problems
+from ntkcheck.features import alpha as alpha_of
+from ntkcheck.linalg import as_float64, eigh, kernel_drift, kernel_spectrum
 from ntkcheck.model import MathL2O
-from ntkcheck.ntk import gram, jacobian, kernel_spectrum, parameters, residual_fn, with_mode
+from ntkcheck.ntk import gram, jacobian, parameters, residual_fn, with_mode
 from ntkcheck.problems import Problem
-
-
-def _np(A) -> np.ndarray:
-    if isinstance(A, torch.Tensor):
-        return A.detach().cpu().double().numpy()
-    return np.asarray(A, dtype=np.float64)
 
 
 def _positive(name: str, value) -> float:
@@ -53,27 +49,12 @@ def _steps(steps) -> int:
     return int(steps)
 
 
-# -- drift ---------------------------------------------------------------------------------------------------
-
-
-def kernel_drift(K0, Kk) -> dict[str, float]:
-    """Relative change ‖K_k − K_0‖_F / ‖K_0‖_F and kernel distance 1 − ⟨K_0, K_k⟩_F / (‖K_0‖_F ‖K_k‖_F)
-    (Fort et al. 2020: 0 for kernels equal up to a positive scale, ≤ 1 for PSD kernels)."""
-    A, B = _np(K0), _np(Kk)
-    if A.shape != B.shape:
-        raise ValueError(f"the kernels must have the same shape (got {A.shape} and {B.shape})")
-    nA, nB = np.linalg.norm(A), np.linalg.norm(B)
-    if nA == 0 or nB == 0:
-        raise ValueError("kernel drift is undefined for a zero kernel")
-    return {"rel_change": float(np.linalg.norm(B - A) / nA), "distance": float(1.0 - np.sum(A * B) / (nA * nB))}
-
-
 # -- linearised predictions ----------------------------------------------------------------------------------
 
 
 def residual_recursion(Kt, r0, lr: float, steps: int) -> np.ndarray:
     """r_0..r_steps of r_{k+1} = (I − η K̃) r_k, shape (steps + 1, n). Any square K̃ (symmetric or not)."""
-    A, r = _np(Kt), _np(r0).ravel()
+    A, r = as_float64(Kt), as_float64(r0).ravel()
     lr, steps = _positive("lr", lr), _steps(steps)
     if A.shape != (r.size, r.size):
         raise ValueError(f"K̃ must be {r.size}×{r.size} to match r0 (got {A.shape})")
@@ -87,13 +68,8 @@ def residual_recursion(Kt, r0, lr: float, steps: int) -> np.ndarray:
 
 def loss_of(residuals) -> np.ndarray:
     """½‖r_k‖² for each row r_k."""
-    R = _np(residuals)
+    R = as_float64(residuals)
     return 0.5 * np.sum(R * R, axis=-1)
-
-
-def eigh(K) -> tuple[np.ndarray, np.ndarray]:
-    """(λ ascending, U) of the symmetric part of K, float64: the one decomposition the predictions share."""
-    return np.linalg.eigh(_sym(_np(K)))
 
 
 def eig_loss_curve(K, r0, lr: float, steps: int, *, eig=None) -> np.ndarray:
@@ -101,7 +77,7 @@ def eig_loss_curve(K, r0, lr: float, steps: int, *, eig=None) -> np.ndarray:
     (``eig`` = :func:`eigh` of K when already computed)."""
     lam, U = eigh(K) if eig is None else eig
     lr, steps = _positive("lr", lr), _steps(steps)
-    proj2 = (U.T @ _np(r0).ravel()) ** 2
+    proj2 = (U.T @ as_float64(r0).ravel()) ** 2
     k = np.arange(steps + 1)[:, None]
     return 0.5 * np.sum((1.0 - lr * lam[None, :]) ** (2 * k) * proj2[None, :], axis=1)
 
@@ -134,7 +110,7 @@ def null_space_plateau(K, r0, *, tol: float | None = None, eig=None) -> Plateau:
     n = lam.size
     tol = n * np.finfo(np.float64).eps * float(np.abs(lam).max()) if tol is None else float(tol)
     null = np.abs(lam) <= tol
-    p = U[:, null].T @ _np(r0).ravel()
+    p = U[:, null].T @ as_float64(r0).ravel()
     return Plateau(float(0.5 * p @ p), int(null.sum()), tol, n)
 
 
@@ -166,7 +142,7 @@ def predict(K, r0, lr: float, steps: int, *, Kt=None) -> LinearPrediction:
     """All linearised predictions from K (symmetric; eigen-curve, rate, threshold, plateau) and the residual
     recursion with K̃ = ``Kt`` (default K)."""
     lam, U = eig = eigh(K)
-    r0 = _np(r0).ravel()
+    r0 = as_float64(r0).ravel()
     return LinearPrediction(
         eigenvalues=lam,
         projections=(U.T @ r0) ** 2,
@@ -177,10 +153,6 @@ def predict(K, r0, lr: float, steps: int, *, Kt=None) -> LinearPrediction:
         threshold=stability_threshold(float(lam[-1])),
         plateau=null_space_plateau(K, r0, eig=eig),
     )
-
-
-def _sym(A: np.ndarray) -> np.ndarray:
-    return 0.5 * (A + A.T)
 
 
 # -- the measured rate ---------------------------------------------------------------------------------------
@@ -208,8 +180,8 @@ def fit_contraction(loss, *, start: int = 0, stop: int | None = None, confidence
                     iterations=None) -> ContractionFit:
     """Robust per-iteration contraction of the loss over the window [start, stop) of ``loss`` (iteration k at
     index k unless ``iterations`` gives them). Needs ≥ 3 positive, finite values in the window."""
-    y = _np(loss).ravel()
-    k = np.arange(y.size, dtype=np.float64) if iterations is None else _np(iterations).ravel()
+    y = as_float64(loss).ravel()
+    k = np.arange(y.size, dtype=np.float64) if iterations is None else as_float64(iterations).ravel()
     if k.size != y.size:
         raise ValueError(f"iterations ({k.size}) and loss ({y.size}) must have the same length")
     stop = y.size if stop is None else stop
@@ -261,8 +233,6 @@ def drift_table(model: MathL2O, problem: Problem, T: int, snapshots: Mapping[int
     rel_change_training, distance_training (K̃_k against K̃_0); lambda_max, lambda_min, rank, tol of K_k;
     lambda_max_training, lambda_min_training of ½(K̃_k + K̃_kᵀ); alpha, alpha_rank, alpha_tol of G_{L−1,t}
     (t = T by default); loss ½‖r_k‖²."""
-    from ntkcheck.features import alpha as alpha_of
-
     if not snapshots:
         raise ValueError("snapshots must hold at least one iteration")
     ks = sorted(snapshots)
@@ -288,62 +258,6 @@ def drift_table(model: MathL2O, problem: Problem, T: int, snapshots: Mapping[int
     K0, Kt0 = kernels[reference]
     for k in ks:
         d, dt = kernel_drift(K0, kernels[k][0]), kernel_drift(Kt0, kernels[k][1])
-        rows[k] |= {"rel_change": d["rel_change"], "distance": d["distance"],
-                    "rel_change_training": dt["rel_change"], "distance_training": dt["distance"]}
+        rows[k] |= {"rel_change": d.rel_change, "distance": d.distance,
+                    "rel_change_training": dt.rel_change, "distance_training": dt.distance}
     return pd.DataFrame([rows[k] for k in ks])
-
-
-# -- everything at one point -----------------------------------------------------------------------------------
-
-
-class NonFiniteKernel(ValueError):
-    """The kernel overflows at these weights: nothing spectral can be measured there."""
-
-
-def ntk_summary(model: MathL2O, problem: Problem, T: int, *, lr: float, method: str = "auto",
-                t: int | None = None, return_kernels: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
-    """All instruments at the weights of ``model``, in float64: what ``ntkcheck ntk`` prints and writes.
-
-    Returns (numbers, arrays). numbers: ``loss`` ½‖r‖²; ``K`` (λ_max, λ_min, trace, rank, tol of K = J Jᵀ)
-    with ``layer_traces``; ``K_training`` (the same for the symmetric part of K̃ = J J̃ᵀ, its layer traces,
-    and ``asymmetry`` ‖K̃ − K̃ᵀ‖_F/‖K̃‖_F); ``K_vs_K_training`` (:func:`kernel_drift` from K to K̃);
-    ``alpha`` (:class:`ntkcheck.features.FeatureSpectrum` of G_{L−1,t}, t = T by default); ``weights``
-    (σ_min, ‖·‖₂ per matrix); ``linearised`` (:meth:`LinearPrediction.as_dict` from K at η = ``lr``) and
-    ``threshold_training`` = 2/λ_max(½(K̃ + K̃ᵀ)). arrays: eigenvalues of K and of ½(K̃ + K̃ᵀ) (ascending),
-    the projections (u_iᵀ r)², the singular values of G_{L−1,t}; with ``return_kernels`` also the dense
-    ``K`` and ``K_training`` (= K̃)."""
-    from ntkcheck.features import alpha as alpha_of, weight_spectra
-
-    m = with_mode(model, "true", dtype=torch.float64)
-    p = problem.to(dtype=torch.float64)
-    J = jacobian(m, p, T, mode="true", method=method)
-    Jt = jacobian(m, p, T, mode="detached", method=method)
-    G, Gt = gram(J, N=p.N), gram(J, Jt, N=p.N)
-    if not (torch.isfinite(G.K).all() and torch.isfinite(Gt.K).all()):
-        raise NonFiniteKernel("K or K̃ has non-finite entries at these weights (a diverged run?)")
-    Ks = Gt.symmetric_part()
-    spec, spec_t = kernel_spectrum(G.K), kernel_spectrum(Ks)
-    with torch.no_grad():
-        r = residual_fn(m, p, T)(parameters(m))
-    pred = predict(G.K, r, lr, 0)
-    a = alpha_of(m, p, T, t=t)
-    norm_t = float(torch.linalg.norm(Gt.K))
-    numbers = {
-        "loss": float(0.5 * r @ r),
-        "n_outputs": int(r.numel()),
-        "n_params": int(sum(v.shape[1] for v in J.values())),
-        "K": spec.as_dict() | {"layer_traces": {f"layer{ell}": v for ell, v in G.layer_traces().items()}},
-        "K_training": spec_t.as_dict() | {
-            "layer_traces": {f"layer{ell}": v for ell, v in Gt.layer_traces().items()},
-            "asymmetry": float(torch.linalg.norm(Gt.K - Gt.K.T)) / norm_t if norm_t > 0 else 0.0},
-        "K_vs_K_training": kernel_drift(G.K, Gt.K) if spec.lambda_max > 0 and norm_t > 0 else None,
-        "alpha": a.as_dict(),
-        "weights": weight_spectra(m).assign(shape=lambda f: f["shape"].map(list)).to_dict("records"),
-        "linearised": pred.as_dict(),
-        "threshold_training": stability_threshold(spec_t.lambda_max),
-    }
-    arrays = {"K_eigenvalues": spec.eigenvalues, "K_training_sym_eigenvalues": spec_t.eigenvalues,
-              "K_projections": pred.projections, "alpha_singular_values": a.singular_values}
-    if return_kernels:
-        arrays |= {"K": G.K.cpu().numpy(), "K_training": Gt.K.cpu().numpy()}
-    return numbers, arrays

@@ -11,7 +11,7 @@ with rows ordered (instance i, coordinate j) → row i·d + j. The proof's α₀
 the smallest of the min(N·d, n) singular values (for the paper's width n = N·d, the square case). Every
 quantity is reported with σ_max, the numerical rank and its tolerance max(shape)·eps·σ_max (numpy's
 convention, eps of float64), and the step and rows that built the matrix; σ_min is reported as computed,
-also when it is below the tolerance (DESIGN.md §4: for this architecture it is 0 to machine precision).
+also when it is below the tolerance (for this architecture it is 0 to machine precision: docs/ARCHITECTURE.md, facts).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 
 from ntkcheck.model import MathL2O
-from ntkcheck.ntk import Rank, numerical_rank, with_mode
+from ntkcheck.linalg import Rank, singular_spectrum
+from ntkcheck.ntk import with_mode
 from ntkcheck.problems import Problem
 
 ROWS = "(instance i, coordinate j) at row i·d + j, 0 ≤ i < N, 0 ≤ j < d"
@@ -94,17 +95,12 @@ class FeatureSpectrum:
                 "full_rank": self.rank.full, "n_rows": self.shape[0], "n_cols": self.shape[1],
                 "N": self.N, "d": self.d, "rows": self.rows}
 
-
-def singular_spectrum(A) -> tuple[np.ndarray, Rank]:
-    """All singular values of A (descending, float64, by ``torch.linalg.svdvals`` — not via AᵀA, which
-    would square the condition number and lose every σ below √eps·σ_max) and its :class:`Rank`."""
-    A_t = torch.as_tensor(A).double()
-    if A_t.ndim != 2:
-        raise ValueError(f"A must be a matrix (got shape {tuple(A_t.shape)})")
-    if 0 in A_t.shape:
-        raise ValueError(f"A must have at least one row and one column (got shape {tuple(A_t.shape)})")
-    s = torch.linalg.svdvals(A_t).cpu().numpy()
-    return s, numerical_rank(s, tuple(A_t.shape))
+    @classmethod
+    def from_dict(cls, d: dict, singular_values) -> "FeatureSpectrum":
+        """The inverse of :meth:`as_dict` given the singular values (a probe read back from its files)."""
+        rank = Rank(d["rank"], d["tol"], d["sigma_max"], d["sigma_min"], (d["n_rows"], d["n_cols"]),
+                    float(np.finfo(np.float64).eps))
+        return cls(d["layer"], d["t"], d["N"], d["d"], np.asarray(singular_values), rank, d["rows"])
 
 
 def spectrum_of(G: torch.Tensor, *, layer: int, t: int, N: int, d: int) -> FeatureSpectrum:

@@ -1,6 +1,6 @@
 """The empirical NTK of Math-L2O: Jacobians of the residual map, Gram matrices, spectra.
 
-The map under study (DESIGN.md §1, the proof's object) is
+The map under study (the proof's object; symbols in docs/ARCHITECTURE.md) is
 
     W ↦ r(W) = vec(M X_T(W) − Y) ∈ R^{N·b},      training loss ½‖r‖² = F(X_T)  (summed over instances)
 
@@ -28,17 +28,17 @@ Per layer ℓ: K_ℓ = Σ_{p ∈ {W_ℓ, b_ℓ}} J_p J_pᵀ, so K = Σ_ℓ K_ℓ
 Implementations (``method="auto"`` takes the structured one where it applies): ``method="func"`` is the reference, with torch.func (a vmap over instances of jacrev,
 using that r_i depends only on instance i); ``method="structured"`` is the model-specific fast path of
 :mod:`ntkcheck.structured` (same return convention). Matrix-free products v ↦ J(J̃ᵀv) are one VJP and
-one JVP (:func:`ntk_operator`), for Lanczos (:func:`extreme_eigenvalues`) when K is not needed.
+one JVP (:func:`ntk_operator`), for Lanczos (:func:`ntkcheck.linalg.extreme_eigenvalues`) when K is not needed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from scipy.sparse.linalg import LinearOperator
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
@@ -258,7 +258,7 @@ def gram(J: dict[str, torch.Tensor], Jt: dict[str, torch.Tensor] | None = None, 
     return Gram(K, blocks, N, n // N, kind or ("true" if Jt is J else "training"))
 
 
-def ntk_gram(model: MathL2O, problem: Problem, T: int, *, kernel: str = "true", method: str = "auto",
+def empirical_ntk(model: MathL2O, problem: Problem, T: int, *, kernel: str = "true", method: str = "auto",
              dtype: torch.dtype | None = torch.float64, chunk: int | None = None,
              params: Sequence[str] | None = None) -> Gram:
     """K = J Jᵀ (``kernel="true"``) or K̃ = J J̃ᵀ (``kernel="training"``), dense, in ``dtype`` (float64
@@ -316,173 +316,3 @@ def ntk_operator(model: MathL2O, problem: Problem, T: int, *, kernel: str = "tru
         if part == "symmetric":
             mv = rmv = lambda v, a=mv, b=rmv: 0.5 * (a(v) + b(v))  # noqa: E731
     return LinearOperator((n, n), matvec=mv, rmatvec=rmv, dtype=np.float64)
-
-
-# -- ranks and spectra -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rank:
-    """Numerical rank with its tolerance (numpy's convention): rank = #{σ_i > tol},
-    tol = max(shape)·eps·σ_max, eps the machine epsilon of the dtype the matrix was computed in.
-
-    ``sigma_min`` is the smallest singular value as computed — reported even when it is below ``tol``
-    (then it is zero to working precision, and that is what the numbers say)."""
-
-    rank: int
-    tol: float
-    sigma_max: float
-    sigma_min: float
-    shape: tuple[int, int]
-    eps: float
-
-    @property
-    def full(self) -> bool:
-        return self.rank == min(self.shape)
-
-    def as_dict(self) -> dict:
-        return {"rank": self.rank, "tol": self.tol, "sigma_max": self.sigma_max, "sigma_min": self.sigma_min,
-                "shape": list(self.shape), "eps": self.eps, "full_rank": self.full}
-
-
-def numerical_rank(singular_values, shape: tuple[int, int], *, eps: float | None = None,
-                   tol: float | None = None) -> Rank:
-    """:class:`Rank` from the min(shape) singular values of a matrix of ``shape`` (absolute eigenvalues for a
-    symmetric one). ``eps`` defaults to float64's; ``tol`` overrides max(shape)·eps·σ_max."""
-    s = np.abs(np.asarray(singular_values, dtype=np.float64).ravel())
-    if s.size != min(shape):
-        raise ValueError(f"a {shape[0]}×{shape[1]} matrix has {min(shape)} singular values (got {s.size})")
-    eps = float(np.finfo(np.float64).eps) if eps is None else float(eps)
-    smax = float(s.max()) if s.size else 0.0
-    tol = max(shape) * eps * smax if tol is None else float(tol)
-    return Rank(int((s > tol).sum()), float(tol), smax, float(s.min()) if s.size else 0.0,
-                (int(shape[0]), int(shape[1])), eps)
-
-
-def matrix_rank(A) -> Rank:
-    """:class:`Rank` of a dense matrix (torch or numpy) from its singular values, eps of its dtype."""
-    A_t = torch.as_tensor(A)
-    s = torch.linalg.svdvals(A_t).cpu().double().numpy()
-    return numerical_rank(s, tuple(A_t.shape), eps=torch.finfo(A_t.dtype).eps)
-
-
-@dataclass(frozen=True)
-class KernelSpectrum:
-    """All eigenvalues of a symmetric kernel (ascending), λ_max, λ_min, trace and the numerical rank.
-
-    λ_min is reported as computed (it may be a tiny negative number for a singular PSD kernel); compare it
-    with ``rank.tol``."""
-
-    eigenvalues: np.ndarray
-    rank: Rank
-    trace: float
-
-    @property
-    def lambda_max(self) -> float:
-        return float(self.eigenvalues[-1])
-
-    @property
-    def lambda_min(self) -> float:
-        return float(self.eigenvalues[0])
-
-    def as_dict(self) -> dict:
-        return {"lambda_max": self.lambda_max, "lambda_min": self.lambda_min, "trace": self.trace,
-                **{f"rank_{k}" if k != "rank" else "rank": v for k, v in self.rank.as_dict().items()}}
-
-
-def kernel_spectrum(K) -> KernelSpectrum:
-    """Dense eigen-decomposition (eigvalsh, float64) of a symmetric kernel, with its numerical rank."""
-    K_t = torch.as_tensor(K)
-    eps = torch.finfo(K_t.dtype).eps
-    K64 = K_t.double()
-    lam = torch.linalg.eigvalsh(0.5 * (K64 + K64.T)).cpu().numpy()
-    return KernelSpectrum(lam, numerical_rank(lam, tuple(K_t.shape), eps=eps), float(torch.trace(K64)))
-
-
-@dataclass(frozen=True)
-class Extremes:
-    """The k largest (descending) and k smallest (ascending) eigenvalues of a symmetric operator.
-
-    ``method``: ``"lanczos"`` (scipy eigsh, ARPACK) or ``"dense"`` (eigvalsh of the materialised matrix).
-    Lanczos determines each eigenvalue to about tol·λ_max in absolute terms, so a λ_min far below
-    λ_max·1e-12 is "zero to working precision", not a measured value: compare with the rank tolerance."""
-
-    largest: np.ndarray
-    smallest: np.ndarray
-    method: str
-    n: int
-    note: str = ""
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def lambda_max(self) -> float:
-        return float(self.largest[0])
-
-    @property
-    def lambda_min(self) -> float:
-        return float(self.smallest[0])
-
-
-def _dense(A) -> np.ndarray:
-    if isinstance(A, LinearOperator):
-        return np.asarray(A @ np.eye(A.shape[0]))
-    return torch.as_tensor(A).detach().cpu().double().numpy()
-
-
-def extreme_eigenvalues(A, k: int = 1, *, method: str = "auto", tol: float = 1e-12, maxiter: int | None = None,
-                        dense_max: int = 2000, seed: int = 0) -> Extremes:
-    """λ_max, λ_min (and the k largest/smallest) of a symmetric matrix or LinearOperator ``A``.
-
-    ``method="lanczos"`` (scipy eigsh, from a seeded start vector):
-        top:     eigsh(A, which="LA")                       relative accuracy ``tol``
-        bottom:  λ_i(A) = σ − μ_i with μ_i = eigsh(σI − A, which="LA"), σ = λ_max(A)
-    The shift makes the bottom of a (nearly) singular PSD kernel converge: ARPACK stops when a Ritz
-    residual is ≤ tol·|Ritz value|, which a cluster of eigenvalues at 0 never satisfies, whereas for σI − A
-    the Ritz values are ≈ λ_max. So λ_min comes out to an absolute accuracy of about tol·λ_max (``extra``
-    records it as ``abs_accuracy_min``): a λ_min below that is zero to this precision, and is reported as
-    computed, sign included.
-    ``method="dense"``: eigvalsh (a LinearOperator is materialised column by column).
-    ``method="auto"``: dense for a matrix (not an operator) of size ≤ ``dense_max``, Lanczos otherwise.
-    If Lanczos does not converge, the dense fallback is used when n ≤ ``dense_max`` (``note`` says so),
-    else a RuntimeError names the options to change.
-    """
-    _choice("method", method, ("auto", "lanczos", "dense"))
-    n = A.shape[0]
-    if A.shape != (n, n):
-        raise ValueError(f"A must be square (got shape {A.shape})")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
-        raise ValueError(f"k must be an integer in [1, n = {n}] (got {k!r})")
-    use_dense = method == "dense" or (method == "auto" and (not isinstance(A, LinearOperator) and n <= dense_max))
-    use_dense = use_dense or k >= n - 1  # ARPACK needs k < n − 1 for a symmetric problem
-    if use_dense:
-        return _dense_extremes(A, k, n)
-    op = A if isinstance(A, LinearOperator) else _as_operator(A)
-    v0 = np.random.default_rng(seed).standard_normal(n)
-    try:
-        top = np.sort(eigsh(op, k=k, which="LA", tol=tol, maxiter=maxiter, v0=v0, return_eigenvectors=False))[::-1]
-        sigma = float(top[0])
-        shifted = LinearOperator((n, n), matvec=lambda v: sigma * np.ravel(v) - np.ravel(op @ np.ravel(v)),
-                                 dtype=np.float64)
-        mu = eigsh(shifted, k=k, which="LA", tol=tol, maxiter=maxiter, v0=v0, return_eigenvectors=False)
-    except ArpackNoConvergence as err:
-        if n > dense_max:
-            raise RuntimeError(f"Lanczos did not converge for n = {n} ({err}); raise maxiter, loosen tol, or "
-                               f"raise dense_max to ≥ {n} to allow the dense fallback") from None
-        return _dense_extremes(A, k, n, note=f"Lanczos did not converge ({err}); dense fallback")
-    smallest = np.sort(sigma - mu)
-    accuracy = max(tol, float(np.finfo(np.float64).eps)) * abs(sigma)
-    return Extremes(top.copy(), smallest, "lanczos", n, extra={"abs_accuracy_min": accuracy, "tol": tol})
-
-
-def _dense_extremes(A, k: int, n: int, note: str = "") -> Extremes:
-    lam = np.linalg.eigvalsh(_symmetrize(_dense(A)))
-    return Extremes(lam[::-1][:k].copy(), lam[:k].copy(), "dense", n, note=note)
-
-
-def _symmetrize(A: np.ndarray) -> np.ndarray:
-    return 0.5 * (A + A.T)
-
-
-def _as_operator(A) -> LinearOperator:
-    M = _dense(A)
-    return LinearOperator(M.shape, matvec=lambda v: M @ v, rmatvec=lambda v: M.T @ v, dtype=np.float64)

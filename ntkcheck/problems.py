@@ -1,4 +1,4 @@
-"""The QP family of DESIGN.md §1: N least-squares instances, stacked.
+"""The paper's QP family (docs/ARCHITECTURE.md §1): N least-squares instances, stacked.
 
     F(X) = Σ_i ½‖M_i x_i − y_i‖²,        ∇F(X)_i = M_iᵀ(M_i x_i − y_i),      β_i = ‖M_i‖₂²
 

@@ -129,8 +129,9 @@ def probe_rows(report: dict) -> list[list[str]]:
 FIGURES = ("loss", "spectrum", "probes", "e_eta")
 
 
-def figures(report: dict, frame: pd.DataFrame, points: dict, curves: dict, folder: Path) -> list[Path]:
-    """figures/loss.png, spectrum.png, probes.png, e_eta.png (seaborn, PNG)."""
+def figures(report: dict, metrics: pd.DataFrame, points: dict, curves: dict, folder: Path) -> list[Path]:
+    """figures/loss.png, spectrum.png, probes.png, e_eta.png (seaborn, PNG), from report.json's content, the wide
+    metrics of the run, its probes (iteration → :class:`ntkcheck.probes.ProbeResult`) and the predicted curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +142,7 @@ def figures(report: dict, frame: pd.DataFrame, points: dict, curves: dict, folde
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, draw in (("loss", _loss), ("spectrum", _spectrum), ("probes", _probes), ("e_eta", _e_eta)):
-        fig = draw(plt, sns, report, frame, points, curves)
+        fig = draw(plt, sns, report, metrics, points, curves)
         path = folder / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
@@ -149,10 +150,9 @@ def figures(report: dict, frame: pd.DataFrame, points: dict, curves: dict, folde
     return paths
 
 
-def _loss(plt, sns, report, frame, points, curves):
+def _loss(plt, sns, report, metrics, points, curves):
     """Measured F(X_T^k) with the predicted curves, the GD level, the plateau, and the fit's band."""
-    measured = frame[frame["quantity"] == "F_T"]
-    long = [pd.DataFrame({"k": measured["iteration"], "F": measured["value"], "curve": "measured F(X_T^k)"})]
+    long = [pd.DataFrame({"k": metrics.index, "F": metrics["F_T"].to_numpy(), "curve": "measured F(X_T^k)"})]
     names = {"eigen_projection": "eigen-projection of K_0", "lambda_min_rate": "(1 − ηλ_min)^{2k} F_0",
              "theorem_4_3": "Thm 4.3: ρ^k F_0"}
     for key, label in names.items():
@@ -181,14 +181,15 @@ def _loss(plt, sns, report, frame, points, curves):
     return fig
 
 
-def _spectrum(plt, sns, report, frame, points, curves):
+def _spectrum(plt, sns, report, metrics, points, curves):
     """Eigenvalues of K at initialisation and at the last probe, descending, with the rank tolerance."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ks = [k for k in sorted(points) if "K_eigenvalues" in points[k]["arrays"]]
+    ks = [k for k in sorted(points) if getattr(getattr(points[k], "K", None), "eigenvalues", None) is not None]
     for k in sorted({ks[0], ks[-1]}) if ks else []:
-        lam = np.sort(points[k]["arrays"]["K_eigenvalues"])[::-1]
+        K = points[k].K
+        lam = np.sort(K.eigenvalues)[::-1]
         line, = ax.plot(np.arange(1, lam.size + 1), np.abs(lam), label=f"|λ_i(K)|, k = {k}")
-        ax.axhline(points[k]["K"]["rank_tol"], ls=":", lw=0.8, color=line.get_color())
+        ax.axhline(K.rank.tol, ls=":", lw=0.8, color=line.get_color())
     ax.set_yscale("log")
     ax.set_xscale("log")
     ax.set_xlabel("index i (descending)")
@@ -199,14 +200,14 @@ def _spectrum(plt, sns, report, frame, points, curves):
     return fig
 
 
-def _probes(plt, sns, report, frame, points, curves):
+def _probes(plt, sns, report, metrics, points, curves):
     """α_k, λ_min(K_k), λ_max(K_k) and the kernel drift along training."""
     panels = [("alpha/alpha", "α_k = σ_min(G_{L−1,T})"), ("ntk/K/lambda_min", "λ_min(K_k)"),
               ("ntk/K/lambda_max", "λ_max(K_k)"), ("ntk/drift/rel_change", "‖K_k − K_0‖_F/‖K_0‖_F")]
     fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.2))
     for ax, (quantity, label) in zip(axes, panels):
-        d = frame[frame["quantity"] == quantity]
-        sns.lineplot(data=d, x="iteration", y="value", marker="o", ax=ax)
+        d = metrics[quantity].dropna() if quantity in metrics else pd.Series(dtype=float)
+        sns.lineplot(x=d.index, y=d.to_numpy(), marker="o", ax=ax)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("k")
         ax.set_ylabel("")
@@ -214,7 +215,7 @@ def _probes(plt, sns, report, frame, points, curves):
     return fig
 
 
-def _e_eta(plt, sns, report, frame, points, curves):
+def _e_eta(plt, sns, report, metrics, points, curves):
     """The e–η plane: this run, the exact stability line η = 2/λ_max(K_0(e)) (λ_max ∝ e^{2(L−1)} at the
     deterministic initialisation, since the trajectory at W_0 is GD whatever e and G_{L−1} scales as e^{L−1}),
     and the Lemma 5.1–5.4 thresholds on e with their constant C."""
@@ -236,3 +237,74 @@ def _e_eta(plt, sns, report, frame, points, curves):
     ax.legend(fontsize=6)
     ax.set_title("e–η plane")
     return fig
+
+
+# -- terminal tables of the other commands ------------------------------------------------------------------
+
+
+def run_table(summary: dict, folder) -> Table:
+    """``ntkcheck train``: status, F(X_T) at the start and the end, gain, speed, divergences."""
+    table = Table(title=f"run {folder}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("status", summary["status"])
+    table.add_row("iterations", str(summary["iterations"]))
+    table.add_row("F(X_T) at k=0", f"{summary['F_T_initial']:.6g}")
+    table.add_row("F(X_T) at the end", f"{summary['F_T_final']:.6g}")
+    table.add_row("gain (F_GD − F)/F_GD", f"{summary['gain_final']:.4f}")
+    table.add_row("seconds per iteration", f"{summary['seconds_per_iteration']:.3g}")
+    if summary["diverged_iterations"]:
+        table.add_row("diverged at", ", ".join(map(str, summary["diverged_iterations"][:10])))
+    return table
+
+
+def ntk_table(report: dict, folder) -> Table:
+    """``ntkcheck ntk``: every probe quantity (ntk.json's content) at each measured point."""
+    points = report["points"]
+    table = Table(title=f"NTK of Math-L2O (float64, {report['method']}) → {folder}")
+    table.add_column("quantity")
+    for name, p in points.items():
+        table.add_column(f"{name} (k={p['iteration']})", justify="right")
+
+    def row(label, get):
+        table.add_row(label, *(get(p) for p in points.values()))
+
+    g = lambda x: f"{x:.6g}"  # noqa: E731
+    row("loss ½‖r‖² = F(X_T)", lambda p: g(p["loss"]))
+    for key, sym in (("K", "K = J Jᵀ"), ("K_training", "½(K̃ + K̃ᵀ), K̃ = J J̃ᵀ")):
+        row(f"λ_max {sym}", lambda p: g(p[key]["lambda_max"]))
+        row(f"λ_min {sym}", lambda p: g(p[key]["lambda_min"]))
+        row(f"rank {sym} (tol)", lambda p: f"{p[key]['rank']}/{p['n_outputs']} ({p[key]['rank_tol']:.2g})")
+        for layer in next(iter(points.values()))[key]["layer_traces"]:
+            row(f"trace {sym}, {layer}", lambda p: g(p[key]["layer_traces"][layer]))
+    row("‖K̃ − K̃ᵀ‖_F/‖K̃‖_F", lambda p: g(p["K_training"]["asymmetry"]))
+    a = next(iter(points.values()))["alpha"]
+    row(f"α = σ_min(G_{{L−1,{a['t']}}}) ({a['n_rows']}×{a['n_cols']})", lambda p: g(p["alpha"]["alpha"]))
+    row("σ_max(G_{L−1,t})", lambda p: g(p["alpha"]["sigma_max"]))
+    row("rank G_{L−1,t} (tol)", lambda p: f"{p['alpha']['rank']} ({p['alpha']['tol']:.2g})")
+    row(f"η = {report['lr']:.3g} < 2/λ_max(K)", lambda p: f"{g(p['linearised']['threshold'])} "
+        f"({'stable' if p['linearised']['stable'] else 'UNSTABLE'})")
+    row("2/λ_max(½(K̃ + K̃ᵀ))", lambda p: g(p["threshold_training"]))
+    row("1 − ηλ_min(K)", lambda p: f"{p['linearised']['rate']:.17g}")
+    row("plateau ½‖P_null r‖² (null dim)", lambda p: f"{g(p['linearised']['plateau'])} ({p['linearised']['null_dim']})")
+    if "drift" in report:
+        table.add_row("‖K_end − K_0‖_F/‖K_0‖_F", "", g(report["drift"]["rel_change"]))
+        table.add_row("1 − ⟨K_0,K_end⟩/(‖K_0‖‖K_end‖)", "", g(report["drift"]["distance"]))
+    return table
+
+
+def bounds_table(rows: list[dict], cfg, data: bool) -> Table:
+    """``ntkcheck bounds``: each condition with its source, status, confidence, formula, threshold, value, verdict."""
+    g = lambda x: "—" if x is None or x != x else f"{x:.4g}"  # noqa: E731
+    style = {True: "[green]holds[/green]", False: "[red]FAILS[/red]", None: "[yellow]undecided[/yellow]"}
+    title = (f"Theory of Math-L2O for T={cfg.T}, L={cfg.L}, e={cfg.e:g}, η={cfg.lr:g}, n={cfg.width}, "
+             f"N={cfg.N}, d={cfg.d}, b={cfg.b}, s={cfg.step_scale:g}" + (f", data seed {cfg.seed}" if data else ""))
+    table = Table(title=title, show_lines=False)
+    for name, justify in (("key", "left"), ("source", "left"), ("status", "left"), ("confidence", "left"),
+                          ("formula", "left"), ("threshold", "right"), ("value", "right"), ("verdict", "left")):
+        table.add_column(name, justify=justify, no_wrap=name in ("key", "verdict"))
+    for r in rows:
+        constant = f" (C={r['constants']['C']:g})" if r["constants"] else ""
+        table.add_row(r["key"], r["source"], r["status"], r["confidence"], r["formula"],
+                      f"{r['relation']} {g(r['threshold'])}{constant}", g(r["value"]), style[r["holds"]])
+    return table

@@ -1,7 +1,7 @@
 """Math-L2O (ntkcheck.model) against an independent numpy implementation, closed-form properties and
 finite differences, in float64.
 
-The numpy reference below is written from DESIGN.md §1 alone:
+The numpy reference below is written from these equations alone (docs/ARCHITECTURE.md §1), not from the model:
 
     z_t = (∇F(X_{t−1}), X_{t−1}) per coordinate, rows ordered (instance i, coordinate j) → row i·d + j
     G_0 = Z_t, G_ℓ = ReLU(G_{ℓ−1} W_ℓ + b_ℓ) (ℓ < L),  φ = G_{L−1} W_L + b_L,  P_t = 2σ(φ)
@@ -411,7 +411,7 @@ def test_detached_bptt_is_gradient_of_frozen_input_surrogate(bias):
 
 def test_true_and_detached_gradients_agree_at_deterministic_init():
     """With W_L = 0, P ≡ 1 does not depend on z, so the paths through z carry a factor W_L = 0: the two
-    gradients coincide, the inner layers get exactly zero gradient, and only W_L moves (DESIGN.md §4)."""
+    gradients coincide, the inner layers get exactly zero gradient, and only W_L moves (docs/ARCHITECTURE.md §2)."""
     p = problems.generate(3, 6, 5, seed=0)
     widths = hidden_widths(8, 3)
     params = inits.deterministic(widths, 5.0, 0)

@@ -169,7 +169,7 @@ def test_a_subset_of_parameters_and_the_chunk_size_do_not_change_the_blocks():
 
 
 def untied_residual(step_params: list[dict], problem: Problem, L: int, detach: bool) -> torch.Tensor:
-    """r with its own weights W^(t) at every step t (the definition of DESIGN.md §1 written out), so that
+    """r with its own weights W^(t) at every step t (the step of docs/ARCHITECTURE.md §1 written out), so that
     ∂r/∂W^(t) is the contribution of step t alone; the tied Jacobian is Σ_t ∂r/∂W^(t)."""
     X = problem.X0()
     for W in step_params:

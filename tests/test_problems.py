@@ -1,4 +1,4 @@
-"""The QP family of DESIGN.md §1, held against independent numpy computations and closed forms.
+"""The QP family (docs/ARCHITECTURE.md §1), held against independent numpy computations and closed forms.
 
     F(X) = Σ_i ½‖M_i x_i − y_i‖²,   ∇F(X)_i = M_iᵀ(M_i x_i − y_i),   β_i = ‖M_i‖₂² = λ_max(M_iᵀM_i)
 """

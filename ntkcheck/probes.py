@@ -1,0 +1,276 @@
+"""Everything the proof needs at one W, measured in float64 and returned as frozen, typed results.
+
+:func:`measure` takes the model at W (any dtype, any device), the problem and T, and returns a
+:class:`ProbeResult`:
+
+    loss              ½‖r‖² = F(X_T(W)),   r = vec(M X_T − Y) ∈ R^{N·b}
+    K                 K = J Jᵀ (true NTK, symmetric PSD): λ_max, λ_min, trace, rank with tolerance, layer traces
+    K_training        ½(K̃ + K̃ᵀ), K̃ = J J̃ᵀ (the kernel detached training follows), and ‖K̃ − K̃ᵀ‖_F/‖K̃‖_F
+    K_vs_K_training   :class:`~ntkcheck.linalg.KernelDrift` from K to K̃
+    alpha             σ_min(G_{L−1,t}) (t = T by default) with σ_max, rank and tolerance
+    linearised        from K at η: 1 − ηλ_min, 2/λ_max, the null-space plateau ½‖P_null r‖², (u_iᵀ r)²
+    threshold_training 2/λ_max(½(K̃ + K̃ᵀ))
+    delta3            δ₃ = max_{t ≤ T, j} ‖G_{L−1,t}[j, :]‖₂ along the model's own trajectory
+    weights           σ_min and ‖W_ℓ‖₂ of every weight matrix
+
+``method="dense"`` forms K and K̃ (all eigenvalues, ranks, the plateau); ``method="lanczos"`` gives λ_max and
+λ_min of K and ½(K̃ + K̃ᵀ) from the matrix-free operators only (no rank, no plateau, no drift). The formulas
+behind each number live in :mod:`ntkcheck.ntk`, :mod:`ntkcheck.linalg`, :mod:`ntkcheck.features` and
+:mod:`ntkcheck.dynamics`; this module puts them together. ``as_dict()`` is for JSON only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from ntkcheck import problems
+from ntkcheck.config import DENSE_MAX
+from ntkcheck.dynamics import predict, stability_threshold
+from ntkcheck.features import FeatureSpectrum, alpha as alpha_of, alpha_table, weight_spectra
+from ntkcheck.linalg import KernelDrift, KernelSpectrum, Rank, extreme_eigenvalues, kernel_drift, kernel_spectrum
+from ntkcheck.model import MathL2O
+from ntkcheck.ntk import gram, jacobian, ntk_operator, parameters, residual_fn, with_mode
+
+PROBE_METHODS = ("auto", "dense", "lanczos")
+
+
+class NonFiniteKernel(ValueError):
+    """The kernel overflows at these weights: nothing spectral can be measured there."""
+
+
+# -- typed parts --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelStats:
+    """Spectral summary of one symmetric kernel.
+
+    Dense: every eigenvalue (ascending, in ``eigenvalues``), the trace, the numerical rank with its tolerance
+    (:class:`~ntkcheck.linalg.Rank`) and trace(K_ℓ) per layer. Lanczos: λ_max and λ_min only, λ_min to an
+    absolute accuracy ``abs_accuracy_min`` (:func:`~ntkcheck.linalg.extreme_eigenvalues`). ``asymmetry`` =
+    ‖K̃ − K̃ᵀ‖_F/‖K̃‖_F for the training kernel (dense only)."""
+
+    lambda_max: float
+    lambda_min: float
+    method: str
+    trace: float | None = None
+    rank: Rank | None = None
+    layer_traces: Mapping[str, float] | None = None
+    asymmetry: float | None = None
+    abs_accuracy_min: float | None = None
+    lanczos_tol: float | None = None
+    eigenvalues: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def dense(cls, spectrum: KernelSpectrum, layer_traces: Mapping[int, float], asymmetry: float | None = None):
+        return cls(spectrum.lambda_max, spectrum.lambda_min, "dense", spectrum.trace, spectrum.rank,
+                   {f"layer{ell}": v for ell, v in layer_traces.items()}, asymmetry, eigenvalues=spectrum.eigenvalues)
+
+    def as_dict(self) -> dict:
+        if self.method == "lanczos":
+            return {"lambda_max": self.lambda_max, "lambda_min": self.lambda_min, "method": "lanczos",
+                    "abs_accuracy_min": self.abs_accuracy_min, "tol": self.lanczos_tol}
+        out = {"lambda_max": self.lambda_max, "lambda_min": self.lambda_min, "trace": self.trace,
+               **{"rank" if k == "rank" else f"rank_{k}": v for k, v in self.rank.as_dict().items()},
+               "layer_traces": dict(self.layer_traces)}
+        return out if self.asymmetry is None else out | {"asymmetry": self.asymmetry}
+
+    @classmethod
+    def from_dict(cls, d: dict, eigenvalues: np.ndarray | None = None) -> "KernelStats":
+        if d.get("method") == "lanczos":
+            return cls(d["lambda_max"], d["lambda_min"], "lanczos", abs_accuracy_min=d["abs_accuracy_min"],
+                       lanczos_tol=d["tol"])
+        rank = Rank(d["rank"], d["rank_tol"], d["rank_sigma_max"], d["rank_sigma_min"], tuple(d["rank_shape"]),
+                    d["rank_eps"])
+        return cls(d["lambda_max"], d["lambda_min"], "dense", d["trace"], rank, d["layer_traces"],
+                   d.get("asymmetry"), eigenvalues=eigenvalues)
+
+
+@dataclass(frozen=True)
+class Linearised:
+    """The linearised predictions of K at residual r and learning rate η (:func:`ntkcheck.dynamics.predict`).
+
+    ``rate`` = 1 − ηλ_min (per-iteration contraction of ‖r‖; the loss contracts by its square, ``loss_rate``),
+    ``threshold`` = 2/λ_max (stable iff η < threshold), ``plateau`` = ½‖P_null r‖² over the ``null_dim``
+    eigenvectors with |λ_i| ≤ ``null_tol``, ``projections`` = (u_iᵀ r)² in ascending order of λ_i."""
+
+    lr: float
+    lambda_min: float
+    lambda_max: float
+    rate: float
+    threshold: float
+    plateau: float
+    null_dim: int
+    null_tol: float
+    loss_0: float
+    projections: np.ndarray = field(repr=False, compare=False)
+
+    @property
+    def loss_rate(self) -> float:
+        return self.rate * self.rate
+
+    @property
+    def stable(self) -> bool:
+        return self.lr < self.threshold
+
+    def as_dict(self) -> dict:
+        return {"lr": self.lr, "lambda_min": self.lambda_min, "lambda_max": self.lambda_max, "rate": self.rate,
+                "loss_rate": self.loss_rate, "threshold": self.threshold, "stable": self.stable,
+                "plateau": self.plateau, "null_dim": self.null_dim, "null_tol": self.null_tol, "loss_0": self.loss_0}
+
+    @classmethod
+    def from_dict(cls, d: dict, projections: np.ndarray) -> "Linearised":
+        return cls(d["lr"], d["lambda_min"], d["lambda_max"], d["rate"], d["threshold"], d["plateau"], d["null_dim"],
+                   d["null_tol"], d["loss_0"], projections)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Everything measured at one W (module docstring). Fields a method does not measure are None:
+    ``lanczos`` leaves out ``linearised``, ``K_vs_K_training``, ``threshold_training``, ranks and traces.
+    ``drift`` (K against K_0) is filled in by whoever holds K_0 (``verify``); ``kernels`` = (K, K̃) dense,
+    only when asked for."""
+
+    method: str
+    loss: float
+    K: KernelStats
+    K_training: KernelStats
+    alpha: FeatureSpectrum
+    delta3: float
+    n_outputs: int
+    n_params: int
+    weights: tuple[dict, ...] = ()
+    linearised: Linearised | None = None
+    K_vs_K_training: KernelDrift | None = None
+    threshold_training: float | None = None
+    drift: KernelDrift | None = None
+    alpha_over_t: np.ndarray | None = field(default=None, repr=False, compare=False)
+    kernels: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def replace(self, **changes) -> "ProbeResult":
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        """The numbers, for JSON (arrays: :meth:`arrays`)."""
+        out = {"method": self.method, "loss": self.loss, "n_outputs": self.n_outputs, "n_params": self.n_params,
+               "K": self.K.as_dict(), "K_training": self.K_training.as_dict(), "alpha": self.alpha.as_dict(),
+               "delta3": self.delta3, "weights": [dict(w) for w in self.weights],
+               "drift": None if self.drift is None else self.drift.as_dict()}
+        if self.method == "dense":
+            out |= {"K_vs_K_training": None if self.K_vs_K_training is None else self.K_vs_K_training.as_dict(),
+                    "linearised": self.linearised.as_dict(), "threshold_training": self.threshold_training}
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Eigenvalues of K and ½(K̃ + K̃ᵀ) (ascending), (u_iᵀ r)², singular values of G_{L−1,t}, α over t."""
+        out = {"alpha_singular_values": self.alpha.singular_values}
+        if self.method == "dense":
+            out |= {"K_eigenvalues": self.K.eigenvalues, "K_training_sym_eigenvalues": self.K_training.eigenvalues,
+                    "K_projections": self.linearised.projections}
+        if self.alpha_over_t is not None:
+            out["alpha_over_t"] = self.alpha_over_t
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, arrays: Mapping[str, np.ndarray]) -> "ProbeResult":
+        """The inverse of :meth:`as_dict` and :meth:`arrays` (a probe read back from its files)."""
+        drift = lambda x: None if x is None else KernelDrift(**x)  # noqa: E731
+        dense = d["method"] == "dense"
+        return cls(
+            d["method"], d["loss"], KernelStats.from_dict(d["K"], arrays.get("K_eigenvalues")),
+            KernelStats.from_dict(d["K_training"], arrays.get("K_training_sym_eigenvalues")),
+            FeatureSpectrum.from_dict(d["alpha"], arrays["alpha_singular_values"]), d["delta3"], d["n_outputs"],
+            d["n_params"], tuple(d["weights"]),
+            Linearised.from_dict(d["linearised"], arrays["K_projections"]) if dense else None,
+            drift(d.get("K_vs_K_training")), d.get("threshold_training"), drift(d["drift"]),
+            arrays.get("alpha_over_t"))
+
+
+@dataclass(frozen=True)
+class ProbeFailure:
+    """A probe that could not be measured (e.g. a kernel that overflows after a divergence): its reason."""
+
+    error: str
+
+    def as_dict(self) -> dict:
+        return {"error": self.error}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+
+# -- measuring ----------------------------------------------------------------------------------------------
+
+
+def measure(model: MathL2O, problem: problems.Problem, T: int, *, lr: float, method: str = "auto",
+            jacobian_method: str = "auto", t: int | None = None, alpha_steps: bool = False,
+            kernels: bool = False) -> ProbeResult:
+    """Everything the proof needs at the weights of ``model`` (module docstring), in float64.
+
+    ``lr`` = η for the linearised predictions; ``method``: ``dense``, ``lanczos`` or ``auto`` (dense up to
+    N·b = 4000 outputs); ``jacobian_method``: the Jacobian behind the dense kernel (:func:`ntkcheck.ntk.jacobian`);
+    ``t``: the step of α (default T); ``alpha_steps``: also α over every step t = 1..T; ``kernels``: keep the
+    dense K and K̃. Raises :class:`NonFiniteKernel` where the kernel overflows."""
+    if method not in PROBE_METHODS:
+        raise ValueError(f"method must be one of {', '.join(PROBE_METHODS)} (got {method!r})")
+    m = with_mode(model, "true", dtype=torch.float64)
+    p = problem.to(dtype=torch.float64)
+    if method == "auto":
+        method = "dense" if p.N * p.b <= DENSE_MAX else "lanczos"
+    common = {"alpha": alpha_of(m, p, T, t=t), "delta3": max_feature_row_norm(m, p, T),
+              "weights": tuple(weight_spectra(m).assign(shape=lambda f: f["shape"].map(list)).to_dict("records")),
+              "n_params": sum(v.numel() for v in parameters(m).values()),
+              "alpha_over_t": alpha_table(m, p, T)[["t", "alpha", "rank"]].to_numpy() if alpha_steps else None}
+    if method == "dense":
+        return _dense(m, p, T, lr, jacobian_method, kernels, common)
+    return _lanczos(m, p, T, common)
+
+
+def _dense(m: MathL2O, p: problems.Problem, T: int, lr: float, jacobian_method: str, kernels: bool,
+           common: dict) -> ProbeResult:
+    J = jacobian(m, p, T, mode="true", method=jacobian_method)
+    Jt = jacobian(m, p, T, mode="detached", method=jacobian_method)
+    G, Gt = gram(J, N=p.N), gram(J, Jt, N=p.N)
+    if not (torch.isfinite(G.K).all() and torch.isfinite(Gt.K).all()):
+        raise NonFiniteKernel("K or K̃ has non-finite entries at these weights (a diverged run?)")
+    spec, spec_t = kernel_spectrum(G.K), kernel_spectrum(Gt.symmetric_part())
+    with torch.no_grad():
+        r = residual_fn(m, p, T)(parameters(m))
+    pred = predict(G.K, r, lr, 0)
+    norm_t = float(torch.linalg.norm(Gt.K))
+    asymmetry = float(torch.linalg.norm(Gt.K - Gt.K.T)) / norm_t if norm_t > 0 else 0.0
+    linearised = Linearised(pred.lr, float(pred.eigenvalues[0]), float(pred.eigenvalues[-1]), pred.rate,
+                            pred.threshold, pred.plateau.value, pred.plateau.null_dim, pred.plateau.tol,
+                            float(pred.loss_eig[0]), pred.projections)
+    return ProbeResult(
+        "dense", float(0.5 * r @ r), KernelStats.dense(spec, G.layer_traces()),
+        KernelStats.dense(spec_t, Gt.layer_traces(), asymmetry), n_outputs=int(r.numel()), linearised=linearised,
+        K_vs_K_training=kernel_drift(G.K, Gt.K) if spec.lambda_max > 0 and norm_t > 0 else None,
+        threshold_training=stability_threshold(spec_t.lambda_max),
+        kernels=(G.K.cpu().numpy(), Gt.K.cpu().numpy()) if kernels else None, **common)
+
+
+def _lanczos(m: MathL2O, p: problems.Problem, T: int, common: dict) -> ProbeResult:
+    stats = {}
+    for key, kernel, part in (("K", "true", "full"), ("K_training", "training", "symmetric")):
+        ext = extreme_eigenvalues(ntk_operator(m, p, T, kernel=kernel, part=part), method="lanczos", tol=1e-10)
+        stats[key] = KernelStats(ext.lambda_max, ext.lambda_min, "lanczos", abs_accuracy_min=ext.extra["abs_accuracy_min"],
+                                 lanczos_tol=ext.extra["tol"])
+    with torch.no_grad():
+        X_T = m.unroll(p, T).X[-1]
+    return ProbeResult("lanczos", float(problems.objective(p, X_T)), stats["K"], stats["K_training"],
+                       n_outputs=p.N * p.b, **common)
+
+
+@torch.no_grad()
+def max_feature_row_norm(model: MathL2O, problem: problems.Problem, T: int) -> float:
+    """δ₃ = max_{t ≤ T, j} ‖G_{L−1,t}[j, :]‖₂ along the model's own trajectory (float64)."""
+    m = with_mode(model, "true", dtype=torch.float64)
+    p = problem.to(dtype=torch.float64)
+    X = m.unroll(p, T).X
+    return max(float(m.features(m.inputs(p, X[t - 1]))[-1].norm(dim=1).max()) for t in range(1, T + 1))
