@@ -2,17 +2,17 @@
 
 Methods for the full K, all in one process on the same model, problem and weights:
 
-    func        ntkcheck.ntk.ntk_gram(method="func"): vmap over instances of jacrev over the b rows of one
+    func        ntkcheck.ntk.empirical_ntk(method="func"): vmap over instances of jacrev over the b rows of one
                 instance (chunked), then K = Σ_p J_p J_pᵀ                                   (the reference)
     tutorial    the torch.func NTK tutorial's "Jacobian contraction", written out here as in the tutorial:
                 vmap(jacrev(f_single), in_dims=(None, 0)) over instances, then
                 einsum('Naf,Mbf->NaMb') summed over the parameters
-    structured  ntkcheck.ntk.ntk_gram(method="structured")  ── SLOT FOR THE LEAD: see STRUCTURED below
+    structured  ntkcheck.ntk.empirical_ntk(method="structured")  ── SLOT FOR THE LEAD: see STRUCTURED below
 
 Extreme eigenvalues λ_max, λ_min:
 
     dense-eig   eigvalsh of the K made by each method (time of eigvalsh alone; add the K time)
-    lanczos     ntkcheck.ntk.extreme_eigenvalues on ntkcheck.ntk.ntk_operator (VJP + JVP per product, J
+    lanczos     ntkcheck.linalg.extreme_eigenvalues on ntkcheck.ntk.ntk_operator (VJP + JVP per product, J
                 never formed; λ_min by the shifted operator, absolute accuracy ≈ 1e-12·λ_max)
 
 Timing: ``time.perf_counter``; the first call is reported separately (it includes one-time set-up such as
@@ -62,7 +62,7 @@ from torch import nn  # noqa: E402
 from torch.func import functional_call, jacrev, vmap  # noqa: E402
 
 from ntkcheck import init as inits  # noqa: E402
-from ntkcheck import ntk, problems  # noqa: E402
+from ntkcheck import linalg, ntk, problems  # noqa: E402
 from ntkcheck.config import hidden_widths  # noqa: E402
 from ntkcheck.model import build  # noqa: E402
 
@@ -142,7 +142,7 @@ def setup(name: str, weights: str, wide_layer: str):
 
 
 def K_func(model, p, T):
-    return ntk.ntk_gram(model, p, T, method="func").K
+    return ntk.empirical_ntk(model, p, T, method="func").K
 
 
 class _Single(nn.Module):
@@ -178,7 +178,7 @@ def K_tutorial(model, p, T):
 # mode=...). This function is what the benchmark times for it; change it here if the fast path wants a
 # different entry point (e.g. a K computed without forming J, or float32).
 def K_structured(model, p, T):
-    return ntk.ntk_gram(model, p, T, method="structured").K
+    return ntk.empirical_ntk(model, p, T, method="structured").K
 # ===== end of the STRUCTURED slot ==============================================================================
 
 
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
                      "lambda_max": float(lam[-1]), "lambda_min": float(lam[0])})
     if not args.skip_lanczos:
         def lanczos():
-            return ntk.extreme_eigenvalues(ntk.ntk_operator(model, p, T), k=1, method="lanczos")
+            return linalg.extreme_eigenvalues(ntk.ntk_operator(model, p, T), k=1, method="lanczos")
 
         ext, first, later, peak = timed(lanczos, max(args.repeats - 2, 0))
         rows.append({"what": "λ lanczos (func operator)", "first_s": first, "min_s": min(later or [first]),

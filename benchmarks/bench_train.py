@@ -1,8 +1,8 @@
 """Benchmark: seconds per training iteration and peak memory of the Math-L2O trainer.
 
-One training iteration is what :func:`ntkcheck.train.run_iteration` does: unroll T steps, evaluate
+One training iteration is what :func:`ntkcheck.training.run_iteration` does: unroll T steps, evaluate
 F(X_T), backpropagate through all T steps (BPTT), record the iteration's metrics, take one SGD step.
-The script calls the library (``ntkcheck.train``, ``ntkcheck.model``, ``ntkcheck.problems``); it does
+The script calls the library (``ntkcheck.training``, ``ntkcheck.model``, ``ntkcheck.problems``); it does
 not re-implement the model.
 
 Every (configuration, wide-layer path) runs in a fresh subprocess (``bench_train.py --one NAME --path
@@ -135,11 +135,11 @@ def dense_need_bytes(fields: dict) -> int:
 
 
 def run_one(name: str, path: str, repeats: int, threads: int | None) -> dict:
-    """Build the configuration as ``ntkcheck.train.train`` does, then time ``run_iteration``."""
+    """Build the configuration as ``ntkcheck.training.train`` does, then time ``run_iteration``."""
     started = time.perf_counter()
     import torch
 
-    from ntkcheck import problems, train
+    from ntkcheck import experiment, problems, training
     from ntkcheck.config import TrainConfig, hidden_widths
     from ntkcheck.model import build
 
@@ -168,12 +168,12 @@ def run_one(name: str, path: str, repeats: int, threads: int | None) -> dict:
 
     t0 = time.perf_counter()
     device, dtype = torch.device("cpu"), getattr(torch, cfg.dtype)
-    problem = train.make_problem(cfg).to(device=device, dtype=dtype)
-    model = build(hidden_widths(cfg.width, cfg.L), train.initial_weights(cfg), bias=cfg.bias, detach=cfg.detach,
+    problem = experiment.make_problem(cfg).to(device=device, dtype=dtype)
+    model = build(hidden_widths(cfg.width, cfg.L), experiment.initial_weights(cfg), bias=cfg.bias, detach=cfg.detach,
                   step_scale=cfg.step_scale, device=device, dtype=dtype,
                   **({"wide_layer": cfg.wide_layer} if has_paths else {}))
     out["path_used"] = "angular" if getattr(model, "angular", False) else "dense"
-    optimizer = train.make_optimizer(cfg, model)
+    optimizer = training.meta_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     W0 = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     gd_path = problems.gd_trajectory(problem, cfg.T, cfg.step_scale)[1:]
     F_gd = torch.stack([problems.objective(problem, X) for X in gd_path])
@@ -184,7 +184,7 @@ def run_one(name: str, path: str, repeats: int, threads: int | None) -> dict:
 
     def iteration() -> tuple[float, dict]:
         r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        metrics = train.run_iteration(cfg, model, optimizer, problem, F_gd, W0, update=True)
+        metrics = training.run_iteration(cfg, model, optimizer, problem, F_gd, W0, update=True)
         seconds, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
         # CPU time and page faults tell a slow machine from a slow iteration: on this VM a first-touch
         # page fault costs microseconds, and the dense path allocates its activations afresh every time.
@@ -406,7 +406,7 @@ def print_training(results: dict, baseline: dict | None) -> None:
         if "error" in baseline:
             print(f"\nimport baseline: {baseline['error']}")
         else:
-            print(f"\nimport baseline (torch + ntkcheck.train, fresh process): peak RSS "
+            print(f"\nimport baseline (torch + ntkcheck.training, fresh process): peak RSS "
                   f"{_gb(baseline['peak_rss_bytes'])} GB, import {baseline['import_seconds']:.2f} s")
     columns = ["config", "path", "dtype", "thr", "N", "d×b", "n", "T", "e", "reps", "median s/iter", "min s/iter",
                "warm-up s", "sys s/iter", "faults/iter", "setup s", "peak RSS GB", "Δ import GB", "others' CPU", "steal",
@@ -423,7 +423,7 @@ def print_training(results: dict, baseline: dict | None) -> None:
                      f"{r['median_minor_faults'] / 1000:.0f}k", f"{r['setup_seconds']:.2f}", _gb(r["peak_rss_bytes"]),
                      _gb(r["increment_bytes"]), _pct(r.get("other_cpu_share")), _pct(r.get("steal_share")),
                      f"{r['F_T_iter0']:.4g} / {r['F_T_gd']:.4g}"])
-    _table("Training iteration (unroll + BPTT + SGD step: ntkcheck.train.run_iteration)", columns, rows)
+    _table("Training iteration (unroll + BPTT + SGD step: ntkcheck.training.run_iteration)", columns, rows)
     print("sys s/iter, faults/iter: median system CPU time and minor page faults of one timed iteration; peak RSS: "
           "VmHWM of the child; GB = 1e9 bytes; others' CPU, steal: share of all CPUs used by other processes and kernel "
           "threads, and stolen by the hypervisor, while the child ran. The machine is shared: above a few %, and "

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ntkcheck import features, init, model, ntk, problems
+from ntkcheck import features, init, linalg, model, ntk, problems
 from ntkcheck.config import hidden_widths
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -68,10 +68,10 @@ def measure(n, N, d):
     net, problem = initial_model(n, N, d)
     a = features.alpha(net, problem, T)  # G_{L−1,T} at W_0
     stacked = torch.cat([features.features(net, problem, t) for t in range(1, T + 1)])  # all steps' rows
-    spec = ntk.kernel_spectrum(ntk.ntk_gram(net, problem, T).K)
+    spec = linalg.kernel_spectrum(ntk.empirical_ntk(net, problem, T).K)
     return {"n": n, "N": N, "d": d, "rows_Nd": N * d, "alpha0": a.alpha, "sigma_max": a.sigma_max,
             "tol_G": a.rank.tol, "rank_G": a.rank.rank, "min_shape_G": min(a.shape),
-            "patterns": activation_patterns(net, problem, T), "rank_G_all_t": ntk.matrix_rank(stacked).rank,
+            "patterns": activation_patterns(net, problem, T), "rank_G_all_t": linalg.matrix_rank(stacked).rank,
             "n_outputs_Nb": N * b_of(d), "rank_K": spec.rank.rank, "tol_K": spec.rank.tol,
             "lambda_max": spec.lambda_max, "lambda_min": spec.lambda_min}
 

@@ -30,8 +30,6 @@ import torch
 
 torch.set_num_threads(1)
 
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -40,9 +38,9 @@ import seaborn as sns
 
 import bounds
 from bounds.local import lambda_max_of_e
-from ntkcheck import init, model, ntk, problems
+from ntkcheck import init, linalg, model, ntk, problems
 from ntkcheck.config import TrainConfig, hidden_widths
-from ntkcheck.train import train
+from ntkcheck.training import train
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.width", 160)
@@ -56,7 +54,7 @@ widths = hidden_widths(base.width, base.L)
 def lambda_max_K0(e):
     """λ_max of the NTK at the deterministic initialisation with coefficient e (float64, dense)."""
     net = model.build(widths, init.deterministic(widths, e=e, seed=base.seed))
-    return ntk.kernel_spectrum(ntk.ntk_gram(net, problem, base.T).K).lambda_max
+    return linalg.kernel_spectrum(ntk.empirical_ntk(net, problem, base.T).K).lambda_max
 
 
 lam_at_1 = lambda_max_K0(1.0)
@@ -105,17 +103,16 @@ def outcome(loss, P_saturated):
 
 
 rows = []
-with tempfile.TemporaryDirectory() as tmp:
-    for e in es:
-        threshold = 2.0 / lambda_max_of_e(lam_at_1, e, base.L)
-        for ratio in ratios:
-            cfg = base.replace(e=e, lr=float(ratio * threshold))
-            run = train(cfg, Path(tmp) / f"e{e:g}-r{ratio:.3g}")
-            wide = run.metrics.pivot(index="iteration", columns="quantity", values="value")
-            rows.append({"e": e, "eta": cfg.lr, "eta_over_threshold": ratio, "threshold": threshold,
-                         "status": run.status, "gain": wide["gain"].iloc[-1], "loss_0": wide["loss"].iloc[0],
-                         "loss_end": wide["loss"].iloc[-1], "P_saturated": wide["P_saturated"].iloc[-1],
-                         "outcome": outcome(wide["loss"].to_numpy(), wide["P_saturated"].iloc[-1])})
+for e in es:
+    threshold = 2.0 / lambda_max_of_e(lam_at_1, e, base.L)
+    for ratio in ratios:
+        cfg = base.replace(e=e, lr=float(ratio * threshold))
+        run = train(cfg)  # in memory: nothing is written
+        wide = run.metrics
+        rows.append({"e": e, "eta": cfg.lr, "eta_over_threshold": ratio, "threshold": threshold,
+                     "status": run.status, "gain": wide["gain"].iloc[-1], "loss_0": wide["loss"].iloc[0],
+                     "loss_end": wide["loss"].iloc[-1], "P_saturated": wide["P_saturated"].iloc[-1],
+                     "outcome": outcome(wide["loss"].to_numpy(), wide["P_saturated"].iloc[-1])})
 grid = pd.DataFrame(rows)
 grid.pivot(index="eta_over_threshold", columns="e", values="gain").round(3)
 

@@ -32,17 +32,15 @@ import torch
 
 torch.set_num_threads(1)
 
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ntkcheck import dynamics, init, model, ntk, problems
+from ntkcheck import dynamics, init, linalg, model, ntk, problems
 from ntkcheck.config import TrainConfig, hidden_widths
-from ntkcheck.train import train
+from ntkcheck.training import train
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -53,11 +51,11 @@ problem = problems.generate(N=cfg.N, d=cfg.d, b=cfg.b, seed=cfg.seed)
 widths = hidden_widths(cfg.width, cfg.L)
 net = model.build(widths, init.deterministic(widths, e=cfg.e, seed=cfg.seed))
 
-K0 = ntk.ntk_gram(net, problem, cfg.T).K  # K = J Jᵀ at W_0
-Kt0 = ntk.ntk_gram(net, problem, cfg.T, kernel="training").K  # K̃ = J J̃ᵀ at W_0
+K0 = ntk.empirical_ntk(net, problem, cfg.T).K  # K = J Jᵀ at W_0
+Kt0 = ntk.empirical_ntk(net, problem, cfg.T, kernel="training").K  # K̃ = J J̃ᵀ at W_0
 with torch.no_grad():
     r0 = problems.residual(problem, net.unroll(problem, cfg.T).X[-1]).reshape(-1)  # vec(M X_T − Y), rows (i, k)
-spec = ntk.kernel_spectrum(K0)
+spec = linalg.kernel_spectrum(K0)
 eta = 0.1 * dynamics.stability_threshold(spec.lambda_max)
 print(f"K_0: {K0.shape[0]}×{K0.shape[1]}, λ_max = {spec.lambda_max:.4e}, λ_min = {spec.lambda_min:.3e}, "
       f"rank {spec.rank.rank} (tolerance {spec.rank.tol:.2e})")
@@ -73,9 +71,8 @@ for name, value in pred.as_dict().items():
 # ## The measured loss (the real trainer, full backpropagation through the T steps, detached inputs)
 
 # %%
-with tempfile.TemporaryDirectory() as tmp:
-    run = train(cfg.replace(lr=eta), Path(tmp) / "run")
-wide = run.metrics.pivot(index="iteration", columns="quantity", values="value")
+run = train(cfg.replace(lr=eta))  # in memory: nothing is written
+wide = run.metrics
 measured = wide["loss"].to_numpy()
 k = np.arange(cfg.iters + 1)
 print(run.status, run.summary)

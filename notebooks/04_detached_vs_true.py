@@ -26,7 +26,7 @@
 #
 # **What we do.** Two runs from the same W_0: `detach=True` (the paper) and `detach=False` (true gradient),
 # same η = 0.1·(2/λ_max(K_0)), 200 SGD iterations; at snapshots k we measure K_k and K̃_k (float64, dense,
-# `ntkcheck.dynamics.ntk_summary`) in both runs.
+# `ntkcheck.measure`) in both runs.
 
 # %%
 import torch
@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ntkcheck import dynamics, init, model, ntk, problems
+import ntkcheck
+from ntkcheck import dynamics, init, linalg, model, ntk, problems
 from ntkcheck.config import hidden_widths
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -50,8 +51,8 @@ iters, snapshots = 200, (0, 1, 2, 5, 10, 20, 50, 100, 200)
 problem = problems.generate(N=N, d=d, b=b, seed=seed)
 widths = hidden_widths(n, L)
 W0 = init.deterministic(widths, e=e, seed=seed)
-K0 = ntk.ntk_gram(model.build(widths, W0), problem, T).K
-eta = 0.1 * dynamics.stability_threshold(ntk.kernel_spectrum(K0).lambda_max)
+K0 = ntk.empirical_ntk(model.build(widths, W0), problem, T).K
+eta = 0.1 * dynamics.stability_threshold(linalg.kernel_spectrum(K0).lambda_max)
 print(f"N·b = {N * b} outputs, n = {n}, T = {T}, e = {e:g}, η = {eta:.4e}")
 
 
@@ -62,18 +63,18 @@ def along_training(detach):
     rows = []
     for k in snapshots:
         m = model.build(widths, weights[k], detach=detach)
-        numbers, arrays = dynamics.ntk_summary(m, problem, T, lr=eta, return_kernels=True)
-        K, Kt = arrays["K"], arrays["K_training"]
+        probe = ntkcheck.measure(m, problem, T, lr=eta, method="dense", kernels=True)
+        K, Kt = probe.kernels
         with torch.no_grad():
             r = problems.residual(problem, m.unroll(problem, T).X[-1]).reshape(-1).numpy()
         rows.append({
-            "run": "detached (paper)" if detach else "true gradient", "k": k, "loss": numbers["loss"],
-            "‖K̃ − K‖/‖K‖": numbers["K_vs_K_training"]["rel_change"],
-            "asymmetry ‖K̃ − K̃ᵀ‖/‖K̃‖": numbers["K_training"]["asymmetry"],
-            "drift ‖K_k − K_0‖/‖K_0‖": dynamics.kernel_drift(K0, K)["rel_change"],
-            "λ_max(K)": numbers["K"]["lambda_max"], "λ_max(½(K̃+K̃ᵀ))": numbers["K_training"]["lambda_max"],
-            "λ_min(½(K̃+K̃ᵀ))": numbers["K_training"]["lambda_min"], "tol": numbers["K"]["rank_tol"],
-            "rank K": numbers["K"]["rank"], "rᵀK̃r / rᵀKr": float(r @ Kt @ r) / float(r @ K @ r),
+            "run": "detached (paper)" if detach else "true gradient", "k": k, "loss": probe.loss,
+            "‖K̃ − K‖/‖K‖": probe.K_vs_K_training.rel_change,
+            "asymmetry ‖K̃ − K̃ᵀ‖/‖K̃‖": probe.K_training.asymmetry,
+            "drift ‖K_k − K_0‖/‖K_0‖": linalg.kernel_drift(K0, K).rel_change,
+            "λ_max(K)": probe.K.lambda_max, "λ_max(½(K̃+K̃ᵀ))": probe.K_training.lambda_max,
+            "λ_min(½(K̃+K̃ᵀ))": probe.K_training.lambda_min, "tol": probe.K.rank.tol,
+            "rank K": probe.K.rank.rank, "rᵀK̃r / rᵀKr": float(r @ Kt @ r) / float(r @ K @ r),
         })
     return losses, pd.DataFrame(rows)
 

@@ -6,9 +6,9 @@ The public API (docs/ARCHITECTURE.md describes the layers behind it)::
 
     cfg = ntkcheck.preset("small", iters=50)            # or ntkcheck.TrainConfig(...)
     problem, model = ntkcheck.make_problem(cfg), ntkcheck.build_model(cfg)
-    run = ntkcheck.train(cfg)                           # in memory; train(cfg, "runs/x") writes a run folder
+    run = ntkcheck.training(cfg)                           # in memory; train(cfg, "runs/x") writes a run folder
     probe = ntkcheck.measure(run.model(), problem, cfg.T, lr=cfg.lr)   # K, K̃, α, δ₃, … at the final W
-    report = ntkcheck.verify(cfg)                       # train + probes + every condition of bounds/
+    report = ntkcheck.verification(cfg)                       # train + probes + every condition of bounds/
 
 Symbols follow the paper: N instances of b×d, width n of layer L−1 (``width``), L layers, expansion e,
 horizon T, meta learning rate η (``lr``), K iterations (``iters``). Kernels are sums over parameters, never
@@ -20,15 +20,15 @@ from ntkcheck.config import PRESETS, ConfigError, ProbeConfig, TrainConfig, pres
 from ntkcheck.dynamics import LinearPrediction, fit_contraction, predict
 from ntkcheck.experiment import Experiment, build_model, initial_weights, make_problem, setup
 from ntkcheck.features import alpha
-from ntkcheck.kernel_report import KernelReport, kernel_report
+from ntkcheck.ntk_report import KernelReport, kernel_report
 from ntkcheck.linalg import KernelDrift, Rank, extreme_eigenvalues, kernel_drift, kernel_spectrum
 from ntkcheck.model import MathL2O
 from ntkcheck.ntk import Gram, empirical_ntk, jacobian, ntk_operator
 from ntkcheck.probes import ProbeResult, measure
 from ntkcheck.problems import Problem
 from ntkcheck.runfolder import Interrupted
-from ntkcheck.train import RunResult, load_run, train
-from ntkcheck.verify import VerifyResult, verify
+from ntkcheck.training import RunResult, load_run, train
+from ntkcheck.verification import VerifyResult, verify
 
 __all__ = [
     # configurations

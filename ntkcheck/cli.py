@@ -133,7 +133,7 @@ def _root():
 def train(ctx: typer.Context, **values):
     """Train Math-L2O and record every iteration (default: the paper's small configuration)."""
     from ntkcheck.report import run_table
-    from ntkcheck.train import train as run_training
+    from ntkcheck.training import train as run_training
 
     out = _machine(values, "train")
     cfg, _ = _configs(ctx, values)
@@ -153,7 +153,7 @@ def verify(ctx: typer.Context, strict: Annotated[bool, typer.Option(
                                                  rich_help_panel=OUT)] = True, **values):
     """Train, measure every quantity of the proof, evaluate every condition, compare theory and measurement."""
     from ntkcheck.report import rich_tables
-    from ntkcheck.verify import verify as run_verify
+    from ntkcheck.verification import verify as run_verify
 
     out = _machine(values, "verify")
     cfg, probes = _configs(ctx, values)
@@ -188,7 +188,7 @@ def ntk(ctx: typer.Context,
         **values):
     """Empirical NTK (K = J Jᵀ, K̃ = J J̃ᵀ), α = σ_min(G_{L−1,t}), ranks with their tolerances, and the
     linearised rate and stability threshold, in float64, for a configuration's initial weights or a run."""
-    from ntkcheck import kernel_report as kr
+    from ntkcheck import ntk_report as kr
     from ntkcheck.report import ntk_table
 
     if method not in ("auto", "func", "structured"):

@@ -203,7 +203,7 @@ def fit_contraction(loss, *, start: int = 0, stop: int | None = None, confidence
 
 def sgd_snapshots(model: MathL2O, problem: Problem, T: int, lr: float, iters: int, *,
                   keep=None) -> tuple[np.ndarray, dict[int, dict]]:
-    """Plain full-batch SGD on L(W) = F(X_T(W)) (loss "last", as :mod:`ntkcheck.train`): W_{k+1} = W_k −
+    """Plain full-batch SGD on L(W) = F(X_T(W)) (loss "last", as :mod:`ntkcheck.training`): W_{k+1} = W_k −
     η∇̃L(W_k), ∇̃ the gradient of the model's mode (detached BPTT when ``model.detach``).
 
     Returns the losses L_0..L_iters and the weights at the iterations in ``keep`` (default: all), each a

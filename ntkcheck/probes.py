@@ -220,8 +220,17 @@ def measure(model: MathL2O, problem: problems.Problem, T: int, *, lr: float, met
         raise ValueError(f"method must be one of {', '.join(PROBE_METHODS)} (got {method!r})")
     m = with_mode(model, "true", dtype=torch.float64)
     p = problem.to(dtype=torch.float64)
+    if not all(bool(torch.isfinite(w).all()) for w in parameters(m).values()):
+        raise NonFiniteKernel("the weights are not finite (a diverged run?)")
     if method == "auto":
         method = "dense" if p.N * p.b <= DENSE_MAX else "lanczos"
+    try:
+        return _measure(m, p, T, lr, method, jacobian_method, t, alpha_steps, kernels)
+    except torch.linalg.LinAlgError as err:  # an SVD or eigensolver fed with overflowed features or kernels
+        raise NonFiniteKernel(f"the features or kernels overflow at these weights ({err})") from None
+
+
+def _measure(m, p, T, lr, method, jacobian_method, t, alpha_steps, kernels) -> ProbeResult:
     common = {"alpha": alpha_of(m, p, T, t=t), "delta3": max_feature_row_norm(m, p, T),
               "weights": tuple(weight_spectra(m).assign(shape=lambda f: f["shape"].map(list)).to_dict("records")),
               "n_params": sum(v.numel() for v in parameters(m).values()),

@@ -104,7 +104,7 @@ def fig4a(p: dict, seed: int, log=print) -> pd.DataFrame:
     for s in p["seeds"]:
         problem = problems.generate(p["N"], p["d"], p["b"], seed + s)
         result = fit(ours(p["width"], p["e"], seed + s), problem, p["T"], lr=p["lr"], iters=p["iters"])
-        wide = result.metrics.pivot(index="iteration", columns="quantity", values="value").reset_index()
+        wide = result.metrics.reset_index()
         wide["seed"], wide["F_GD"] = seed + s, float(gd(problem, p["T"]).F[-1])
         frames.append(wide[["seed", "iteration", "F_T", "F_GD", "gain", "gain_mean", "diverged"]])
         log(f"fig4a seed={seed + s}: gain {wide['gain'].iloc[-1]:.3f}")
@@ -236,7 +236,7 @@ def run(figure: str, out: str | Path, *, preset: str = "small", seed: int = 0, l
     seconds = time.perf_counter() - started
     io.write_frame(work / f"{figure}.csv", frame, "csv")
     plot(figure, frame, work / f"{figure}.png")
-    from ntkcheck.train import versions
+    from ntkcheck.runfolder import versions
 
     io.write_json(work / "config.json", {"figure": figure, "preset": preset, "seed": seed, "params": params,
                                          "seconds": round(seconds, 1), "threads": torch.get_num_threads(),

@@ -133,7 +133,7 @@ def test_sigterm_checkpoints_the_last_iteration_and_resume_completes(tmp_path):
     assert "--resume" in err
     state = torch.load(tmp_path / "run.partial" / "checkpoint.pt", weights_only=True)
     done = state["k"]
-    assert done > 0 and {row[0] for row in state["rows"]} == set(range(done))
+    assert done > 0 and len(state["records"]) == done  # every completed iteration, no more
     resumed = ntkcheck("train", *TINY, "--iters", str(done + 3), "--checkpoint-every", "7", "--out", str(out),
                        "--resume")
     assert resumed.returncode == 0, resumed.stderr

@@ -1,7 +1,7 @@
 """Kernel drift, linearised predictions and the measured rate (ntkcheck.dynamics), in float64.
 
 The central test holds the linearised prediction r_{k+1} = (I − ηK̃) r_k against the real trainer
-(ntkcheck.train.train). Why its tolerance is what it is: one SGD step moves W by ΔW = −ηJ̃ᵀr, and
+(ntkcheck.training.train). Why its tolerance is what it is: one SGD step moves W by ΔW = −ηJ̃ᵀr, and
 
     r(W + ΔW) = r + JΔW + ½ΔWᵀ∇²r ΔW + O(‖ΔW‖³) = (I − ηK̃) r + O(η²),
 
@@ -20,11 +20,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntkcheck import dynamics, ntk, problems
+from ntkcheck import dynamics, linalg, ntk, problems
 from ntkcheck import init as inits
 from ntkcheck.config import TrainConfig, hidden_widths
 from ntkcheck.model import build
-from ntkcheck.train import initial_weights, make_problem, train
+from ntkcheck.experiment import initial_weights, make_problem
+from ntkcheck.training import train
 
 
 def psd(n, r, seed, spread=(0.5, 2.0)):
@@ -93,17 +94,20 @@ def test_stability_threshold_and_rate():
 
 def test_kernel_drift_definitions():
     K, _ = psd(6, 4, seed=1)
-    assert dynamics.kernel_drift(K, K) == {"rel_change": 0.0, "distance": pytest.approx(0.0, abs=1e-15)}
-    d = dynamics.kernel_drift(K, 3.0 * K)  # a positive rescaling is no change of direction
-    assert d["rel_change"] == pytest.approx(2.0) and d["distance"] == pytest.approx(0.0, abs=1e-15)
+    d = linalg.kernel_drift(K, K)
+    assert d.rel_change == 0.0 and d.distance == pytest.approx(0.0, abs=1e-15)
+    d = linalg.kernel_drift(K, 3.0 * K)  # a positive rescaling is no change of direction
+    assert d.rel_change == pytest.approx(2.0) and d.distance == pytest.approx(0.0, abs=1e-15)
     E1, E2 = np.diag([1.0, 0, 0]), np.diag([0, 2.0, 0])  # PSD kernels with orthogonal ranges
-    assert dynamics.kernel_drift(E1, E2)["distance"] == pytest.approx(1.0)
+    assert linalg.kernel_drift(E1, E2).distance == pytest.approx(1.0)
     K2, _ = psd(6, 3, seed=2)
-    d = dynamics.kernel_drift(K, K2)
-    assert 0 < d["distance"] < 1
-    assert d["rel_change"] == pytest.approx(np.linalg.norm(K2 - K) / np.linalg.norm(K))
+    d = linalg.kernel_drift(K, K2)
+    assert 0 < d.distance < 1
+    assert d.rel_change == pytest.approx(np.linalg.norm(K2 - K) / np.linalg.norm(K))
+    gone = linalg.kernel_drift(K, np.zeros_like(K))  # a kernel that collapsed: all of K_0 is lost, no direction
+    assert gone.rel_change == 1.0 and np.isnan(gone.distance)
     with pytest.raises(ValueError, match="same shape"):
-        dynamics.kernel_drift(K, K2[:3, :3])
+        linalg.kernel_drift(K, K2[:3, :3])
 
 
 def test_theil_sen_recovers_a_geometric_rate_despite_outliers():
@@ -140,7 +144,7 @@ def test_linearised_prediction_matches_the_trainer_to_second_order_in_eta(tmp_pa
     cfg = TrainConfig(**TINY, iters=3, lr=1.0)
     problem = make_problem(cfg)
     model = build(hidden_widths(cfg.width, cfg.L), initial_weights(cfg))
-    K = ntk.ntk_gram(model, problem, cfg.T, kernel="training").K.numpy()
+    K = ntk.empirical_ntk(model, problem, cfg.T, kernel="training").K.numpy()
     with torch.no_grad():
         r0 = ntk.residual_fn(model, problem, cfg.T)(ntk.parameters(model)).numpy()
     lam_max = np.linalg.eigvalsh(0.5 * (K + K.T))[-1]
@@ -174,8 +178,8 @@ def test_the_training_kernel_not_the_true_one_predicts_detached_training():
     """Detached BPTT moves W along −J̃ᵀr, so r changes by −ηK̃r: predicting with K̃ leaves an O(η²) error,
     predicting with K (the true NTK) an O(η) one, since K − K̃ = J(J − J̃)ᵀ ≠ 0 here."""
     p, model = random_setup()
-    K = ntk.ntk_gram(model, p, 4).K.numpy()
-    Kt = ntk.ntk_gram(model, p, 4, kernel="training").K.numpy()
+    K = ntk.empirical_ntk(model, p, 4).K.numpy()
+    Kt = ntk.empirical_ntk(model, p, 4, kernel="training").K.numpy()
     assert np.linalg.norm(K - Kt) > 0.03 * np.linalg.norm(K)
     with torch.no_grad():
         r0 = ntk.residual_fn(model, p, 4)(ntk.parameters(model)).numpy()
@@ -214,10 +218,10 @@ def test_drift_table_along_training():
     np.testing.assert_allclose(table["loss"], L[[0, 2, 4]], rtol=1e-12)
     for k in (0, 4):  # λ_max of K_k, recomputed from a model that holds the snapshot's weights
         m = build(hidden_widths(8, 3), snaps[k])
-        K = ntk.ntk_gram(m, p, 4).K.numpy()
+        K = ntk.empirical_ntk(m, p, 4).K.numpy()
         lam = np.linalg.eigvalsh(K)
         assert table.loc[k, "lambda_max"] == pytest.approx(lam[-1], rel=1e-12)
         assert table.loc[k, "rel_change"] == pytest.approx(
-            np.linalg.norm(K - ntk.ntk_gram(build(hidden_widths(8, 3), snaps[0]), p, 4).K.numpy())
-            / np.linalg.norm(ntk.ntk_gram(build(hidden_widths(8, 3), snaps[0]), p, 4).K.numpy()), rel=1e-10, abs=1e-15)
+            np.linalg.norm(K - ntk.empirical_ntk(build(hidden_widths(8, 3), snaps[0]), p, 4).K.numpy())
+            / np.linalg.norm(ntk.empirical_ntk(build(hidden_widths(8, 3), snaps[0]), p, 4).K.numpy()), rel=1e-10, abs=1e-15)
     assert (table["alpha_tol"] > 0).all()

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntkcheck import features, problems
+from ntkcheck import features, linalg, problems
 from ntkcheck import init as inits
 from ntkcheck.config import hidden_widths
 from ntkcheck.model import build
@@ -88,8 +88,8 @@ def test_singular_values_interlace_when_a_row_or_column_is_removed(m, n, data, s
     A = low_rank_matrix(m, n, r, seed, log_scale)
     k = data.draw(st.integers(0, (m if axis == "row" else n) - 1), label="removed")
     B = np.delete(A, k, axis=0 if axis == "row" else 1)
-    sA, rankA = features.singular_spectrum(A)
-    sB, rankB = features.singular_spectrum(B)
+    sA, rankA = linalg.singular_spectrum(A)
+    sB, rankB = linalg.singular_spectrum(B)
     slack = 1e-12 * max(sA[0], 1e-300)
     padA = np.concatenate((sA, np.zeros(len(sB) + 1)))
     for i in range(len(sB)):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ntkcheck import init as inits
 from ntkcheck.config import TrainConfig, hidden_widths
-from ntkcheck.train import initial_weights
+from ntkcheck.experiment import initial_weights
 
 
 def expected_shapes(widths):

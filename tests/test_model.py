@@ -21,7 +21,7 @@ from ntkcheck import init as inits
 from ntkcheck import problems
 from ntkcheck.config import hidden_widths
 from ntkcheck.model import build
-from ntkcheck.train import training_loss
+from ntkcheck.training import training_loss
 
 # -- the independent numpy reference ---------------------------------------------------------------------
 

@@ -22,12 +22,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ntkcheck import init as inits
-from ntkcheck import ntk, problems
+from ntkcheck import linalg, ntk, problems
 from ntkcheck.cli import main
 from ntkcheck.config import TrainConfig, hidden_widths
 from ntkcheck.model import build
 from ntkcheck.problems import Problem
-from ntkcheck.train import initial_weights, make_problem
+from ntkcheck.experiment import initial_weights, make_problem
 
 KINK_MARGIN = 1e-4
 
@@ -227,7 +227,7 @@ def test_at_initialisation_inner_blocks_vanish_and_both_kernels_agree(L):
         for ell in range(1, L):
             assert torch.count_nonzero(J[f"W{ell}"]) == 0, (mode, ell)
         assert float(J[f"W{L}"].norm()) > 0
-    K, Kt = ntk.ntk_gram(model, p, 4), ntk.ntk_gram(model, p, 4, kernel="training")
+    K, Kt = ntk.empirical_ntk(model, p, 4), ntk.empirical_ntk(model, p, 4, kernel="training")
     torch.testing.assert_close(Kt.K, K.K, rtol=1e-14, atol=0)
     torch.testing.assert_close(K.layer(L), K.K, rtol=0, atol=0)
     for ell in range(1, L):
@@ -239,12 +239,12 @@ def test_at_initialisation_inner_blocks_vanish_and_both_kernels_agree(L):
 
 def test_K_is_symmetric_psd_and_the_training_kernel_is_not_symmetric():
     p, _, _, model = random_setup(N=3, d=6, b=5, width=10, T=4, scale=10.0)
-    G = ntk.ntk_gram(model, p, 4)
+    G = ntk.empirical_ntk(model, p, 4)
     K = G.K
     assert float((K - K.T).abs().max()) <= 1e-14 * float(K.abs().max())
     lam = np.linalg.eigvalsh(K.numpy())
     assert lam[0] >= -K.shape[0] * np.finfo(float).eps * lam[-1]
-    Kt = ntk.ntk_gram(model, p, 4, kernel="training").K
+    Kt = ntk.empirical_ntk(model, p, 4, kernel="training").K
     assert float((Kt - Kt.T).norm()) > 1e-3 * float(Kt.norm())  # the training kernel is a different object
     # per-layer blocks sum to K, and each is PSD
     layers = G.layers()
@@ -257,7 +257,7 @@ def test_K_is_symmetric_psd_and_the_training_kernel_is_not_symmetric():
 def test_trace_and_instance_blocks_from_single_instance_jacobians():
     """trace K = Σ_i ‖J_i‖_F², and block (i, j) = J_i J_jᵀ, with J_i computed on instance i alone."""
     p, _, _, model = random_setup(N=3, d=5, b=4, width=8)
-    G = ntk.ntk_gram(model, p, 3)
+    G = ntk.empirical_ntk(model, p, 3)
     Js = []
     for i in range(p.N):
         Ji = ntk.jacobian(model, subproblem(p, slice(i, i + 1)), 3)
@@ -275,8 +275,8 @@ def test_trace_and_instance_blocks_from_single_instance_jacobians():
 def test_permuting_instances_permutes_K():
     p, _, _, model = random_setup(N=4, d=5, b=3, width=8)
     perm = torch.tensor([2, 0, 3, 1])
-    K = ntk.ntk_gram(model, p, 3).K
-    Kp = ntk.ntk_gram(model, subproblem(p, perm), 3).K
+    K = ntk.empirical_ntk(model, p, 3).K
+    Kp = ntk.empirical_ntk(model, subproblem(p, perm), 3).K
     rows = (perm[:, None] * p.b + torch.arange(p.b)[None]).reshape(-1)
     torch.testing.assert_close(Kp, K[rows][:, rows], rtol=1e-12, atol=1e-14 * float(K.abs().max()))
     assert not torch.allclose(Kp, K)  # the permutation is not trivial
@@ -285,7 +285,7 @@ def test_permuting_instances_permutes_K():
 @pytest.mark.parametrize("kernel", ["true", "training"])
 def test_matrix_free_products_equal_the_dense_kernel(kernel):
     p, _, _, model = random_setup(N=3, d=6, b=5, width=10, T=4, scale=10.0)
-    K = ntk.ntk_gram(model, p, 4, kernel=kernel).K.numpy()
+    K = ntk.empirical_ntk(model, p, 4, kernel=kernel).K.numpy()
     n = K.shape[0]
     scale = np.abs(K).max()
     op = ntk.ntk_operator(model, p, 4, kernel=kernel)
@@ -298,9 +298,9 @@ def test_matrix_free_products_equal_the_dense_kernel(kernel):
 
 def test_lanczos_on_the_operator_agrees_with_the_dense_spectrum():
     p, _, _, model = random_setup(N=4, d=6, b=5, width=10, T=4, scale=10.0)
-    K = ntk.ntk_gram(model, p, 4).K.numpy()
+    K = ntk.empirical_ntk(model, p, 4).K.numpy()
     lam = np.linalg.eigvalsh(K)
-    ext = ntk.extreme_eigenvalues(ntk.ntk_operator(model, p, 4), k=2, method="lanczos")
+    ext = linalg.extreme_eigenvalues(ntk.ntk_operator(model, p, 4), k=2, method="lanczos")
     assert ext.method == "lanczos"
     np.testing.assert_allclose(ext.largest, lam[::-1][:2], rtol=1e-10)
     # the bottom is determined to an absolute accuracy ≈ tol·λ_max, which the result states
@@ -318,18 +318,18 @@ def test_lanczos_finds_a_zero_bottom_and_falls_back_to_dense():
     A = (U * lam) @ U.T
     A = 0.5 * (A + A.T)
     op = ntk.LinearOperator((n, n), matvec=lambda v: A @ v, dtype=np.float64)
-    ext = ntk.extreme_eigenvalues(op, k=1, method="lanczos")
+    ext = linalg.extreme_eigenvalues(op, k=1, method="lanczos")
     assert ext.method == "lanczos"
     assert ext.lambda_max == pytest.approx(1e3, rel=1e-10)
     assert abs(ext.lambda_min) <= 10 * ext.extra["abs_accuracy_min"]  # 0, to the accuracy it states
-    forced = ntk.extreme_eigenvalues(op, k=3, method="lanczos", maxiter=1)  # cannot converge in one restart
+    forced = linalg.extreme_eigenvalues(op, k=3, method="lanczos", maxiter=1)  # cannot converge in one restart
     assert forced.method == "dense" and "did not converge" in forced.note
     dense = np.linalg.eigvalsh(A)
     np.testing.assert_allclose(forced.largest, dense[::-1][:3], rtol=1e-12)
     np.testing.assert_allclose(forced.smallest, dense[:3], rtol=0, atol=1e-12)
     with pytest.raises(RuntimeError, match="dense_max"):
-        ntk.extreme_eigenvalues(op, k=3, method="lanczos", maxiter=1, dense_max=10)
-    auto = ntk.extreme_eigenvalues(A, k=2)  # a small dense matrix: eigvalsh directly
+        linalg.extreme_eigenvalues(op, k=3, method="lanczos", maxiter=1, dense_max=10)
+    auto = linalg.extreme_eigenvalues(A, k=2)  # a small dense matrix: eigvalsh directly
     assert auto.method == "dense"
 
 
@@ -343,7 +343,7 @@ def test_numerical_rank_follows_numpy_and_reports_the_zeros(m, n, data, seed, lo
     r = data.draw(st.integers(0, min(m, n)), label="r")
     rng = np.random.default_rng(seed)
     A = 10**log_scale * rng.standard_normal((m, r)) @ rng.standard_normal((r, n))
-    rank = ntk.matrix_rank(A)
+    rank = linalg.matrix_rank(A)
     s = np.linalg.svd(A, compute_uv=False)
     assert rank.rank == np.linalg.matrix_rank(A) == r  # numpy's default tolerance is the same convention
     assert rank.tol == pytest.approx(max(m, n) * np.finfo(float).eps * s[0], rel=1e-12, abs=0)
@@ -404,7 +404,7 @@ def test_invalid_arguments_say_what_is_allowed():
     with pytest.raises(ValueError, match="chunk must be"):
         ntk.jacobian(model, p, 3, chunk=0)
     with pytest.raises(ValueError, match="kernel must be one of"):
-        ntk.ntk_gram(model, p, 3, kernel="ntk")
+        ntk.empirical_ntk(model, p, 3, kernel="ntk")
 
 
 # -- the command line ---------------------------------------------------------------------------------------------
@@ -419,7 +419,7 @@ def test_cli_ntk_writes_the_kernel_of_the_configured_model(tmp_path, capsys):
     spectra = np.load(out / "spectra.npz")
     cfg = TrainConfig(N=2, d=6, b=4, width=8, T=3, e=3.0, init="random")
     model = build(hidden_widths(8, 3), initial_weights(cfg))
-    lam = np.linalg.eigvalsh(ntk.ntk_gram(model, make_problem(cfg), 3).K.numpy())
+    lam = np.linalg.eigvalsh(ntk.empirical_ntk(model, make_problem(cfg), 3).K.numpy())
     point = report["points"]["init"]
     assert point["K"]["lambda_max"] == pytest.approx(lam[-1], rel=1e-12)
     np.testing.assert_allclose(spectra["init_K_eigenvalues"], lam, rtol=0, atol=1e-12 * lam[-1])

@@ -9,13 +9,14 @@ import torch
 
 from ntkcheck import problems
 from ntkcheck.config import TrainConfig
-from ntkcheck.train import Interrupted, train
+from ntkcheck.runfolder import Interrupted, to_long
+from ntkcheck.training import train
 
 TINY = dict(N=3, d=8, b=6, width=16, T=5, e=5.0, lr=1e-4, checkpoint_every=3)
 
 
 def wide(result):
-    return result.metrics.pivot(index="iteration", columns="quantity", values="value")
+    return result.metrics
 
 
 def test_training_lowers_the_objective_on_the_small_configuration(tmp_path):
@@ -53,7 +54,7 @@ def test_sgd_update_and_drift_metrics_follow_their_definitions(tmp_path):
 def test_two_runs_with_one_seed_are_identical(tmp_path):
     cfg = TrainConfig(**TINY, iters=6, init="random")
     a, b = train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
-    pd.testing.assert_frame_equal(a.metrics.drop(columns="run_id"), b.metrics.drop(columns="run_id"))
+    pd.testing.assert_frame_equal(a.metrics, b.metrics)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -69,7 +70,7 @@ def test_interrupt_and_resume_gives_the_uninterrupted_numbers(tmp_path, optimize
         train(cfg, tmp_path / "cut", callback=interrupt)
     assert not (tmp_path / "cut").exists() and (tmp_path / "cut.partial" / "checkpoint.pt").exists()
     resumed = train(cfg, tmp_path / "cut", resume=True)
-    pd.testing.assert_frame_equal(whole.metrics.drop(columns="run_id"), resumed.metrics.drop(columns="run_id"))
+    pd.testing.assert_frame_equal(whole.metrics, resumed.metrics)
     saved_whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["params"]
     saved_cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["params"]
     for name in saved_whole:
@@ -82,7 +83,7 @@ def test_resume_may_extend_the_number_of_iterations_but_not_change_the_model(tmp
         train(cfg, tmp_path / "run", callback=lambda k, m: (_ for _ in ()).throw(KeyboardInterrupt) if k == 2 else None)
     from ntkcheck.config import ConfigError
 
-    with pytest.raises(ConfigError, match="--width"):
+    with pytest.raises(ConfigError, match="^width: "):
         train(cfg.replace(width=32), tmp_path / "run", resume=True)
     longer = train(cfg.replace(iters=9), tmp_path / "run", resume=True)
     assert wide(longer).index.max() == 9
@@ -98,7 +99,7 @@ def test_run_folder_layout(tmp_path):
     assert TrainConfig.from_dict(saved["config"]) == cfg
     assert "torch" in saved["versions"]
     on_disk = pd.read_parquet(folder / "metrics.parquet")
-    pd.testing.assert_frame_equal(on_disk, result.metrics)
+    pd.testing.assert_frame_equal(on_disk, to_long(result.metrics, "run"))
     assert list(on_disk.columns) == ["run_id", "iteration", "quantity", "value"]
     assert json.loads((folder / "report.json").read_text())["status"] == "completed"
 

@@ -12,11 +12,12 @@ import torch
 import bounds
 from ntkcheck import problems
 from ntkcheck.cli import main
-from ntkcheck.config import ConfigError, TrainConfig, hidden_widths
-from ntkcheck.dynamics import ntk_summary
+from ntkcheck.compare import problem_constants
+from ntkcheck.config import ConfigError, ProbeConfig, TrainConfig, hidden_widths
 from ntkcheck.model import build
-from ntkcheck.train import Interrupted
-from ntkcheck.verify import ProbeConfig, problem_constants, verify
+from ntkcheck.probes import measure
+from ntkcheck.runfolder import Interrupted, to_long
+from ntkcheck.verification import verify
 
 TINY = dict(N=3, d=8, b=6, width=16, T=5, e=5.0, lr=1e-3, iters=12, checkpoint_every=4)
 PROBES = ProbeConfig(ntk_every=4, early=5)
@@ -28,7 +29,7 @@ def run(tmp_path_factory):
 
 
 def wide(frame):
-    return frame.pivot(index="iteration", columns="quantity", values="value")
+    return frame.pivot(index="iteration", columns="quantity", values="value").rename_axis(columns=None)
 
 
 def test_the_run_folder_holds_the_report_metrics_spectra_and_figures(run):
@@ -40,7 +41,9 @@ def test_the_run_folder_holds_the_report_metrics_spectra_and_figures(run):
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
         assert image.std() > 0  # not a blank canvas
     assert not folder.with_name("run.partial").exists()
-    pd.testing.assert_frame_equal(pd.read_parquet(folder / "metrics.parquet"), run.metrics)
+    on_disk = wide(pd.read_parquet(folder / "metrics.parquet"))
+    pd.testing.assert_frame_equal(on_disk[run.metrics.columns], run.metrics)
+    assert list(pd.read_parquet(folder / "metrics.parquet").columns) == ["run_id", "iteration", "quantity", "value"]
 
 
 def test_every_condition_of_the_registry_has_a_verdict(run):
@@ -72,14 +75,16 @@ def test_the_last_probe_equals_an_independent_measurement_of_the_final_weights(r
     state = torch.load(run.folder / "train" / "checkpoint.pt", weights_only=True)
     cfg = TrainConfig.from_dict(state["config"])
     model = build(hidden_widths(cfg.width, cfg.L), state["params"], step_scale=cfg.step_scale)
-    numbers, _ = ntk_summary(model, problems.generate(cfg.N, cfg.d, cfg.b, cfg.seed), cfg.T, lr=cfg.lr, method="func")
-    probe = run.report["probe_points"][str(cfg.iters)]
-    assert probe["K"]["lambda_max"] == pytest.approx(numbers["K"]["lambda_max"], rel=1e-10)
-    assert probe["K_training"]["lambda_max"] == pytest.approx(numbers["K_training"]["lambda_max"], rel=1e-10)
+    again = measure(model, problems.generate(cfg.N, cfg.d, cfg.b, cfg.seed), cfg.T, lr=cfg.lr, method="dense",
+                    jacobian_method="func")
+    probe = run.probes[cfg.iters]
+    assert probe.K.lambda_max == pytest.approx(again.K.lambda_max, rel=1e-10)
+    assert probe.K_training.lambda_max == pytest.approx(again.K_training.lambda_max, rel=1e-10)
+    assert run.report["probe_points"][str(cfg.iters)]["K"]["lambda_max"] == probe.K.lambda_max
 
 
 def test_drift_at_k0_is_zero_and_grows_along_training(run):
-    m = wide(run.metrics)
+    m = run.metrics
     drift = m["ntk/drift/rel_change"].dropna()
     assert drift.loc[0] == 0.0
     assert drift.loc[12] > 0
@@ -124,11 +129,11 @@ def test_interrupted_verify_resumes_to_the_uninterrupted_numbers(tmp_path, run):
         if k == 6:
             raise KeyboardInterrupt
 
-    with pytest.raises(Interrupted, match="--resume --out"):
+    with pytest.raises(Interrupted, match="resume=True"):
         verify(TrainConfig(**TINY), PROBES, tmp_path / "run", callback=stop)
     assert (tmp_path / "run.partial" / "probes" / "k000004.json").exists()
     resumed = verify(TrainConfig(**TINY), PROBES, tmp_path / "run", resume=True, figures=False)
-    a, b = wide(run.metrics), wide(resumed.metrics)
+    a, b = run.metrics, resumed.metrics
     pd.testing.assert_frame_equal(a[sorted(a.columns)], b[sorted(b.columns)])
     assert [c["holds"] for c in resumed.report["conditions"]] == [c["holds"] for c in run.report["conditions"]]
 
@@ -163,17 +168,17 @@ def test_initial_kernel_scales_as_e_to_the_2L_minus_2():
     """At the deterministic init only W_L's block of J is non-zero, the trajectory is GD whatever e, and
     G_{L−1,t} scales as e^{L−1}: K_0(e) = e^{2(L−1)} K_0(1) — the exact stability line of figures/e_eta.png."""
     from ntkcheck import init as inits
-    from ntkcheck.ntk import ntk_gram
+    from ntkcheck.ntk import empirical_ntk
 
     p = problems.generate(3, 8, 6, seed=1)
     for L in (2, 3, 4):
         widths = hidden_widths(16, L)
-        K = {e: ntk_gram(build(widths, inits.deterministic(widths, e, seed=0)), p, 5).K for e in (1.0, 7.0)}
+        K = {e: empirical_ntk(build(widths, inits.deterministic(widths, e, seed=0)), p, 5).K for e in (1.0, 7.0)}
         assert torch.allclose(K[7.0], 7.0 ** (2 * (L - 1)) * K[1.0], rtol=1e-12, atol=1e-12 * float(K[7.0].abs().max()))
 
 
 def test_cli_strict_exits_1_when_a_required_condition_fails(tmp_path, capsys):
-    """α₀ = 0 for this architecture (DESIGN.md §4), so Thm 4.3's hypothesis fails: --strict says so with 1."""
+    """α₀ = 0 for this architecture (docs/ARCHITECTURE.md §2), so Thm 4.3's hypothesis fails: --strict says so with 1."""
     args = ["verify", "--N", "3", "--d", "8", "--b", "6", "--width", "16", "--T", "5", "--e", "5", "--lr", "1e-3",
             "--iters", "2", "--ntk-every", "0", "--no-figures", "--strict", "--out", str(tmp_path / "v")]
     assert main(args) == 1
@@ -205,7 +210,7 @@ def test_resume_refuses_other_options(tmp_path):
 
     with pytest.raises(Interrupted):
         verify(TrainConfig(**TINY), PROBES, tmp_path / "run", callback=stop)
-    with pytest.raises(ConfigError, match="--e"):
+    with pytest.raises(ConfigError, match="^e: "):
         verify(TrainConfig(**{**TINY, "e": 6.0}), PROBES, tmp_path / "run", resume=True)
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="^resume: "):
         verify(TrainConfig(**TINY), ProbeConfig(ntk_every=3), tmp_path / "run", resume=True)

@@ -4,7 +4,7 @@ A learned optimiser here is an ``nn.Module`` with ``unroll(problem, T, X0=…)``
 X_0..X_T: ours (:class:`ntkcheck.model.MathL2O`), Liu et al.'s LSTM (:mod:`.math_l2o`) and LISTA-CPSS
 (:mod:`.lista`); the last two also take and return a ``state`` to continue from.
 
-:func:`fit` is the sweep-sized sibling of :func:`ntkcheck.train.train`, which stays the trainer of
+:func:`fit` is the sweep-sized sibling of :func:`ntkcheck.training.train`, which stays the trainer of
 record for single runs (run folder, checkpoints, resume). It shares its pieces: the meta optimiser,
 the training loss (last / mean / weighted, summed over instances), the finiteness check and the long
 metrics format. Metrics of iteration k are measured at W_k before its update, so k = 0 is the
@@ -23,12 +23,12 @@ from torch import nn
 from ntkcheck.baselines.classical import Curve, gd, iterate
 from ntkcheck.model import MathL2O
 from ntkcheck.problems import Problem, objective
-from ntkcheck.train import grads_finite, meta_optimizer, metrics_frame, training_loss
+from ntkcheck.training import grads_finite, meta_optimizer, training_loss
 
 
 @dataclass
 class Fit:
-    """Metrics in long format (run_id, iteration, quantity, value), status, first diverged iteration."""
+    """Metrics (one row per iteration, index ``iteration``), status, first diverged iteration."""
 
     metrics: pd.DataFrame
     status: str  # "completed" or "diverged"
@@ -36,8 +36,7 @@ class Fit:
 
     def last(self, quantity: str) -> float:
         """The quantity at the last recorded iteration."""
-        rows = self.metrics[self.metrics["quantity"] == quantity]
-        return float(rows["value"].iloc[-1])
+        return float(self.metrics[quantity].iloc[-1])
 
 
 def unroll(model: nn.Module, problem: Problem, T: int, X0=None, state=None):
@@ -57,8 +56,7 @@ def curve_metrics(problem: Problem, X: list[torch.Tensor], F_gd: torch.Tensor) -
 
 
 def fit(model: nn.Module, problem: Problem, T: int, *, lr: float, iters: int, optimizer: str = "sgd",
-        loss: str = "last", truncation: int | None = None, step_scale: float = 1.0,
-        run_id: str = "fit") -> Fit:
+        loss: str = "last", truncation: int | None = None, step_scale: float = 1.0) -> Fit:
     """K = ``iters`` meta-iterations of ``model`` on the fixed training set ``problem``.
 
     Full BPTT through all T steps, or, with ``truncation`` = S, truncated BPTT as Liu et al. train:
@@ -72,11 +70,12 @@ def fit(model: nn.Module, problem: Problem, T: int, *, lr: float, iters: int, op
         X, finite, losses = _iteration(model, opt, problem, T, loss, truncation or T, update=k < iters)
         metrics = {"loss": sum(losses) / len(losses), **curve_metrics(problem, X, F_gd)}
         metrics["diverged"] = 0.0 if finite else 1.0
-        rows += [(k, name, value) for name, value in metrics.items()]
+        rows.append(metrics)
         if not finite:
             diverged_at = k
             break
-    return Fit(metrics_frame(rows, run_id), "completed" if diverged_at is None else "diverged", diverged_at)
+    frame = pd.DataFrame(rows, index=pd.RangeIndex(len(rows), name="iteration"))
+    return Fit(frame, "completed" if diverged_at is None else "diverged", diverged_at)
 
 
 def _iteration(model, opt, problem, T, loss, S, *, update):
@@ -101,7 +100,7 @@ def _iteration(model, opt, problem, T, loss, S, *, update):
 
 @dataclass
 class _Path:
-    """The one field of a trajectory that :func:`ntkcheck.train.training_loss` reads."""
+    """The one field of a trajectory that :func:`ntkcheck.training.training_loss` reads."""
 
     X: list[torch.Tensor]
 

@@ -18,7 +18,7 @@ from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.experiment import build_model, initial_weights, make_problem, resolve_device
 from ntkcheck.linalg import KernelDrift, kernel_drift
 from ntkcheck.probes import NonFiniteKernel, ProbeResult, measure
-from ntkcheck.train import load_run
+from ntkcheck.training import load_run
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ compare the theory's predictions with the measured loss.
 The run, in order:
 
 1. the problem's constants (:func:`ntkcheck.compare.problem_constants`);
-2. training (:func:`ntkcheck.train.train`) with a :class:`Prober` as its probe hook: at k = 0, ``ntk_every``,
+2. training (:func:`ntkcheck.training.train`) with a :class:`Prober` as its probe hook: at k = 0, ``ntk_every``,
    2·``ntk_every``, …, K, each at W_k before update k, :func:`ntkcheck.probes.measure` in float64, and the
    kernel drift ‖K_k − K_0‖_F/‖K_0‖_F;
 3. the quantities → :func:`bounds.registry` → verdicts, and the comparisons (:mod:`ntkcheck.compare`);
@@ -32,7 +32,7 @@ from ntkcheck.linalg import kernel_drift
 from ntkcheck.model import MathL2O
 from ntkcheck.probes import NonFiniteKernel, ProbeFailure, ProbeResult, measure
 from ntkcheck.runfolder import Interrupted
-from ntkcheck.train import RunResult, load_run, train
+from ntkcheck.training import RunResult, load_run, train
 
 TRAIN = "train"  # the training run's own folder inside the verify folder
 PROBES = "probes"
@@ -64,7 +64,7 @@ class VerifyResult:
 
 
 class Prober:
-    """The ``probe`` hook of :func:`ntkcheck.train.train`: :func:`ntkcheck.probes.measure` at the chosen k, with
+    """The ``probe`` hook of :func:`ntkcheck.training.train`: :func:`ntkcheck.probes.measure` at the chosen k, with
     the drift from K_0. With a ``folder``, one JSON/NPZ pair per k (and K_0), so that a resumed verify skips
     what an interrupted one measured."""
 
