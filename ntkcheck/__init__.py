@@ -32,7 +32,7 @@ from ntkcheck.verification import VerifyResult, verify
 
 __all__ = [
     # configurations
-    "TrainConfig", "ProbeConfig", "PRESETS", "preset", "probe_preset", "ConfigError",
+    "TrainConfig", "ProbeConfig", "preset", "probe_preset", "ConfigError",
     # the objects
     "Problem", "MathL2O", "Experiment", "setup", "make_problem", "build_model", "initial_weights",
     # runs

@@ -1,9 +1,8 @@
 """The ``ntkcheck`` command line: options → config → one library call → print.
 
 Every option is declared once (:data:`OPTIONS`, grouped in help panels) and a command lists the ones it takes.
-A library error names a config field (``width``); :func:`main` prints it as the flag (``--width``) in one line
-and exits 2. An interrupted run exits 130 and says how to resume it.
-"""
+A library error names a config field (``width``); :func:`main` prints it as the flag (``--width``) in one line,
+exit 2. An interrupted run exits 130 and says how to resume it."""
 
 from __future__ import annotations
 
@@ -26,8 +25,9 @@ console = Console(stderr=True)
 FLAGS = {"early": "--fit-early"}  # fields whose flag is not --<field with - for _>
 
 
-def _o(kind, panel: str, help: str, *flags: str) -> tuple:
-    return kind, typer.Option(*flags, help=help, rich_help_panel=panel)
+def _o(kind, panel: str, help: str, *flags: str, default=None) -> tuple:
+    """(type, typer option, default); a config field's default is the config's."""
+    return kind, typer.Option(*flags, help=help, rich_help_panel=panel), default
 
 
 P, M, TR, PR, OUT, MACH = "Problem", "Model", "Training", "Probes", "Output", "Machine"
@@ -61,14 +61,23 @@ OPTIONS = {
     "jacobian": _o(str, PR, "Jacobian for the dense kernel: auto, func or structured."),
     "alpha_steps": _o(str, PR, "T (α at step T) or all (also α over every step t at k = 0)."),
     "early": _o(int, PR, "Early window [0, this) of the measured contraction fit.", "--fit-early"),
-    "preset": _o(str, OUT, f"{' or '.join(PRESETS)}: the configuration; options given explicitly override it."),
-    "out": _o(Optional[Path], OUT, "Run folder (default runs/<command>-<time>). Never overwritten."),
-    "resume": _o(bool, OUT, "Continue the interrupted run in --out.", "--resume"),
+    "preset": _o(str, OUT, f"{' or '.join(PRESETS)}: the configuration; options given explicitly override it.",
+                 default="small"),
+    "out": _o(Optional[Path], OUT, "Output folder (default runs/<command>-<time>; ntk: the --run folder)."),
+    "resume": _o(bool, OUT, "Continue the interrupted run in --out.", "--resume", default=False),
     "device": _o(str, MACH, "auto, cpu or cuda."),
     "threads": _o(Optional[int], MACH, "CPU threads for torch (default: torch's); 1 is often faster on a busy machine."),
+    "strict": _o(bool, OUT, "Exit 1 when a condition the theorem needs FAILS.", "--strict", default=False),
+    "figures": _o(bool, OUT, "Write figures/*.png.", "--figures/--no-figures", default=True),
+    "run": _o(Optional[Path], OUT, "A finished run folder: measure at its W_0 and final weights (its own config)."),
+    "method": _o(str, PR, "Jacobian: auto (structured where it applies), func (torch.func) or structured.",
+                 default="auto"),
+    "t": _o(Optional[int], PR, "Step t of α = σ_min(G_{L−1,t}) (default T).", "--t"),
+    "C": _o(Optional[float], PR, "Constant of the Ω(·) laws of Lemmas 5.1–5.4 (unset: C = 1, verdict undecided).", "--C"),
+    "data": _o(bool, PR, "Also draw the training instances (--seed) and evaluate what needs them.", "--data/--no-data",
+               default=True),
 }
-DEFAULTS = TrainConfig().to_dict() | ProbeConfig().to_dict() | {"preset": "small", "out": None, "resume": False,
-                                                                "threads": None}
+DEFAULTS = {n: o[2] for n, o in OPTIONS.items()} | TrainConfig().to_dict() | ProbeConfig().to_dict()
 RUN = ["preset", "N", "d", "b", "seed", "problem_file", "width", "L", "T", "e", "init", "bias", "detach", "wide_layer",
        "step_scale", "init_file", "lr", "iters", "optimizer", "loss", "on_divergence", "checkpoint_every",
        "saturation_tol", "dtype", "out", "resume", "device", "threads"]
@@ -87,10 +96,10 @@ def options(*names: str):
 
 def _configs(ctx: typer.Context, values: dict) -> tuple[TrainConfig, ProbeConfig]:
     """The preset's configs with the options given explicitly on the command line applied."""
-    given = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()
-             if k in DEFAULTS and k not in ("preset", "out", "resume", "threads")
-             and ctx.get_parameter_source(k).name != "DEFAULT"}
     train_fields = set(TrainConfig.__dataclass_fields__)
+    given = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()
+             if k in train_fields | set(ProbeConfig.__dataclass_fields__)
+             and ctx.get_parameter_source(k).name != "DEFAULT"}
     cfg = preset(values["preset"], **{k: v for k, v in given.items() if k in train_fields})
     return cfg, probe_preset(values["preset"], **{k: v for k, v in given.items() if k not in train_fields})
 
@@ -109,9 +118,9 @@ def _machine(values: dict, command: str) -> Path:
     return values.get("out") or Path("runs") / time.strftime(f"{command}-%Y%m%d-%H%M%S")
 
 
-def _progress(label: str, total: int):
-    """A progress bar and the ``callback(k, metrics)`` that drives it (started by the first iteration, so set-up
-    errors print alone)."""
+def _tracked(label: str, total: int, call):
+    """``call(callback)`` with a progress bar that the training's ``callback(k, metrics)`` drives (started by
+    the first iteration, so set-up errors print alone)."""
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("F(X_T) {task.fields[loss]:.4g}  gain {task.fields[gain]:.3f}"),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
@@ -120,12 +129,10 @@ def _progress(label: str, total: int):
     def show(k, metrics):
         bar.start()
         bar.update(task, completed=k + 1, loss=metrics["F_T"], gain=metrics["gain"])
-    return bar, show
-
-
-@app.callback()
-def _root():
-    """Check the NTK convergence theory of Math-L2O against real training runs."""
+    try:
+        return call(show)
+    finally:
+        bar.stop()
 
 
 @app.command()
@@ -137,67 +144,43 @@ def train(ctx: typer.Context, **values):
 
     out = _machine(values, "train")
     cfg, _ = _configs(ctx, values)
-    bar, show = _progress("training", cfg.iters + 1)
-    try:
-        result = run_training(cfg, out, resume=values["resume"], callback=show)
-    finally:
-        bar.stop()
+    result = _tracked("training", cfg.iters + 1, lambda show: run_training(cfg, out, resume=values["resume"], callback=show))
     Console().print(run_table(result.summary, result.folder))
 
 
 @app.command()
-@options(*RUN, "ntk_every", "ntk_method", "jacobian", "alpha_steps", "early")
-def verify(ctx: typer.Context, strict: Annotated[bool, typer.Option(
-               "--strict", help="Exit 1 when a condition the theorem needs FAILS.", rich_help_panel=OUT)] = False,
-           figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Write figures/*.png.",
-                                                 rich_help_panel=OUT)] = True, **values):
+@options(*RUN, "ntk_every", "ntk_method", "jacobian", "alpha_steps", "early", "strict", "figures")
+def verify(ctx: typer.Context, **values):
     """Train, measure every quantity of the proof, evaluate every condition, compare theory and measurement."""
     from ntkcheck.report import rich_tables
     from ntkcheck.verification import verify as run_verify
 
     out = _machine(values, "verify")
     cfg, probes = _configs(ctx, values)
-    bar, show = _progress("verify", cfg.iters + 1)
-    try:
-        result = run_verify(cfg, probes, out, resume=values["resume"], callback=show, figures=figures)
-    finally:
-        bar.stop()
-    wide = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the whole table
-    for table in rich_tables(result.report):
-        wide.print(table)
+    result = _tracked("verify", cfg.iters + 1, lambda show: run_verify(
+        cfg, probes, out, resume=values["resume"], callback=show, figures=values["figures"]))
+    Console(width=None if sys.stdout.isatty() else 160).print(*rich_tables(result.report))  # a log gets whole tables
     console.print(f"report: {result.folder / 'report.md'}", highlight=False)
     failed = result.failed_required()
-    if strict and failed:
+    if values["strict"] and failed:
         console.print(f"[red]--strict[/red]: conditions the theorem needs fail: {', '.join(failed)}", highlight=False)
         raise typer.Exit(1)
 
 
 @app.command()
-@options("preset", "N", "d", "b", "seed", "problem_file", "width", "L", "T", "e", "init", "bias", "wide_layer",
-         "step_scale", "init_file", "lr", "device", "threads")
-def ntk(ctx: typer.Context,
-        run: Annotated[Optional[Path], typer.Option(help="A finished run folder: measure at its W_0 and its final "
-                                                         "weights (its own config; the model options are ignored).",
-                                                    rich_help_panel=OUT)] = None,
-        method: Annotated[str, typer.Option(help="Jacobian: auto (structured where it applies), func (torch.func "
-                                                 "reference) or structured (fast path).", rich_help_panel=PR)] = "auto",
-        t: Annotated[Optional[int], typer.Option("--t", help="Step t of α = σ_min(G_{L−1,t}) (default T).",
-                                                 rich_help_panel=PR)] = None,
-        out: Annotated[Optional[Path], typer.Option(help="Folder for ntk.json and spectra.npz (default: the --run "
-                                                         "folder, else runs/ntk-<time>).", rich_help_panel=OUT)] = None,
-        **values):
+@options("run", "method", "t", "preset", "N", "d", "b", "seed", "problem_file", "width", "L", "T", "e", "init", "bias",
+         "wide_layer", "step_scale", "init_file", "lr", "out", "device", "threads")
+def ntk(ctx: typer.Context, **values):
     """Empirical NTK (K = J Jᵀ, K̃ = J J̃ᵀ), α = σ_min(G_{L−1,t}), ranks with their tolerances, and the
     linearised rate and stability threshold, in float64, for a configuration's initial weights or a run."""
     from ntkcheck import ntk_report as kr
     from ntkcheck.report import ntk_table
 
-    if method not in ("auto", "func", "structured"):
-        raise ConfigError("method", f"must be one of auto, func, structured (got {method!r})")
-    default = _machine(values, "ntk")
-    folder = out or run or default
+    run = values["run"]
+    folder = run if values["out"] is None and run is not None else _machine(values, "ntk")
     cfg = None if run is not None else _configs(ctx, values)[0]
-    device = values["device"] if run is not None else None
-    report = kr.kernel_report(cfg, run=run, method=method, t=t, device=device)
+    report = kr.kernel_report(cfg, run=run, method=values["method"], t=values["t"],
+                              device=values["device"] if run else None)
     kr.write(report, folder)
     Console().print(ntk_table(report.as_dict(), folder))
     for note in report.notes:
@@ -205,43 +188,34 @@ def ntk(ctx: typer.Context,
 
 
 @app.command()
-def reproduce(
-    figure: Annotated[str, typer.Argument(help="fig2, fig4a, fig4b, fig5 or fig8 (see ntkcheck/reproduce.py).")],
-    preset: Annotated[str, typer.Option(help="small (minutes on one CPU thread) or paper (the published sizes).")] = "small",
-    seed: Annotated[int, typer.Option(help="Seed of the data and of the initialisation.")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="New folder for <figure>.csv, <figure>.png and config.json "
-                                                     "(default runs/<figure>-<preset>). Never overwritten.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help=OPTIONS["threads"][1].help)] = None,
-):
+@options("seed", "out", "threads")
+def reproduce(figure: Annotated[str, typer.Argument(help="fig2, fig4a, fig4b, fig5 or fig8 (ntkcheck/reproduce.py).")],
+              preset: Annotated[str, typer.Option(help="small (minutes on one CPU thread) or paper (published sizes).",
+                                                  rich_help_panel=OUT)] = "small", **values):
     """Rerun one of the paper's comparisons (baselines, GD, Adam) and write its CSV and PNG."""
     from ntkcheck.reproduce import run
 
-    _machine({"threads": threads}, "reproduce")
-    folder = out or Path("runs") / f"{figure}-{preset}"
-    run(figure, folder, preset=preset, seed=seed, log=lambda line: console.print(line, highlight=False))
+    _machine(values, "reproduce")
+    folder = values["out"] or Path("runs") / f"{figure}-{preset}"
+    run(figure, folder, preset=preset, seed=values["seed"], log=lambda line: console.print(line, highlight=False))
     console.print(f"wrote {folder}", highlight=False)
 
 
 @app.command("bounds")
-@options("T", "L", "e", "width", "N", "d", "b", "lr", "step_scale", "seed")
-def bounds_table(ctx: typer.Context,
-                 C: Annotated[Optional[float], typer.Option("--C", help="Constant of the Ω(·) laws (Lemmas 5.1–5.4); "
-                                                            "unset: thresholds at C = 1, verdict undecided.")] = None,
-                 data: Annotated[bool, typer.Option("--data/--no-data", help="Also draw the training instances "
-                                                    "(--seed) and evaluate what needs them.")] = True, **values):
+@options("T", "L", "e", "width", "N", "d", "b", "lr", "step_scale", "seed", "C", "data")
+def bounds_table(**values):
     """The theory's thresholds for a configuration: each condition with its source, status (stated / scaling /
     derived), confidence, threshold, the configuration's value and the verdict."""
     from ntkcheck.compare import thresholds
     from ntkcheck.report import bounds_table as table
 
+    C, data = values.pop("C"), values.pop("data")
     cfg = TrainConfig(**values)
     rows = thresholds(cfg, C=C, data=data)
     Console().print(table(rows, cfg, data))
-    if C is None:
-        console.print("scaling laws: the constant C of Ω(·) is unknown; thresholds shown at C = 1 (set it with --C)",
-                      highlight=False, soft_wrap=True)
-    for r in rows:
-        console.print(f"[dim]{r['key']}[/dim] {r['note']}", highlight=False, soft_wrap=True)
+    notes = [] if C is not None else ["scaling laws: the constant C of Ω(·) is unknown; thresholds at C = 1 (set --C)"]
+    for note in notes + [f"[dim]{r['key']}[/dim] {r['note']}" for r in rows]:
+        console.print(note, highlight=False, soft_wrap=True)
 
 
 def flag(field: str) -> str:

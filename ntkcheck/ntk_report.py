@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ntkcheck import io, runfolder
-from ntkcheck.config import ConfigError, TrainConfig
+from ntkcheck.config import JACOBIANS, ConfigError, TrainConfig
 from ntkcheck.experiment import build_model, initial_weights, make_problem, resolve_device
 from ntkcheck.linalg import KernelDrift, kernel_drift
 from ntkcheck.probes import NonFiniteKernel, ProbeResult, measure
@@ -52,6 +52,8 @@ def kernel_report(cfg: TrainConfig | None = None, *, run: str | Path | None = No
     """The NTK at ``cfg``'s initial weights, or at a finished ``run``'s W_0 and final weights (its own config;
     a diverged run's non-finite final weights are left out, with a note). ``method``: the Jacobian
     (:func:`ntkcheck.ntk.jacobian`); ``t``: the step of α (default T); ``device``: default the config's."""
+    if method not in JACOBIANS:
+        raise ConfigError("method", f"must be one of {', '.join(JACOBIANS)} (got {method!r})")
     if (cfg is None) == (run is None):
         raise ConfigError("run", "give either a configuration or a finished run folder")
     if run is not None:

@@ -135,7 +135,7 @@ TINY = dict(N=3, d=8, b=6, width=16, T=5, e=5.0)
 
 def measured_losses(cfg, tmp_path, name):
     result = train(cfg, tmp_path / name)
-    return result.metrics.query("quantity == 'loss'").sort_values("iteration")["value"].to_numpy()
+    return result.metrics["loss"].to_numpy()
 
 
 def test_linearised_prediction_matches_the_trainer_to_second_order_in_eta(tmp_path):
