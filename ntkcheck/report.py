@@ -126,9 +126,6 @@ def probe_rows(report: dict) -> list[list[str]]:
 
 # -- figures --------------------------------------------------------------------------------------------------
 
-FIGURES = ("loss", "spectrum", "probes", "e_eta")
-
-
 def figures(report: dict, metrics: pd.DataFrame, points: dict, curves: dict, folder: Path) -> list[Path]:
     """figures/loss.png, spectrum.png, probes.png, e_eta.png (seaborn, PNG), from report.json's content, the wide
     metrics of the run, its probes (iteration → :class:`ntkcheck.probes.ProbeResult`) and the predicted curves."""
@@ -141,7 +138,7 @@ def figures(report: dict, metrics: pd.DataFrame, points: dict, curves: dict, fol
     sns.set_theme(style="whitegrid", context="paper")
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, draw in (("loss", _loss), ("spectrum", _spectrum), ("probes", _probes), ("e_eta", _e_eta)):
+    for name, draw in FIGURES.items():
         fig = draw(plt, sns, report, metrics, points, curves)
         path = folder / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -237,6 +234,9 @@ def _e_eta(plt, sns, report, metrics, points, curves):
     ax.legend(fontsize=6)
     ax.set_title("e–η plane")
     return fig
+
+
+FIGURES = {"loss": _loss, "spectrum": _spectrum, "probes": _probes, "e_eta": _e_eta}  # name → drawing function
 
 
 # -- terminal tables of the other commands ------------------------------------------------------------------

@@ -135,3 +135,20 @@ def test_every_config_field_maps_to_a_flag_of_the_command_that_sets_it():
             assert f"--{field}" in opts
             continue
         assert flag(field) in opts, field
+
+
+def test_verify_builds_the_problem_and_the_model_once(monkeypatch):
+    from ntkcheck import experiment, problems
+
+    calls = {"generate": 0, "build_model": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(problems, "generate", counted("generate", problems.generate))
+    monkeypatch.setattr(experiment, "build_model", counted("build_model", experiment.build_model))
+    ntkcheck.verify(ntkcheck.TrainConfig(**SMALL, lr=1e-3, iters=4), ntkcheck.ProbeConfig(ntk_every=2))
+    assert calls == {"generate": 1, "build_model": 1}
