@@ -27,8 +27,8 @@ from ntkcheck.ntk import Gram, empirical_ntk, jacobian, ntk_operator
 from ntkcheck.probes import ProbeResult, measure
 from ntkcheck.problems import Problem
 from ntkcheck.runfolder import Interrupted
-from ntkcheck.training import RunResult, load_run, train
-from ntkcheck.verification import VerifyResult, verify
+from ntkcheck.training import RunResult, load_run, resume_run, train
+from ntkcheck.verification import VerifyResult, resume_verify, verify
 
 __all__ = [
     # configurations
@@ -36,7 +36,7 @@ __all__ = [
     # the objects
     "Problem", "MathL2O", "Experiment", "setup", "make_problem", "build_model", "initial_weights",
     # runs
-    "train", "RunResult", "load_run", "Interrupted", "verify", "VerifyResult",
+    "train", "resume_run", "RunResult", "load_run", "Interrupted", "verify", "resume_verify", "VerifyResult",
     # instruments
     "jacobian", "empirical_ntk", "Gram", "ntk_operator", "alpha", "measure", "ProbeResult", "kernel_report",
     "KernelReport", "kernel_spectrum", "extreme_eigenvalues", "kernel_drift", "KernelDrift", "Rank",

@@ -94,12 +94,16 @@ def options(*names: str):
     return wrap
 
 
+def _given(ctx: typer.Context, values: dict) -> dict:
+    """The config fields given explicitly on the command line (paths as strings)."""
+    fields = set(TrainConfig.__dataclass_fields__) | set(ProbeConfig.__dataclass_fields__)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()
+            if k in fields and ctx.get_parameter_source(k).name != "DEFAULT"}
+
+
 def _configs(ctx: typer.Context, values: dict) -> tuple[TrainConfig, ProbeConfig]:
     """The preset's configs with the options given explicitly on the command line applied."""
-    train_fields = set(TrainConfig.__dataclass_fields__)
-    given = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()
-             if k in train_fields | set(ProbeConfig.__dataclass_fields__)
-             and ctx.get_parameter_source(k).name != "DEFAULT"}
+    given, train_fields = _given(ctx, values), set(TrainConfig.__dataclass_fields__)
     cfg = preset(values["preset"], **{k: v for k, v in given.items() if k in train_fields})
     return cfg, probe_preset(values["preset"], **{k: v for k, v in given.items() if k not in train_fields})
 
@@ -140,10 +144,10 @@ def _tracked(label: str, total: int, call):
 def train(ctx: typer.Context, **values):
     """Train Math-L2O and record every iteration (default: the paper's small configuration)."""
     from ntkcheck.report import run_table
-    from ntkcheck.training import train as run_training
+    from ntkcheck.training import resume_config, train as run_training
 
-    out = _machine(values, "train")
-    cfg, _ = _configs(ctx, values)
+    out = _machine(values, "train")  # a resume needs only --out: the stored config is the truth
+    cfg = resume_config(out, **_given(ctx, values)) if values["resume"] else _configs(ctx, values)[0]
     result = _tracked("training", cfg.iters + 1, lambda show: run_training(cfg, out, resume=values["resume"], callback=show))
     Console().print(run_table(result.summary, result.folder))
 
@@ -153,10 +157,10 @@ def train(ctx: typer.Context, **values):
 def verify(ctx: typer.Context, **values):
     """Train, measure every quantity of the proof, evaluate every condition, compare theory and measurement."""
     from ntkcheck.report import rich_tables
-    from ntkcheck.verification import verify as run_verify
+    from ntkcheck.verification import resume_settings, verify as run_verify
 
     out = _machine(values, "verify")
-    cfg, probes = _configs(ctx, values)
+    cfg, probes = resume_settings(out, **_given(ctx, values)) if values["resume"] else _configs(ctx, values)
     result = _tracked("verify", cfg.iters + 1, lambda show: run_verify(
         cfg, probes, out, resume=values["resume"], callback=show, figures=values["figures"]))
     Console(width=None if sys.stdout.isatty() else 160).print(*rich_tables(result.report))  # a log gets whole tables

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ntkcheck.config import ConfigError
+
 
 def read_arrays(path: str | Path) -> dict[str, torch.Tensor]:
     """The named arrays of a ``.npz`` file or of a ``.pt`` file holding a dict of tensors."""
@@ -30,13 +32,32 @@ def read_arrays(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v) for k, v in data.items()}
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp's own files are 0600
+TEMPORARY = ".*.tmp"  # the glob of a write that was cut short (a kill between write and rename)
+
+
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Write through ``write(tmp)`` into a temporary file beside ``path``, then rename it: ``path`` is never
+    half-written. A failed write (disk full, no permission) is an error naming ``out``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as err:
+        raise ConfigError("out", f"cannot write {path}: {err.strerror}") from None
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write failed; is the disk full?"
+        raise ConfigError("out", f"cannot write {path}: {reason}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -47,6 +68,14 @@ def write_json(path: Path, data) -> None:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True, default=str)
             f.write("\n")
+
+    _atomic(Path(path), write)
+
+
+def write_text(path: Path, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
 
     _atomic(Path(path), write)
 

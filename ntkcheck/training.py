@@ -18,6 +18,7 @@ folder (:mod:`ntkcheck.runfolder`).
 from __future__ import annotations
 
 import json
+import math
 import signal
 import threading
 import time
@@ -33,7 +34,7 @@ from ntkcheck.experiment import build_model, setup
 from ntkcheck.model import MathL2O, Trajectory
 from ntkcheck.runfolder import CHECKPOINT, Interrupted
 
-STATE = ("k", "params", "optimizer", "W0", "records", "status", "skipped", "seconds")  # a checkpoint's keys
+STATE = ("k", "params", "optimizer", "W0", "status", "skipped", "seconds", "files")  # a checkpoint's keys
 
 
 @dataclass(frozen=True)
@@ -146,26 +147,43 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, problem: problems.
 
     ``problem`` and ``model`` replace the ones the config describes (:func:`ntkcheck.experiment.setup`; the
     model is trained in place). With ``out`` None the run stays in memory; with a folder it is written there
-    (``<out>.partial`` until it ends, then renamed), checkpointed every ``checkpoint_every`` iterations, and
-    on SIGINT/SIGTERM the last completed iteration is checkpointed and :class:`Interrupted` raised;
-    ``resume=True`` continues it and ends with the numbers an uninterrupted run would have.
-    ``callback(k, metrics)`` is called after iteration k is recorded; ``probe(k, model)`` before it runs, with
-    the model at W_k (it must not change the model).
+    (``<out>.partial`` until it ends, then renamed), checkpointed at k = 0 and every ``checkpoint_every``
+    iterations, and on SIGINT/SIGTERM the last completed iteration is checkpointed and :class:`Interrupted`
+    raised; ``resume=True`` continues it (:func:`resume_run` needs only the folder) and ends with the numbers an
+    uninterrupted run would have. ``callback(k, metrics)`` is called after iteration k is recorded;
+    ``probe(k, model)`` before it runs, with the model at W_k (it must not change the model).
     """
     if resume and out is None:
         raise ConfigError("resume", "needs out, the folder of the interrupted run")
     exp = setup(cfg, problem=problem, model=model)
+    if out is None:
+        return _run(exp, None, False, callback, probe)
+    with runfolder.open_run(out, resume) as work:
+        return _run(exp, work, resume, callback, probe)
+
+
+def resume_config(out: str | Path, **changes) -> TrainConfig:
+    """The configuration the interrupted run in ``out`` was started with, with ``changes`` to the fields a resume
+    can change (:data:`ntkcheck.runfolder.RESUMABLE`: ``iters``, ``device``, …); other fields must keep their value."""
+    return runfolder.resumed_config(runfolder.stored_settings(Path(out), CHECKPOINT)["config"], changes)
+
+
+def resume_run(out: str | Path, *, callback=None, probe=None, **changes) -> RunResult:
+    """Continue the interrupted run in ``out`` (:func:`resume_config`): only the folder is needed."""
+    return train(resume_config(out, **changes), out, resume=True, callback=callback, probe=probe)
+
+
+def _run(exp, work: Path | None, resume: bool, callback, probe) -> RunResult:
     cfg, model, problem = exp.config, exp.model, exp.problem
-    work = None if out is None else runfolder.prepare(out, resume)
     optimizer = meta_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
-    state = {"k": 0, "records": [], "status": "running", "skipped": 0, "seconds": 0.0,
-             "W0": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    state = {"k": 0, "records": [], "saved": 0, "status": "running", "skipped": 0, "seconds": 0.0,
+             "W0": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+             "files": {} if work is None else runfolder.file_hashes(cfg)}
     if resume:
-        saved = runfolder.load_checkpoint(work / CHECKPOINT, cfg, set(STATE))
-        model.load_state_dict(saved["params"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = {k: saved[k] for k in state}
-    if state["status"] != "diverged":
+        state = restore(work, cfg, model, optimizer)
+    elif work is not None:
+        save_checkpoint(work, cfg, model, optimizer, state)  # from here on the folder is resumable
+    if state["status"] == "running":
         F_gd = torch.stack([problems.objective(problem, X)
                             for X in problems.gd_trajectory(problem, cfg.T, cfg.step_scale)[1:]])
         try:
@@ -175,13 +193,32 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, problem: problems.
             if work is None:
                 raise
             save_checkpoint(work, cfg, model, optimizer, state)
-            raise Interrupted(Path(out), state["k"] - 1) from None
+            raise Interrupted(runfolder.final_folder(work), state["k"] - 1) from None
     return finish(cfg, work, model, optimizer, state)
+
+
+def restore(work: Path, cfg: TrainConfig, model: MathL2O, optimizer) -> dict:
+    """The state of the interrupted run in ``work`` (weights and optimizer loaded into ``model``/``optimizer``),
+    after checking that it was made with ``cfg``, the same input files, and no more iterations than ``cfg.iters``."""
+    saved = runfolder.load_checkpoint(work / CHECKPOINT, cfg, set(STATE))
+    runfolder.check_same_files(saved["files"], cfg)
+    if saved["k"] - 1 > cfg.iters:
+        raise ConfigError("iters", f"the interrupted run already recorded iterations 0..{saved['k'] - 1}; resume "
+                                   f"with iters ≥ {saved['k'] - 1}")
+    model.load_state_dict(saved["params"])
+    optimizer.load_state_dict(saved["optimizer"])
+    state = {k: saved[k] for k in STATE if k not in ("params", "optimizer")}
+    state["records"] = runfolder.read_records(work, saved["k"])
+    state["saved"] = saved["k"]
+    if state["status"] == "completed" and saved["k"] - 1 < cfg.iters:  # finished early, now asked for more
+        state["status"] = "running"
+    return state
 
 
 def loop(cfg, model, optimizer, problem, F_gd, state: dict, work, stop, callback, probe) -> None:
     """Iterations k = state["k"]..K: probe, step, record; stop at a divergence (``on_divergence="stop"``) or
-    on a stop request; with a run folder ``work``, checkpoint every ``checkpoint_every`` iterations."""
+    on a stop request; with a run folder ``work``, checkpoint every ``checkpoint_every`` iterations. A run ends
+    ``completed`` only when its last loss is finite (with ``on_divergence="skip"`` it may not be)."""
     while state["k"] <= cfg.iters:
         k = state["k"]
         if probe is not None:
@@ -203,7 +240,7 @@ def loop(cfg, model, optimizer, problem, F_gd, state: dict, work, stop, callback
             raise KeyboardInterrupt
         if work is not None and state["k"] % cfg.checkpoint_every == 0 and state["k"] <= cfg.iters:
             save_checkpoint(work, cfg, model, optimizer, state)
-    state["status"] = "completed"
+    state["status"] = "completed" if math.isfinite(state["records"][-1]["loss"]) else "diverged"
 
 
 class StopRequest:
@@ -234,8 +271,12 @@ class StopRequest:
 
 
 def save_checkpoint(work: Path, cfg: TrainConfig, model: MathL2O, optimizer, state: dict) -> None:
+    """Append the new iterations' metrics to the records file, then write the checkpoint (weights, optimizer, W_0,
+    counters): a kill between the two leaves records past the checkpoint, which a resume drops."""
+    runfolder.append_records(work, state["records"][state["saved"]:])
+    state["saved"] = len(state["records"])
     runfolder.save_checkpoint(work, cfg, {
-        **state,
+        **{k: v for k, v in state.items() if k not in ("records", "saved")},
         "params": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
     })

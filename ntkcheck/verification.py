@@ -149,13 +149,38 @@ def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path 
            callback=None, figures: bool = True) -> VerifyResult:
     """The whole verification (module docstring) of ``cfg`` with the probes ``probes`` (default
     :class:`~ntkcheck.config.ProbeConfig`). ``problem``/``model`` replace the config's (as in ``train``). In
-    memory when ``out`` is None; else the run folder ``out`` (with ``figures``), resumable with ``resume``."""
+    memory when ``out`` is None; else the run folder ``out`` (with ``figures``), resumable with ``resume``
+    (:func:`resume_verify` needs only the folder)."""
     probes = ProbeConfig() if probes is None else probes
     if resume and out is None:
         raise ConfigError("resume", "needs out, the folder of the interrupted verify")
     exp = setup(cfg, problem=problem, model=model)
+    if out is None:
+        return _verify(exp, probes, None, "memory", callback, figures)
+    with runfolder.open_run(out, resume, marker=SETTINGS) as work:
+        _settings(work, resume, exp.config, probes)
+        return _verify(exp, probes, work, Path(out).name, callback, figures)
+
+
+def resume_settings(out: str | Path, **changes) -> tuple[TrainConfig, ProbeConfig]:
+    """The configuration and probes the interrupted verify in ``out`` was started with, with ``changes`` to the
+    training fields a resume can change (:data:`ntkcheck.runfolder.RESUMABLE`); probe options cannot change."""
+    stored = runfolder.stored_settings(Path(out), SETTINGS)
+    probe_fields = set(ProbeConfig.__dataclass_fields__)
+    runfolder.check_same_config(stored["probes"], {k: v for k, v in changes.items() if k in probe_fields},
+                                "the interrupted verify used")
+    cfg = runfolder.resumed_config(stored["config"], {k: v for k, v in changes.items() if k not in probe_fields})
+    return cfg, ProbeConfig(**stored["probes"])
+
+
+def resume_verify(out: str | Path, *, callback=None, figures: bool = True, **changes) -> VerifyResult:
+    """Continue the interrupted verify in ``out`` (:func:`resume_settings`): only the folder is needed."""
+    cfg, probes = resume_settings(out, **changes)
+    return verify(cfg, probes, out, resume=True, callback=callback, figures=figures)
+
+
+def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, figures: bool) -> VerifyResult:
     cfg = exp.config
-    work = None if out is None else _prepare(Path(out), resume, cfg, probes)
     constants = problem_constants(exp.problem, cfg.T, cfg.step_scale)
     prober = Prober(cfg, probes, exp.problem, None if work is None else work / PROBES)
     training = _train(cfg, exp, work, prober, callback)
@@ -165,7 +190,7 @@ def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path 
     rows, curves = comparisons(cfg, probes.early, points, training.metrics, verdicts)
     probed = probe_frame(points)
     report = {
-        "status": training.status, "run_id": "memory" if out is None else Path(out).name, "config": cfg.to_dict(),
+        "status": training.status, "run_id": run_id, "config": cfg.to_dict(),
         "probes": probes.to_dict(), "probe_method": prober.method, "dtype_probes": "float64",
         "versions": runfolder.versions(), "summary": training.summary,
         "problem": {"beta": constants["beta"], "beta_i": constants["beta_i"].tolist(),
@@ -177,31 +202,29 @@ def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path 
     metrics = training.metrics.join(probed, how="left")
     folder = None
     if work is not None:
-        long = pd.concat([runfolder.to_long(training.metrics, report["run_id"]),
-                          runfolder.to_long(probed, report["run_id"], dropna=True)], ignore_index=True)
+        long = pd.concat([runfolder.to_long(training.metrics, run_id),
+                          runfolder.to_long(probed, run_id, dropna=True)], ignore_index=True)
         runfolder.write_metrics(work, long)
         io.write_npz(work / "spectra.npz", spectra(points) | {f"curve_{k}": v for k, v in curves.items()})
         io.write_json(work / "report.json", report)
-        (work / "report.md").write_text(reports.markdown(report))
+        io.write_text(work / "report.md", reports.markdown(report))
         if figures:
             reports.figures(report, metrics, points, curves, work / "figures")
         folder = runfolder.finish(work)
     return VerifyResult(cfg, probes, training.status, report, metrics, points, curves, training, folder)
 
 
-def _prepare(out: Path, resume: bool, cfg: TrainConfig, probes: ProbeConfig) -> Path:
-    """The partial folder, with the settings a resume must match."""
-    work = runfolder.prepare(out, resume, marker=SETTINGS)
+def _settings(work: Path, resume: bool, cfg: TrainConfig, probes: ProbeConfig) -> None:
+    """Write the settings a resume must match, or check them on a resume."""
     settings = {"config": cfg.to_dict(), "probes": probes.to_dict()}
-    if resume:
-        saved = json.loads((work / SETTINGS).read_text())
-        if saved["probes"] != settings["probes"]:
-            raise ConfigError("resume", f"the interrupted verify probed with {saved['probes']}; resume with the same "
-                                        "probe options")
-        runfolder.check_same_config(saved["config"], settings["config"], "the interrupted verify used")
-    else:
+    if not resume:
         io.write_json(work / SETTINGS, settings)
-    return work
+        return
+    saved = json.loads((work / SETTINGS).read_text())
+    if saved["probes"] != settings["probes"]:
+        raise ConfigError("resume", f"the interrupted verify probed with {saved['probes']}; resume with the same "
+                                    "probe options")
+    runfolder.check_same_config(saved["config"], settings["config"], "the interrupted verify used")
 
 
 def _train(cfg: TrainConfig, exp, work: Path | None, prober: Prober, callback) -> RunResult:
@@ -211,9 +234,10 @@ def _train(cfg: TrainConfig, exp, work: Path | None, prober: Prober, callback) -
     run_dir = work / TRAIN
     if run_dir.exists():
         return load_run(run_dir)
+    resume = (runfolder.partial_folder(run_dir) / runfolder.CHECKPOINT).exists()
     try:
-        return train(cfg, run_dir, problem=exp.problem, model=exp.model, resume=runfolder.partial_folder(run_dir).exists(),
-                     callback=callback, probe=prober)
+        return train(cfg, run_dir, problem=exp.problem, model=exp.model, resume=resume, callback=callback,
+                     probe=prober)
     except Interrupted as err:
         raise Interrupted(runfolder.final_folder(work), err.iteration) from None
 

@@ -91,6 +91,7 @@ def _errors(tmp_path):
     """Bad input to the library, one case per kind of check."""
     cfg = ntkcheck.TrainConfig(**SMALL, iters=2)
     (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "report.json").write_text("{}")  # a folder that holds something is never written into
     yield "width", lambda: ntkcheck.TrainConfig(width=0)
     yield "b", lambda: ntkcheck.TrainConfig(b=40)
     yield "lr", lambda: ntkcheck.TrainConfig(lr=math.nan)
