@@ -164,6 +164,8 @@ def verify(ctx: typer.Context, **values):
     result = _tracked("verify", cfg.iters + 1, lambda show: run_verify(
         cfg, probes, out, resume=values["resume"], callback=show, figures=values["figures"]))
     Console(width=None if sys.stdout.isatty() else 160).print(*rich_tables(result.report))  # a log gets whole tables
+    for note in result.report["notes"]:
+        console.print(f"[yellow]note[/yellow] {note}", highlight=False, soft_wrap=True)
     console.print(f"report: {result.folder / 'report.md'}", highlight=False)
     failed = result.failed_required()
     if values["strict"] and failed:

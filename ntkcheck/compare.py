@@ -26,7 +26,7 @@ from bounds.quantities import complete
 from ntkcheck import problems
 from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.dynamics import fit_contraction
-from ntkcheck.probes import ProbeResult
+from ntkcheck.probes import ProbeFailure, ProbeResult
 
 
 def problem_constants(problem: problems.Problem, T: int, step_scale: float) -> dict:
@@ -142,3 +142,23 @@ def _row(what: str, theory: str, predicted: float, measured: float, *, holds=Non
     ratio = measured / predicted if predicted != 0.0 and math.isfinite(predicted) else math.nan
     return {"what": what, "theory": theory, "predicted": float(predicted), "measured": float(measured),
             "ratio": float(ratio), "holds": holds, **({"fit": extra} if extra else {})}
+
+
+def notes(summary: dict, points: dict) -> list[str]:
+    """What a reader must know before reading the verdicts: a divergence, probes that could not be measured,
+    and probes where the kernel vanished (K_k = 0: no parameter moves the residual, the run is frozen there)."""
+    out = []
+    if summary["status"] == "diverged":
+        where = summary["diverged_iterations"]
+        out.append(f"training diverged (non-finite loss or gradient at k = {', '.join(map(str, where[:10]))}); "
+                   f"F(X_T) at the end is {summary['F_T_final']:.4g}, and the conditions are evaluated on the "
+                   "finite iterations only")
+    failed = [f"k = {k}: {p.error}" for k, p in sorted(points.items()) if isinstance(p, ProbeFailure)]
+    if failed:
+        out.append("probes not measured: " + "; ".join(failed))
+    zero = [k for k, p in sorted(points.items()) if isinstance(p, ProbeResult) and p.K.lambda_max == 0]
+    if zero:
+        out.append(f"the kernel is exactly zero (K_k = 0) at k = {', '.join(map(str, zero))}: no parameter moves the "
+                   "residual there, so training is frozen; λ_min, 2/λ_max and the drift's direction are undefined "
+                   "at those probes")
+    return out

@@ -92,6 +92,7 @@ def markdown(report: dict) -> str:
         "Configuration: " + ", ".join(f"{k}={cfg[k]}" for k in ("N", "d", "b", "width", "L", "T", "e", "lr", "iters",
                                                                  "init", "detach", "step_scale", "seed", "dtype")) + ".",
         f"Probes at k = {', '.join(sorted(report['probe_points'], key=int))} ({report['probe_method']}, float64).",
+        *(["## Notes", "\n".join(f"- {note}" for note in report["notes"])] if report.get("notes") else []),
         "## Conditions",
         "Verdicts: **holds** (true on the measured numbers), **FAILS** (false), **undecided** (a quantity is "
         "missing, or a scaling law whose constant is unknown: value and threshold are shown with the constant).",

@@ -70,14 +70,16 @@ INDEX_MAX = 2**62  # the largest array (in elements) this module lets numpy and 
 GB = 1e9
 
 # fitted constants (module docstring)
-C_PREFIX = 24
-C_STEP = 8_000
-C_ROW = 40
+C_PREFIX = 72
+C_STEP = 36_000
+C_ROW = 32
 C_EARLY = 3
 C_DENSE = 1.5
+C_DENSE_HEAP = 3.5
+HEAP_BLOCK = 32 * 2**20  # glibc serves blocks below this from its heap, where freed blocks fragment
 C_BACK = 3
-C_RECORD = 3_000
-C_WEIGHT = 300
+C_RECORD = 2_000
+C_WEIGHT = 250
 C_FEAT = 4
 C_EIG = 10
 C_STRUCT = 16
@@ -223,6 +225,7 @@ def estimate(cfg: TrainConfig, probes: ProbeConfig | None = None) -> Estimate:
     P = 4 * E + 3 * n + (2 * E + n + 1 if cfg.bias else 0)
     angular = not cfg.bias and cfg.wide_layer != "dense"
     dense_hint = "use wide_layer=angular" if not cfg.bias and cfg.wide_layer == "dense" else ""
+    c_dense = C_DENSE_HEAP if R * n * s < HEAP_BLOCK else C_DENSE
 
     training = [
         Term("problem M", 8 * (N * b * d + 3 * N * b * b) + (4 * N * b * d if s == 4 else 0), {"N": 1, "b": 1, "d": 1}),
@@ -233,15 +236,15 @@ def estimate(cfg: TrainConfig, probes: ProbeConfig | None = None) -> Estimate:
         Term("unroll overhead", T * C_STEP, {"T": 1}),
         Term("unroll rows", T * C_ROW * 8 * R, {"T": 1, "N": 1, "d": 1}),
         Term("unroll early layers", T * C_EARLY * s * 2 * R * E, {"T": 1, "L": 1, "N": 1, "d": 1}),
-        Term("unroll wide layer", 0 if angular else int(T * C_DENSE * s * R * n), {"T": 1, "N": 1, "d": 1, "width": 1},
+        Term("unroll wide layer", 0 if angular else int(T * c_dense * s * R * n), {"T": 1, "N": 1, "d": 1, "width": 1},
              dense_hint),
         Term("backward", (0 if angular else C_BACK * R * n * (s + 1)) + C_ROW * 8 * R, {"N": 1, "d": 1, "width": 1},
              dense_hint),
-        Term("records", (K + 1) * (C_RECORD + C_WEIGHT * L), {"iters": 1}),
+        Term("records", (K + 1) * (C_RECORD + C_WEIGHT * L), {"iters": 1, "L": 1}),
     ]
     probe = []
     if probes is not None:
-        graph64 = T * (C_STEP + C_ROW * 8 * R + C_EARLY * 8 * 2 * R * E + (0 if angular else C_DENSE * 8 * R * n))
+        graph64 = T * (C_STEP + C_ROW * 8 * R + C_EARLY * 8 * 2 * R * E + (0 if angular else (C_DENSE_HEAP if R * n * 8 < HEAP_BLOCK else C_DENSE) * 8 * R * n))
         probe += [
             Term("features", C_FEAT * 8 * R * n, {"N": 1, "d": 1, "width": 1}),
             Term("constants", 2 * 8 * N * b * d, {"N": 1, "b": 1, "d": 1}),

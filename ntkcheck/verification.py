@@ -25,7 +25,7 @@ import pandas as pd
 
 from ntkcheck import io, problems, runfolder
 from ntkcheck import report as reports
-from ntkcheck.compare import comparisons, evaluate_conditions, problem_constants, quantities
+from ntkcheck.compare import comparisons, evaluate_conditions, notes, problem_constants, quantities
 from ntkcheck.config import ConfigError, ProbeConfig, TrainConfig
 from ntkcheck.experiment import setup
 from ntkcheck.linalg import kernel_drift
@@ -196,7 +196,7 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
         "problem": {"beta": constants["beta"], "beta_i": constants["beta_i"].tolist(),
                     "sigma_min_sq_i": constants["sigma_min_sq_i"].tolist(), "dist_sq": constants["dist_sq"],
                     "F_gd": constants["F_gd"].tolist()},
-        "conditions": verdicts, "comparisons": rows,
+        "notes": notes(training.summary, points), "conditions": verdicts, "comparisons": rows,
         "probe_points": {str(k): {"iteration": k, **p.as_dict()} for k, p in sorted(points.items())},
     }
     metrics = training.metrics.join(probed, how="left")

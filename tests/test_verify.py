@@ -214,3 +214,19 @@ def test_resume_refuses_other_options(tmp_path):
         verify(TrainConfig(**{**TINY, "e": 6.0}), PROBES, tmp_path / "run", resume=True)
     with pytest.raises(ConfigError, match="^resume: "):
         verify(TrainConfig(**TINY), ProbeConfig(ntk_every=3), tmp_path / "run", resume=True)
+
+
+@pytest.mark.parametrize("option, value, says", [("--lr", "1e3", "the kernel is exactly zero"),
+                                                  ("--e", "1e308", "training diverged")])
+def test_verify_where_the_theory_breaks_down_still_reports_and_says_why(tmp_path, capsys, option, value, says):
+    """η = 1e3 drives K to exactly 0 (the run freezes); e = 1e308 overflows at k = 0: both write their report,
+    say so in it, and exit 0."""
+    args = ["verify", "--N", "4", "--d", "16", "--b", "12", "--width", "64", "--T", "8", "--iters", "40",
+            "--ntk-every", "20", option, value, "--out", str(tmp_path / "v"), "--threads", "1"]
+    assert main(args) == 0
+    assert says in capsys.readouterr().err
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert any(says in note for note in report["notes"])
+    assert says in (tmp_path / "v" / "report.md").read_text()
+    for name in ("loss", "spectrum", "probes", "e_eta"):
+        assert (tmp_path / "v" / "figures" / f"{name}.png").is_file()
