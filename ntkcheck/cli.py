@@ -123,8 +123,7 @@ def _machine(values: dict, command: str) -> Path:
 
 
 def _tracked(label: str, total: int, call):
-    """``call(callback)`` with a progress bar that the training's ``callback(k, metrics)`` drives (started by
-    the first iteration, so set-up errors print alone)."""
+    """``call(callback)`` with a progress bar driven by ``callback(k, metrics)`` (set-up errors print alone)."""
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("F(X_T) {task.fields[loss]:.4g}  gain {task.fields[gain]:.3f}"),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
@@ -164,11 +163,8 @@ def verify(ctx: typer.Context, **values):
     result = _tracked("verify", cfg.iters + 1, lambda show: run_verify(
         cfg, probes, out, resume=values["resume"], callback=show, figures=values["figures"]))
     Console(width=None if sys.stdout.isatty() else 160).print(*rich_tables(result.report))  # a log gets whole tables
-    for note in result.report["notes"]:
-        console.print(f"[yellow]note[/yellow] {note}", highlight=False, soft_wrap=True)
     console.print(f"report: {result.folder / 'report.md'}", highlight=False)
-    failed = result.failed_required()
-    if values["strict"] and failed:
+    if values["strict"] and (failed := result.failed_required()):
         console.print(f"[red]--strict[/red]: conditions the theorem needs fail: {', '.join(failed)}", highlight=False)
         raise typer.Exit(1)
 
@@ -189,8 +185,6 @@ def ntk(ctx: typer.Context, **values):
                               device=values["device"] if run else None)
     kr.write(report, folder)
     Console().print(ntk_table(report.as_dict(), folder))
-    for note in report.notes:
-        console.print(f"[yellow]note[/yellow] {note}", highlight=False, soft_wrap=True)
 
 
 @app.command()

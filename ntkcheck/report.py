@@ -59,7 +59,7 @@ COMPARISON_HEADER = ["what", "theory", "predicted", "measured", "measured/predic
 def rich_tables(report: dict) -> list[Table]:
     """The verdict table and the comparison table for the terminal."""
     cond = Table(title=f"conditions of the proof on run {report['run_id']} ({report['status']}); "
-                       "the gap of each is in report.md")
+                       "the gap of each is in report.md", caption=_notes(report))
     for name in CONDITION_HEADER[:-1]:
         cond.add_column(name, no_wrap=name in ("condition", "verdict"))
     style = {"holds": "green", "FAILS": "red", "undecided": "yellow"}
@@ -72,6 +72,11 @@ def rich_tables(report: dict) -> list[Table]:
     for row in comparison_rows(report):
         comp.add_row(*row)
     return [cond, comp]
+
+
+def _notes(report: dict) -> str | None:
+    """The report's notes (a divergence, unmeasured probes, a vanished kernel) as a table caption."""
+    return "\n".join(f"[yellow]note:[/yellow] {note}" for note in report.get("notes", [])) or None
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -262,7 +267,7 @@ def run_table(summary: dict, folder) -> Table:
 def ntk_table(report: dict, folder) -> Table:
     """``ntkcheck ntk``: every probe quantity (ntk.json's content) at each measured point."""
     points = report["points"]
-    table = Table(title=f"NTK of Math-L2O (float64, {report['method']}) → {folder}")
+    table = Table(title=f"NTK of Math-L2O (float64, {report['method']}) → {folder}", caption=_notes(report))
     table.add_column("quantity")
     for name, p in points.items():
         table.add_column(f"{name} (k={p['iteration']})", justify="right")
