@@ -22,7 +22,7 @@ from ntkcheck.runfolder import Interrupted
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Check the NTK convergence theory of Math-L2O against real training runs.")
 console = Console(stderr=True)
-FLAGS = {"early": "--fit-early"}  # fields whose flag is not --<field with - for _>
+FLAGS = {"early": "--fit-early", "figure": "FIGURE"}  # fields whose flag is not --<field with - for _>
 
 
 def _o(kind, panel: str, help: str, *flags: str, default=None) -> tuple:

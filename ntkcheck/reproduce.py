@@ -26,32 +26,38 @@ from ntkcheck import io, problems
 from ntkcheck.baselines import LISTACPSS, MathL2OLSTM, adam_grid, evaluate, fit, gd, grid_summary, nag, weight_only
 from ntkcheck.baselines.classical import ADAM_BETA1, ADAM_BETA2
 from ntkcheck.baselines.lista import shared_dictionary
-from ntkcheck.config import ConfigError, hidden_widths
+from ntkcheck.config import PRESETS, ConfigError, hidden_widths
 from ntkcheck.model import build
 
 PAPER_LRS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
-PRESETS = {
+# The two configurations of ntkcheck.config.PRESETS (problem sizes, width, horizon, e, η); each figure adds its grid.
+SMALL = {k: PRESETS["small"][k] for k in ("N", "d", "b", "width", "T", "e", "lr")}
+PAPER = {k: PRESETS["paper"][k] for k in ("N", "d", "b", "width", "T", "e", "lr")}
+SIZES = ("N", "d", "b", "width", "T")
+PRESET_GRIDS = {
     "fig2": {
         "small": dict(N=8, d=32, b=25, Ts=(5, 10, 20), lrs=(1e-5, 1e-4, 1e-3), iters=100),
         "paper": dict(N=10, d=512, b=400, Ts=tuple(range(5, 101, 5)),
                       lrs=tuple(round(1e-5 * i, 10) for i in range(1, 11)), iters=400),
     },
     "fig4a": {
-        "small": dict(N=32, d=32, b=25, width=1024, T=20, e=50.0, lr=1e-7, iters=300, seeds=(0, 1, 2)),
-        "paper": dict(N=10, d=512, b=400, width=5120, T=100, e=100.0, lr=1e-7, iters=5000, seeds=(0,)),
+        "small": dict(SMALL, iters=300, seeds=(0, 1, 2)),
+        "paper": dict(PAPER, iters=5000, seeds=(0,)),
     },
     "fig4b": {
-        "small": dict(N=32, d=32, b=25, width=1024, Ts=(5, 10, 15, 20), e=100.0, lrs=(1e-3, 1e-5, 1e-7), iters=100),
-        "paper": dict(N=10, d=512, b=400, width=5120, Ts=(5, 10, 20, 50, 100), e=100.0, lrs=PAPER_LRS, iters=400),
+        "small": dict({k: SMALL[k] for k in ("N", "d", "b", "width")}, Ts=(5, 10, 15, 20), e=100.0,
+                      lrs=(1e-3, 1e-5, 1e-7), iters=100),
+        "paper": dict({k: PAPER[k] for k in ("N", "d", "b", "width")}, Ts=(5, 10, 20, 50, 100), e=100.0,
+                      lrs=PAPER_LRS, iters=400),
     },
-    "fig5": {
-        "small": dict(N=32, d=32, b=25, width=1024, T=20, es=(1.0, 5.0, 25.0, 50.0, 100.0), lrs=PAPER_LRS, iters=200),
-        "paper": dict(N=32, d=32, b=25, width=1024, T=20, es=(1.0, 5.0, 25.0, 50.0, 100.0), lrs=PAPER_LRS, iters=5000),
+    "fig5": {  # the paper's e–η ablation runs at the small sizes in both presets
+        "small": dict({k: SMALL[k] for k in SIZES}, es=(1.0, 5.0, 25.0, 50.0, 100.0), lrs=PAPER_LRS, iters=200),
+        "paper": dict({k: SMALL[k] for k in SIZES}, es=(1.0, 5.0, 25.0, 50.0, 100.0), lrs=PAPER_LRS, iters=5000),
     },
     "fig8": {
-        "small": dict(N=32, d=32, b=25, width=1024, T=20, e=50.0, lrs=(1e-5, 1e-7), iters=300, N_test=32,
+        "small": dict({k: SMALL[k] for k in SIZES}, e=SMALL["e"], lrs=(1e-5, 1e-7), iters=300, N_test=32,
                       T_test=2000, beta1s=(0.1, 0.5, 0.9), beta2s=(0.95, 0.97, 0.99)),
-        "paper": dict(N=10, d=512, b=400, width=5120, T=100, e=100.0, lrs=PAPER_LRS, iters=5000, N_test=32,
+        "paper": dict({k: PAPER[k] for k in SIZES}, e=PAPER["e"], lrs=PAPER_LRS, iters=5000, N_test=32,
                       T_test=5000, beta1s=ADAM_BETA1, beta2s=ADAM_BETA2),
     },
 }
@@ -217,20 +223,21 @@ def plot(figure: str, frame: pd.DataFrame, path: Path) -> None:
 def run(figure: str, out: str | Path, *, preset: str = "small", seed: int = 0, log=print) -> pd.DataFrame:
     """Reproduce ``figure`` into the new folder ``out``: ``<figure>.csv``, ``<figure>.png``, ``config.json``."""
     if figure not in FIGURES:
-        raise ConfigError("FIGURE", f"must be one of {', '.join(FIGURES)} (got {figure!r})")
-    if preset not in PRESETS[figure]:
-        raise ConfigError("--preset", f"must be one of {', '.join(PRESETS[figure])} (got {preset!r})")
+        raise ConfigError("figure", f"must be one of {', '.join(FIGURES)} (got {figure!r})")
+    if preset not in PRESET_GRIDS[figure]:
+        raise ConfigError("preset", f"must be one of {', '.join(PRESET_GRIDS[figure])} (got {preset!r})")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError("--seed", f"must be an integer ≥ 0 (got {seed!r})")
+        raise ConfigError("seed", f"must be an integer ≥ 0 (got {seed!r})")
     out = Path(out)
     if out.exists():
-        raise ConfigError("--out", f"{out} already exists; reproduced figures are never overwritten, choose another --out")
+        raise ConfigError("out", f"{out} already exists; reproduced figures are never overwritten, choose another "
+                                 "output folder")
     work = out.with_name(out.name + ".partial")
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError("--out", f"cannot create {work}: {err.strerror}") from None
-    params = PRESETS[figure][preset]
+        raise ConfigError("out", f"cannot create {work}: {err.strerror}") from None
+    params = PRESET_GRIDS[figure][preset]
     started = time.perf_counter()
     frame = FIGURES[figure](params, seed, log=log)
     seconds = time.perf_counter() - started

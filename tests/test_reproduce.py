@@ -19,7 +19,7 @@ TINY = {
 
 @pytest.mark.parametrize("figure", sorted(TINY))
 def test_reproduce_writes_a_csv_and_a_png_that_opens(figure, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(reproduce.PRESETS[figure], "small", TINY[figure])
+    monkeypatch.setitem(reproduce.PRESET_GRIDS[figure], "small", TINY[figure])
     out = tmp_path / figure
     assert main(["reproduce", figure, "--out", str(out), "--threads", "1"]) == 0
     frame = pd.read_csv(out / f"{figure}.csv")
@@ -30,7 +30,7 @@ def test_reproduce_writes_a_csv_and_a_png_that_opens(figure, tmp_path, monkeypat
 
 
 def test_a_divergence_is_a_row_not_a_crash(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(reproduce.PRESETS["fig2"], "small", TINY["fig2"])
+    monkeypatch.setitem(reproduce.PRESET_GRIDS["fig2"], "small", TINY["fig2"])
     assert main(["reproduce", "fig2", "--out", str(tmp_path / "f")]) == 0
     frame = pd.read_csv(tmp_path / "f" / "fig2.csv")
     exploded = frame[frame["lr"] == 10.0]
