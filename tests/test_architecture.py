@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
-    "model": ["config", "io", "problems", "init", "angular", "model"],
+    "model": ["config", "io", "problems", "init", "angular", "model", "resources"],
     "instruments": ["linalg", "ntk", "structured", "features", "dynamics", "probes"],
     "runs": ["experiment", "runfolder", "training", "compare", "report", "verification", "ntk_report"],
     "applications": ["baselines", "reproduce", "cli", "__init__"],
