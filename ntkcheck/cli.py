@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]interrupted after iteration {err.iteration}; resume with --resume --out "
                       f"{err.folder}[/yellow]", highlight=False, soft_wrap=True)
         return 130
+    except KeyboardInterrupt:  # outside the training loop (which stops at an iteration's end instead)
+        console.print("[yellow]interrupted; a run with a checkpoint resumes with --resume --out[/yellow]")
+        return 130
     except Exception as err:
         if type(err).__name__ == "NoArgsIsHelpError":
             console.print(err.ctx.get_help(), highlight=False)

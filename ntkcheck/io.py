@@ -84,6 +84,14 @@ def write_torch(path: Path, obj) -> None:
     _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
+def write_npy(path: Path, array) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    _atomic(Path(path), write)
+
+
 def write_npz(path: Path, arrays: dict) -> None:
     def write(tmp):
         with open(tmp, "wb") as f:

@@ -112,11 +112,12 @@ def final_folder(work: Path) -> Path:
 
 
 def finish(work: Path) -> Path:
-    """Rename ``<out>.partial`` to ``<out>`` (replacing an empty folder): the run is finished."""
+    """Rename ``<out>.partial`` to ``<out>`` (replacing an empty folder): the run is finished. The scratch files go
+    after the rename, so that a kill just before it leaves a partial folder a resume can still finish."""
     out = final_folder(work)
-    for scratch in (LOCK, RECORDS):
-        (work / scratch).unlink(missing_ok=True)
     work.rename(out)
+    for scratch in (LOCK, RECORDS):
+        (out / scratch).unlink(missing_ok=True)
     return out
 
 

@@ -179,22 +179,22 @@ def _run(exp, work: Path | None, resume: bool, callback, probe) -> RunResult:
     state = {"k": 0, "records": [], "saved": 0, "status": "running", "skipped": 0, "seconds": 0.0,
              "W0": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
              "files": {} if work is None else runfolder.file_hashes(cfg)}
-    if resume:
-        state = restore(work, cfg, model, optimizer)
-    elif work is not None:
-        save_checkpoint(work, cfg, model, optimizer, state)  # from here on the folder is resumable
-    if state["status"] == "running":
-        F_gd = torch.stack([problems.objective(problem, X)
-                            for X in problems.gd_trajectory(problem, cfg.T, cfg.step_scale)[1:]])
-        try:
-            with StopRequest(enabled=work is not None) as stop:
+    with StopRequest(enabled=work is not None) as stop:  # a signal from here on stops at an iteration's end
+        if resume:
+            state = restore(work, cfg, model, optimizer)
+        elif work is not None:
+            save_checkpoint(work, cfg, model, optimizer, state)  # from here on the folder is resumable
+        if state["status"] == "running":
+            F_gd = torch.stack([problems.objective(problem, X)
+                                for X in problems.gd_trajectory(problem, cfg.T, cfg.step_scale)[1:]])
+            try:
                 loop(cfg, model, optimizer, problem, F_gd, state, work, stop, callback, probe)
-        except KeyboardInterrupt:  # raised between iterations only, so the state is consistent
-            if work is None:
-                raise
-            save_checkpoint(work, cfg, model, optimizer, state)
-            raise Interrupted(runfolder.final_folder(work), state["k"] - 1) from None
-    return finish(cfg, work, model, optimizer, state)
+            except KeyboardInterrupt:  # raised between iterations only, so the state is consistent
+                if work is None:
+                    raise
+                save_checkpoint(work, cfg, model, optimizer, state)
+                raise Interrupted(runfolder.final_folder(work), state["k"] - 1) from None
+        return finish(cfg, work, model, optimizer, state)
 
 
 def restore(work: Path, cfg: TrainConfig, model: MathL2O, optimizer) -> dict:

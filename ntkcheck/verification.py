@@ -103,7 +103,7 @@ class Prober:
         if k == 0:
             self.K0 = K
             if self.folder is not None:
-                np.save(self.folder / "K0.npy", K)
+                io.write_npy(self.folder / "K0.npy", K)
         drift = kernel_drift(self.K0, K) if self.K0 is not None and np.linalg.norm(self.K0) > 0 else None
         return result.replace(drift=drift, kernels=None)
 
