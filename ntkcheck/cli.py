@@ -110,8 +110,7 @@ def _configs(ctx: typer.Context, values: dict) -> tuple[TrainConfig, ProbeConfig
 
 def _machine(values: dict, command: str) -> Path:
     """Apply --threads; check --resume; the output folder."""
-    threads = values.get("threads")
-    if threads is not None:
+    if (threads := values.get("threads")) is not None:
         if threads < 1:
             raise ConfigError("threads", f"must be an integer ≥ 1 (got {threads})")
         import torch
@@ -230,12 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         console.print(f"[red]error[/red] {flag(err.field)}: {err.message}", highlight=False, soft_wrap=True)
         return 2
-    except Interrupted as err:
-        console.print(f"[yellow]interrupted after iteration {err.iteration}; resume with --resume --out "
-                      f"{err.folder}[/yellow]", highlight=False, soft_wrap=True)
-        return 130
-    except KeyboardInterrupt:  # outside the training loop (which stops at an iteration's end instead)
-        console.print("[yellow]interrupted; a run with a checkpoint resumes with --resume --out[/yellow]")
+    except (Interrupted, KeyboardInterrupt) as err:  # a bare KeyboardInterrupt: outside the training loop
+        where = f"after iteration {err.iteration}; resume with --resume --out {err.folder}" if isinstance(
+            err, Interrupted) else "outside training; a run with a checkpoint resumes with --resume --out"
+        console.print(f"[yellow]interrupted {where}[/yellow]", highlight=False, soft_wrap=True)
         return 130
     except Exception as err:
         if type(err).__name__ == "NoArgsIsHelpError":
