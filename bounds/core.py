@@ -3,7 +3,10 @@
 A condition reads plain numbers from a mapping ``q`` (names in :mod:`bounds.quantities`) and returns a
 verdict ``value <relation> threshold`` with ``holds`` True/False, or None when it cannot be decided: a
 needed quantity is missing or not finite, or it is a scaling law whose constant was not given.
-Nothing here raises for a missing quantity.
+Nothing here raises for a missing quantity, nor for finite inputs whose results leave float64: a value or
+threshold that overflows is reported as inf (one that underflows as 0), the verdict stays decided where the
+inequality still is (the rules compare logarithms where that is the honest computation: :func:`log_of`,
+:func:`decide_logs`), and ``holds`` is None with a note "overflows float64" where it is not.
 """
 
 from __future__ import annotations
@@ -16,16 +19,65 @@ import numpy as np
 
 from bounds.quantities import complete
 
-__all__ = ["Condition", "Verdict", "Outcome", "STATUSES", "RELATIONS", "ROUNDING", "at_most"]
+__all__ = ["Condition", "Verdict", "Outcome", "STATUSES", "RELATIONS", "ROUNDING", "OVERFLOW", "at_most", "log_of",
+           "exp_of", "log_product", "decide_logs", "range_note"]
 
 STATUSES = ("stated", "scaling", "derived")
 RELATIONS = ("<=", ">=", "<", ">", "in", "==")
 ROUNDING = 1e-12  # relative slack of ``at_most``: the GD bounds are attained, so equality must survive rounding
+OVERFLOW = "overflows float64"
+_LOG_MAX = math.log(np.finfo(np.float64).max)  # 709.78: exp of anything above is inf in float64
 
 
 def at_most(value: float, bound: float) -> bool:
     """value ≤ bound up to rounding (relative ROUNDING): a bound met with equality in exact arithmetic holds."""
     return value <= bound + ROUNDING * abs(bound)
+
+
+def log_of(x) -> float:
+    """ln x for x ≥ 0 as a float (−inf for 0, nan for a negative or nan x); never raises."""
+    with np.errstate(all="ignore"):
+        return float(np.log(np.float64(x)))
+
+
+def exp_of(log_x: float) -> float:
+    """exp(log_x) in float64: inf where it overflows, 0 where it underflows; never raises."""
+    with np.errstate(all="ignore"):
+        return float(np.exp(np.float64(log_x)))
+
+
+def log_product(*factors: tuple[float, float]) -> float:
+    """ln ∏ |v|^p over (v, p) pairs (finite v, p ≠ 0): Σ p·ln|v|, −inf when some v with p > 0 is 0 (the product
+    is then exactly 0), +inf when some v with p < 0 is 0, nan when both. The product itself may lie far outside
+    float64; its logarithm does not."""
+    zero = any(v == 0 and p > 0 for v, p in factors)
+    pole = any(v == 0 and p < 0 for v, p in factors)
+    if zero or pole:
+        return math.nan if zero and pole else (-math.inf if zero else math.inf)
+    return float(sum(p * log_of(abs(v)) for v, p in factors))
+
+
+def decide_logs(log_value: float, relation: str, log_threshold: float) -> bool | None:
+    """``value <relation> threshold`` decided on logarithms (positive sides): None where it cannot be
+    (a nan, or both sides infinite in the same direction, i.e. beyond what float64 can tell apart)."""
+    a, b = log_value, log_threshold
+    if math.isnan(a) or math.isnan(b) or (math.isinf(a) and a == b):
+        return None
+    return {"<=": a <= b, ">=": a >= b, "<": a < b, ">": a > b}[relation]
+
+
+def range_note(name: str, log_x: float) -> str:
+    """"" where exp(log_x) is a normal float64, else a note that it overflows (or underflows), with its
+    decimal exponent when that is known."""
+    if math.isnan(log_x) or log_x == -math.inf:
+        return ""
+    if log_x == math.inf:
+        return f"{name} {OVERFLOW}"
+    if log_x > _LOG_MAX:
+        return f"{name} = 10^{log_x / math.log(10):.6g} {OVERFLOW}"
+    if exp_of(log_x) == 0.0:
+        return f"{name} = 10^{log_x / math.log(10):.6g} underflows float64 (shown as 0)"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -104,13 +156,14 @@ class Condition:
         if unknown:
             raise TypeError(f"{self.key} has no constant {', '.join(sorted(unknown))} "
                             f"(its constants: {', '.join(self.constants) or 'none'})")
-        q = complete(q)
-        missing = self.missing(q)
-        if missing:
-            return Verdict(self.key, math.nan, math.nan, self.relation, None,
-                           f"not evaluated: {', '.join(missing)} missing or not finite")
-        c = {**self.constants, **constants, "_given": bool(constants)}
-        out = self.rule(q, c)
+        with np.errstate(all="ignore"):  # a result beyond float64 is inf or 0 here; the rules say so in their notes
+            q = complete(q)
+            missing = self.missing(q)
+            if missing:
+                return Verdict(self.key, math.nan, math.nan, self.relation, None,
+                               f"not evaluated: {', '.join(missing)} missing or not finite")
+            c = {**self.constants, **constants, "_given": bool(constants)}
+            out = self.rule(q, c)
         holds = None if out.holds is None else bool(out.holds)  # a numpy bool is not JSON-able
         return Verdict(self.key, float(out.value), float(out.threshold), self.relation, holds, out.note)
 
@@ -118,5 +171,8 @@ class Condition:
 def _finite(x) -> bool:
     if x is None:
         return False
-    arr = np.asarray(x, dtype=float)
+    try:
+        arr = np.asarray(x, dtype=float)
+    except (OverflowError, TypeError, ValueError):  # e.g. a Python int beyond float64
+        return False
     return arr.size > 0 and bool(np.isfinite(arr).all())

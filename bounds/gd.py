@@ -2,7 +2,7 @@
 
 Per instance, f_i(x) = ½‖M_i x − y_i‖², H_i = M_iᵀM_i, β_i = ‖H_i‖₂, x_i* = M_i⁺y_i (minimum norm),
 X_0 = 0. GD takes the step s/β_i; Math-L2O takes s·P_j/β_i on coordinate j with P_j ∈ (0, 2).
-Derivations: bounds/DERIVATIONS.md §1–§2.
+Derivations: bounds/DERIVATIONS.md §1–§2b.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ import math
 
 import numpy as np
 
-from bounds.core import Condition, Outcome, at_most
+from bounds.core import OVERFLOW, Condition, Outcome, at_most
 from bounds.quantities import optional, scalar
 
-__all__ = ["gd_rate_factor", "gd_quantities", "GD_RATE", "GD_RATE_S", "INIT_GD_EQUALITY", "STEP_RANGE",
-           "STEP_DESCENT", "CONDITIONS"]
+__all__ = ["gd_rate_factor", "gd_quantities", "rounding_slack", "ROUNDING_C", "EPS64", "GD_RATE", "GD_RATE_S",
+           "INIT_GD_EQUALITY", "STEP_RANGE", "STEP_DESCENT", "CONDITIONS"]
+
+EPS64 = float(np.finfo(np.float64).eps)  # F_gd_T and the data's quantities are computed in float64
+ROUNDING_C = 1.0  # c = ROUNDING_C·(d + 1) in the rounding bound (DERIVATIONS §2b, assumption R); measured need ≤ 0.32·(d + 1)
 
 
 def gd_rate_factor(s: float, T: int) -> float:
@@ -23,9 +26,34 @@ def gd_rate_factor(s: float, T: int) -> float:
 
     The maximum is at u* = min(1, 1/(s(2T + 1))) or at u = 1 (where 1 − s·u may be negative for s > 1):
     m = max(u*(1 − s u*)^{2T}, (1 − s)^{2T}). Exact for every s ∈ (0, 2); for s = 1, m < 1/(2T + 1).
+    In float64 throughout: |1 − s|^{2T} is inf for s > 2 and large T, never an OverflowError.
     """
-    u = min(1.0, 1.0 / (s * (2 * T + 1)))
-    return max(u * (1.0 - s * u) ** (2 * T), (1.0 - s) ** (2 * T))
+    with np.errstate(all="ignore"):
+        s, T = np.float64(s), np.float64(T)
+        u = min(1.0, 1.0 / (s * (2 * T + 1)))
+        return float(max(u * np.power(abs(1.0 - s * u), 2 * T), np.power(abs(1.0 - s), 2 * T)))
+
+
+def _fbar(q) -> float | None:
+    """F̄ = ½Σ_i β_i‖x_{i,0} − x_i*‖² (≥ F(X_0)), or None without the data."""
+    beta_i, dist_i = optional(q, "beta_i"), optional(q, "dist_sq_i")
+    if beta_i is not None and dist_i is not None and beta_i.shape == dist_i.shape:
+        return 0.5 * float((beta_i * dist_i).sum())
+    if optional(q, "beta") is not None and optional(q, "dist_sq") is not None:
+        return 0.5 * float(scalar(q, "beta") * scalar(q, "dist_sq"))
+    return None
+
+
+def rounding_slack(F, q, eps: float):
+    """σ = 2a·√(F·F̄) + a²·F̄ with a = c·(T + 1)·eps, c = ROUNDING_C·(d + 1): how far a loss F of the unrolled GD
+    (T steps from X_0 = 0), computed in precision ``eps``, can lie from its exact value (DERIVATIONS §2b, under
+    assumption R). F̄ = ½Σ_i β_i‖x_{i,0} − x_i*‖² ≥ F(X_0). ``F``: a float or an array; None without T, d or the data."""
+    Fbar = _fbar(q)
+    if Fbar is None or optional(q, "T") is None or optional(q, "d") is None:
+        return None
+    with np.errstate(all="ignore"):
+        a = ROUNDING_C * (scalar(q, "d") + 1.0) * (scalar(q, "T") + 1.0) * np.float64(eps)
+        return 2.0 * a * np.sqrt(np.abs(np.asarray(F, dtype=float)) * Fbar) + a * a * Fbar
 
 
 def _weighted_dist(q) -> tuple[float, str]:
@@ -36,15 +64,21 @@ def _weighted_dist(q) -> tuple[float, str]:
     return scalar(q, "beta") * scalar(q, "dist_sq"), "β‖X_0 − X*‖² with β = max_i β_i"
 
 
+def _bound_note(bound, *parts) -> str:
+    """The parts, and a note when the bound left float64 although its inputs are finite."""
+    extra = [f"the bound {OVERFLOW}"] if math.isinf(bound) else []
+    return "; ".join([p for p in parts if p] + extra)
+
+
 def _gd_rate(q, c) -> Outcome:
     T, s = scalar(q, "T"), float(q.get("step_scale", 1.0))
     weighted, how = _weighted_dist(q)
     bound = weighted / (2 * T)
     F = scalar(q, "F_gd_T")
     note = f"{how}; GD is {bound / F:.3g}× below the bound" if F > 0 else how
-    if gd_rate_factor(s, int(T)) > 1 / T:
+    if gd_rate_factor(s, T) > 1 / T:
         note += f"; step {s:g}/β_i is outside the range where this form is guaranteed (see gd.rate_s)"
-    return Outcome(F, bound, at_most(F, bound), note)
+    return Outcome(F, bound, at_most(F, bound), _bound_note(bound, note))
 
 
 GD_RATE = Condition(
@@ -56,12 +90,13 @@ GD_RATE = Condition(
 
 
 def _gd_rate_s(q, c) -> Outcome:
-    T, s = int(scalar(q, "T")), scalar(q, "step_scale")
+    T, s = scalar(q, "T"), scalar(q, "step_scale")
     weighted, how = _weighted_dist(q)
     m = gd_rate_factor(s, T)
     bound = 0.5 * m * weighted
     F = scalar(q, "F_gd_T")
-    return Outcome(F, bound, at_most(F, bound), f"m(s={s:g}, T={T}) = {m:.4g} (the paper's form uses 1/T = {1 / T:.4g}); {how}")
+    return Outcome(F, bound, at_most(F, bound),
+                   _bound_note(bound, f"m(s={s:g}, T={T:g}) = {m:.4g} (the paper's form uses 1/T = {1 / T:.4g}); {how}"))
 
 
 GD_RATE_S = Condition(
@@ -75,17 +110,31 @@ GD_RATE_S = Condition(
 
 
 def _init_equality(q, c) -> Outcome:
+    """|F0 − F_GD|/F_GD against the rounding bound of DERIVATIONS §2b: F0 computed in precision eps (the run's
+    dtype), F_GD in float64. Without eps: a relative 1e-9 (float64 arithmetic on both sides)."""
     F0, F_gd = scalar(q, "F0"), scalar(q, "F_gd_T")
-    rel = abs(F0 - F_gd) / max(abs(F_gd), np.finfo(float).tiny)
+    scale = max(abs(F_gd), np.finfo(float).tiny)
+    rel = abs(F0 - F_gd) / scale
+    shown = f"F0 = {F0:.10g}, F_GD(X_T) = {F_gd:.10g}"
+    eps = optional(q, "eps")
+    slack = None if eps is None else rounding_slack(F_gd, q, float(eps))
+    if slack is not None:
+        tol = (slack + rounding_slack(F_gd, q, EPS64)) / scale
+        return Outcome(rel, tol, rel <= tol, f"{shown}; rounding bound 2a√(F·F̄) + a²F̄, a = (d+1)(T+1)·eps, at "
+                                             f"eps = {float(eps):.3g} (the run) and float64 (GD), DERIVATIONS §2b")
+    if eps is not None and float(eps) > EPS64:
+        return Outcome(rel, math.nan, None, f"{shown}; the rounding bound at eps = {float(eps):.3g} needs T, d and "
+                                            "β_i, ‖x_i*‖² (beta_i, dist_sq_i)")
     tol = 1e-9
-    return Outcome(rel, tol, rel <= tol, f"F0 = {F0:.10g}, F_GD(X_T) = {F_gd:.10g} (relative tolerance {tol:g}; "
-                                         "a float32 run can differ by ~1e-6)")
+    return Outcome(rel, tol, rel <= tol, f"{shown} (relative tolerance {tol:g} for float64 on both sides; "
+                                         "eps, T and the data give the rounding bound instead)")
 
 
 INIT_GD_EQUALITY = Condition(
     key="init.gd_equality", title="At W_0 (W_L = 0) the model is GD: P ≡ 2σ(0) = 1",
-    source="derived (DERIVATIONS §2); paper §4 'alignment'", latex=r"F(X_T^0) = F_{GD}(X_T)",
-    text="F(X_T^0) = F_GD(X_T)  [deterministic init]", status="derived", confidence="exact",
+    source="derived (DERIVATIONS §2, rounding §2b); paper §4 'alignment'", latex=r"F(X_T^0) = F_{GD}(X_T)",
+    text="F(X_T^0) = F_GD(X_T)  [deterministic init; up to rounding]", status="derived",
+    confidence="exact; rounding slack under assumption R",
     needs=("F0", "F_gd_T"), required=False, relation="<=", rule=_init_equality)
 
 

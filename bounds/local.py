@@ -15,17 +15,21 @@ import math
 import numpy as np
 from scipy.optimize import brentq
 
-from bounds.core import Condition, Outcome
-from bounds.quantities import optional, scalar, sigmoid_prime
-from bounds.theorem import kernel_lower_bound
+from bounds.core import OVERFLOW, Condition, Outcome, decide_logs, exp_of, log_of, log_product, range_note
+from bounds.quantities import log_sigmoid_prime, optional, scalar, sigmoid_prime
 
-__all__ = ["theorem_d1", "best_radius_x", "lambda_max_apriori", "lambda_max_of_e", "EQ13", "EQ14", "EQ14_APRIORI",
+__all__ = ["theorem_d1", "best_radius_x", "lambda_max_apriori", "log_lambda_max_apriori", "lambda_max_of_e", "EQ13", "EQ14", "EQ14_APRIORI",
            "COR_C1", "CONDITIONS"]
 
 
 def theorem_d1(lam_lo: float, Lam_hi: float, F0: float, eta: float) -> tuple[float, float]:
-    """(ρ, R_min) of Theorem D.1: ρ = 1 − ηλ̲ and the radius R_min = 2Λ̄√(2F_0)/λ̲ the iterates need."""
-    return 1.0 - eta * lam_lo, 2.0 * Lam_hi * math.sqrt(2.0 * F0) / lam_lo
+    """(ρ, R_min) of Theorem D.1: ρ = 1 − ηλ̲ and the radius R_min = 2Λ̄√(2F_0)/λ̲ the iterates need
+    (float64: inf where a result overflows, R_min = inf for λ̲ = 0; never an exception)."""
+    lam_lo, Lam_hi, F0, eta = map(np.float64, (lam_lo, Lam_hi, F0, eta))
+    with np.errstate(all="ignore"):
+        rho = 1.0 - eta * lam_lo
+        R = exp_of(log_product((2.0, 1), (Lam_hi, 1), (2.0 * F0, 0.5), (lam_lo, -1)))
+    return float(rho), R
 
 
 def best_radius_x() -> float:
@@ -35,22 +39,31 @@ def best_radius_x() -> float:
 
 
 def _eq13(q, c) -> Outcome:
-    a, beta, beta0, F0, d3 = (scalar(q, n) for n in ("alpha0", "beta", "beta0", "F0", "delta3"))
-    Lam = math.sqrt(scalar(q, "lambda_max"))
+    a, beta, beta0, F0, d3, lam = (scalar(q, n) for n in ("alpha0", "beta", "beta0", "F0", "delta3", "lambda_max"))
     theta = optional(q, "Theta_L")
-    R = float(theta) if theta is not None else best_radius_x() / d3
-    d4 = float(sigmoid_prime(d3 * R))
+    R = float(theta) if theta is not None else best_radius_x() / d3  # inf where δ₃ is below 1/float64's max
+    x = d3 * R  # δ₃R; inf where it overflows
+    d4 = float(sigmoid_prime(x))
+    log_d4 = -math.inf if math.isinf(x) else log_sigmoid_prime(x)  # finite also where δ₄ underflows to 0
+    how = f"Θ_L = R = {R:.3g}" if theta is not None else f"best radius R = x*/δ₃ = {R:.3g}"
     if beta0 == 0:
         return Outcome(a ** 2, math.inf, False, "β₀ = 0 (a gradient coordinate vanishes at step T): no radius suffices")
+    if R == 0:
+        return Outcome(a ** 2, math.inf, False, f"{how}: a ball of radius 0 holds no iterate but W_0; no α₀ suffices")
+    # λ̲ = α₀²·4δ₄²β₀²/β² ≥ 2Λ̄√(2F0)/R  ⇔  α₀² ≥ β²Λ̄√(2F0)/(2δ₄²β₀²R), Λ̄ = √λ_max; in logarithms
+    log_need = (math.log(0.5) + log_product((beta, 2), (lam, 0.5), (2 * F0, 0.5), (beta0, -2), (R, -1))
+                - 2 * log_d4)
+    log_value = log_product((a, 2))
+    holds = decide_logs(log_value, ">=", log_need)
+    notes = [how, f"δ₄ = {d4:.3g}", "Λ̄ = √λ_max(K_0) (A2 at W_0 only)", range_note("α₀²", log_value),
+             range_note("the threshold", log_need)]
     if d4 == 0:
-        return Outcome(a ** 2, math.inf, False, f"δ₄ = σ'(δ₃R) underflows to 0 (δ₃R = {d3 * R:.3g}): no α₀ suffices")
-    # λ̲ = α₀²·kernel_lower_bound(…, α₀ = 1) ≥ 2Λ̄√(2F0)/R  ⇔  α₀² ≥ β²Λ̄√(2F0)/(2δ₄²β₀²R)
-    need = 2 * Lam * math.sqrt(2 * F0) / (R * kernel_lower_bound(beta0, beta, d4, 1.0))
-    how = f"Θ_L = R = {R:.3g}" if theta is not None else f"best radius R = x*/δ₃ = {R:.3g}"
-    note = f"{how}, δ₄ = {d4:.3g}; Λ̄ = √λ_max(K_0) (A2 at W_0 only)"
+        notes.insert(2, f"δ₄ = σ'(δ₃R) underflows to 0 (δ₃R = {x:.3g}): the threshold is beyond float64")
+    if holds is None:
+        notes.append(f"undecided: both sides {OVERFLOW}")
     if a == 0:
-        note = "α₀ = 0: no radius works; " + note
-    return Outcome(a ** 2, need, a ** 2 >= need, note)
+        notes.insert(0, "α₀ = 0: no radius works")
+    return Outcome(exp_of(log_value), exp_of(log_need), holds, "; ".join(n for n in notes if n))
 
 
 EQ13 = Condition(
@@ -66,10 +79,13 @@ EQ13 = Condition(
 def _eq14(q, c) -> Outcome:
     eta, lam = scalar(q, "eta"), scalar(q, "lambda_max")
     smooth = optional(q, "smoothness")
-    Lip = float(smooth) if smooth is not None else lam
+    Lip = float(smooth) if smooth is not None else float(lam)
     how = "𝓛 measured" if smooth is not None else "𝓛 ≈ λ_max(K_0), the Gauss–Newton part at W_0 (A3)"
-    note = f"{how}; the linearised dynamics are stable up to 2/λ_max = {2 / lam:.3g}" if lam > 0 else how
-    return Outcome(eta, 1.0 / Lip, eta <= 1.0 / Lip, note)
+    log_threshold = -log_of(Lip)  # η ≤ 1/𝓛 ⇔ ln η ≤ −ln 𝓛; 1/𝓛 may overflow (tiny 𝓛) or be inf (𝓛 = 0)
+    notes = [how, f"the linearised dynamics are stable up to 2/λ_max = {exp_of(math.log(2.0) - log_of(lam)):.3g}"
+             if lam > 0 else "", range_note("1/𝓛", log_threshold)]
+    return Outcome(eta, exp_of(log_threshold), decide_logs(log_of(eta), "<=", log_threshold),
+                   "; ".join(n for n in notes if n))
 
 
 EQ14 = Condition(
@@ -79,32 +95,54 @@ EQ14 = Condition(
     needs=("eta", "lambda_max"), required=True, relation="<=", rule=_eq14)
 
 
+def log_lambda_max_apriori(e, L, step_scale, beta_i, gd_gz) -> float:
+    """ln Λ̄₀² (:func:`lambda_max_apriori`), finite where Λ̄₀² itself over- or underflows float64:
+    ln Λ̄₀² = 2(L−1)·ln e + ln Σ_i [ (s / (2√β_i)) Σ_t ‖diag(g_{i,t}) Z_{i,t}‖_F ]², the sum scaled by its largest term."""
+    with np.errstate(all="ignore"):
+        beta_i = np.asarray(beta_i, dtype=float)
+        J1 = np.float64(step_scale) / (2 * np.sqrt(beta_i)) * np.asarray(gd_gz, dtype=float).sum(axis=1)  # ‖J_i‖₂ at e = 1
+        top = float(np.abs(J1).max()) if J1.size else 0.0
+        if top == 0 or not np.isfinite(top):
+            return -math.inf if top == 0 else math.inf
+        log_sum = 2 * math.log(top) + math.log(float(((J1 / top) ** 2).sum()))
+        return 2 * (float(L) - 1) * log_of(e) + log_sum if e != 1 else log_sum
+
+
 def lambda_max_apriori(e, L, step_scale, beta_i, gd_gz) -> float:
     """Λ̄₀² = Σ_i [ (s e^{L−1} / (2√β_i)) Σ_t ‖diag(g_{i,t}) Z_{i,t}‖_F ]² ≥ λ_max(K_0) (DERIVATIONS §6).
 
     ``gd_gz``: (N, T), ‖diag(g) Z‖_F = (Σ_j g_j²(g_j² + x_j²))^{1/2} along the GD trajectory (the model's at W_0).
+    In float64: inf where it overflows (e^{2(L−1)} for a large e or L), 0 where it underflows; never an exception.
     """
-    beta_i = np.asarray(beta_i, dtype=float)
-    J_i = step_scale * e ** (L - 1) / (2 * np.sqrt(beta_i)) * np.asarray(gd_gz, dtype=float).sum(axis=1)  # ≥ ‖J_i‖₂
-    return float((J_i ** 2).sum())
+    with np.errstate(all="ignore"):
+        beta_i = np.asarray(beta_i, dtype=float)
+        J_i = (np.float64(step_scale) * np.power(np.float64(e), float(L) - 1) / (2 * np.sqrt(beta_i))
+               * np.asarray(gd_gz, dtype=float).sum(axis=1))  # ≥ ‖J_i‖₂
+        plain = float((J_i ** 2).sum())
+    if np.isfinite(plain) and plain >= np.finfo(np.float64).tiny:
+        return plain
+    return exp_of(log_lambda_max_apriori(e, L, step_scale, beta_i, gd_gz))
 
 
 def lambda_max_of_e(lambda_max_at_1, e, L):
     """λ_max(K_0)(e) = e^{2(L−1)} λ_max(K_0)(1): at W_L = 0, J = ∂r/∂W_L is linear in G_{L−1,t} (exact)."""
-    return e ** (2 * (L - 1)) * lambda_max_at_1
+    with np.errstate(all="ignore"):
+        return np.power(np.asarray(e, dtype=float), 2 * (L - 1)) * lambda_max_at_1
 
 
 APRIORI_NEEDS = ("eta", "e", "L", "step_scale", "beta_i", "gd_gz")
 
 
-def _apriori(q) -> float:
-    return lambda_max_apriori(*(q[n] if n.startswith(("beta_i", "gd_")) else scalar(q, n) for n in APRIORI_NEEDS[1:]))
+def _log_apriori(q) -> float:
+    """ln Λ̄₀² of the quantities ``q``."""
+    return log_lambda_max_apriori(*(q[n] if n.startswith(("beta_i", "gd_")) else scalar(q, n) for n in APRIORI_NEEDS[1:]))
 
 
 def _eq14_apriori(q, c) -> Outcome:
-    eta, bound = scalar(q, "eta"), _apriori(q)
-    return Outcome(eta, 1.0 / bound, eta <= 1.0 / bound,
-                   f"Λ̄₀² = {bound:.3g} ≥ λ_max(K_0) from the GD trajectory alone; ∝ e^{{2(L−1)}}")
+    eta, log_bound = scalar(q, "eta"), _log_apriori(q)
+    notes = [f"Λ̄₀² = {exp_of(log_bound):.3g} ≥ λ_max(K_0) from the GD trajectory alone; ∝ e^{{2(L−1)}}",
+             range_note("Λ̄₀²", log_bound), range_note("1/Λ̄₀²", -log_bound)]
+    return Outcome(eta, exp_of(-log_bound), decide_logs(log_of(eta), "<=", -log_bound), "; ".join(n for n in notes if n))
 
 
 EQ14_APRIORI = Condition(
@@ -121,13 +159,22 @@ def _cor_c1(q, c) -> Outcome:
     e, L, eta = scalar(q, "e"), scalar(q, "L"), scalar(q, "eta")
     lam = optional(q, "lambda_max")
     if lam is None and all(optional(q, n) is not None for n in APRIORI_NEEDS):
-        lam, how = _apriori(q), "Λ̄₀² (a priori, an upper bound: e_max is sufficient, not sharp)"
+        log_lam, how, name = _log_apriori(q), "Λ̄₀² (a priori, an upper bound: e_max is sufficient, not sharp)", "Λ̄₀²"
     elif lam is None:
         return Outcome(e, math.nan, None, "not evaluated: needs lambda_max, or beta_i and gd_gz")
     else:
-        lam, how = float(lam), "λ_max(K_0)"
-    e_max = e * (1.0 / (eta * lam)) ** (1.0 / (2 * (L - 1)))  # η·λ_max(e_max) = 1
-    return Outcome(e, e_max, e <= e_max, f"from {how}: at η = {eta:.3g}, e ≤ {e_max:.4g}; η_max ∝ e^{{−{2 * (L - 1):g}}}")
+        log_lam, how, name = log_of(float(lam)), "λ_max(K_0)", "λ_max"
+    if L < 2:
+        return Outcome(e, math.nan, None, f"undefined for L = {L:g} < 2: e enters K_0 through the L − 1 ≥ 1 inner layers")
+    # η·λ_max(e_max) = 1: ln e_max = ln e − (ln η + ln λ_max)/(2(L−1)); e ≤ e_max ⇔ ln η + ln λ_max ≤ 0
+    log_excess = log_of(eta) + log_lam
+    log_e_max = log_of(e) - log_excess / (2 * (L - 1))
+    holds = decide_logs(log_excess, "<=", 0.0)
+    notes = [f"from {how}: at η = {eta:.3g}, e ≤ {exp_of(log_e_max):.4g}; η_max ∝ e^{{−{2 * (L - 1):g}}}",
+             range_note("e_max", log_e_max), range_note(name, log_lam)]
+    if holds is None:
+        notes.append(f"undecided: η·λ_max {OVERFLOW}")
+    return Outcome(e, exp_of(log_e_max), holds, "; ".join(n for n in notes if n))
 
 
 COR_C1 = Condition(

@@ -6,11 +6,12 @@ deterministic initialisation (W_L = 0, so P ≡ 1 and the model is GD with step 
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
 
-__all__ = ["QUANTITIES", "CONFIG", "complete", "sigmoid_prime", "scalar", "optional"]
+__all__ = ["QUANTITIES", "CONFIG", "complete", "sigmoid_prime", "log_sigmoid_prime", "scalar", "optional"]
 
 QUANTITIES: dict[str, str] = {
     # configuration
@@ -50,6 +51,9 @@ QUANTITIES: dict[str, str] = {
     "F_k": "array (K+1,): measured F(X_T^k), k = 0..K",
     "P_min": "smallest step multiplier P measured over the run",
     "P_max": "largest step multiplier P measured over the run",
+    "eps": "machine epsilon of the dtype the run computed F0 and F_k in (float32: 2^−23 ≈ 1.19e−7, float64: "
+           "2^−52 ≈ 2.22e−16); F_gd_T and the data's quantities are float64 (bounds.gd_quantities). Sets the "
+           "rounding slack of the comparisons with GD (DERIVATIONS.md §2b, rounding_slack); absent: no slack",
 }
 
 CONFIG = ("N", "d", "b", "n", "L", "T", "e", "eta", "step_scale")
@@ -61,8 +65,16 @@ def sigmoid_prime(u):
     return s * (1.0 - s)
 
 
-def scalar(q: Mapping, name: str) -> float:
-    return float(np.asarray(q[name], dtype=float))
+def log_sigmoid_prime(u) -> float:
+    """ln σ'(u) = −|u| − 2·ln(1 + e^{−|u|}), finite for every finite u (σ'(u) itself underflows to 0 past |u| ≈ 745)."""
+    a = abs(float(u))
+    return -a - 2.0 * math.log1p(math.exp(-a))
+
+
+def scalar(q: Mapping, name: str) -> np.float64:
+    """q[name] as a numpy float64: arithmetic on it overflows to inf (under the errstate of
+    ``Condition.evaluate``, silently) where Python floats would raise OverflowError or ZeroDivisionError."""
+    return np.float64(np.asarray(q[name], dtype=float))
 
 
 def optional(q: Mapping, name: str):

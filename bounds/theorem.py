@@ -11,10 +11,13 @@ under which the rate follows for exactly this model, with δ₄² in place of δ
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from bounds.core import Condition, Outcome, at_most
-from bounds.quantities import optional, scalar, sigmoid_prime
+from bounds.core import OVERFLOW, ROUNDING, Condition, Outcome, decide_logs, exp_of, log_of, log_product, range_note
+from bounds.gd import EPS64, rounding_slack
+from bounds.quantities import log_sigmoid_prime, optional, scalar, sigmoid_prime
 
 __all__ = ["rate_stated", "rate_derived", "kernel_lower_bound", "alpha0_of_e", "ALPHA0", "WIDTH", "DELTA4",
            "RATE", "RATE_DERIVED", "RATE_NTK", "LINEAR", "ALIGNMENT", "VS_GD_BOUND", "CONDITIONS"]
@@ -22,24 +25,43 @@ __all__ = ["rate_stated", "rate_derived", "kernel_lower_bound", "alpha0_of_e", "
 RATE_NEEDS = ("eta", "beta0", "beta", "delta4", "alpha0")
 
 
+def _product(plain, *factors: tuple[float, float]) -> float:
+    """``plain``, the product 4·∏ v^p as written in float64, where it is a finite normal number (or an exact 0
+    from a zero factor); else exp(ln 4 + Σ p·ln v) over the ``factors`` (v, p): inf where the product overflows,
+    never the nan of inf/inf or inf·0, nor a 0 from an intermediate underflow."""
+    if np.isfinite(plain) and (abs(plain) >= np.finfo(np.float64).tiny or any(v == 0 and p > 0 for v, p in factors)):
+        return float(plain)
+    return exp_of(math.log(4.0) + log_product(*factors))
+
+
 def rate_stated(eta, beta0, beta, delta4, alpha0):
-    """ρ = 1 − 4η (β₀²/β²) δ₄ α₀² (Thm 4.3 as summarised)."""
-    return 1.0 - 4.0 * eta * beta0 ** 2 / beta ** 2 * delta4 * alpha0 ** 2
+    """ρ = 1 − 4η (β₀²/β²) δ₄ α₀² (Thm 4.3 as summarised); −inf where the product overflows float64."""
+    eta, beta0, beta, delta4, alpha0 = map(np.float64, (eta, beta0, beta, delta4, alpha0))
+    with np.errstate(all="ignore"):
+        plain = 4.0 * eta * beta0 ** 2 / beta ** 2 * delta4 * alpha0 ** 2
+    return 1.0 - _product(plain, (eta, 1), (beta0, 2), (beta, -2), (delta4, 1), (alpha0, 2))
 
 
 def kernel_lower_bound(beta0, beta, delta4, alpha0):
     """λ̲ = 4 δ₄² β₀² α₀² / β² ≤ λ_min(J_T J_Tᵀ), J_T the step-T part of ∂r/∂W_L (DERIVATIONS §3)."""
-    return 4.0 * delta4 ** 2 * beta0 ** 2 * alpha0 ** 2 / beta ** 2
+    beta0, beta, delta4, alpha0 = map(np.float64, (beta0, beta, delta4, alpha0))
+    with np.errstate(all="ignore"):
+        plain = 4.0 * delta4 ** 2 * beta0 ** 2 * alpha0 ** 2 / beta ** 2
+    return _product(plain, (delta4, 2), (beta0, 2), (alpha0, 2), (beta, -2))
 
 
 def rate_derived(eta, beta0, beta, delta4, alpha0):
     """ρ_D = 1 − η λ̲ = 1 − 4η (β₀²/β²) δ₄² α₀² (Theorem D.1 with the last-step kernel bound)."""
-    return 1.0 - eta * kernel_lower_bound(beta0, beta, delta4, alpha0)
+    eta, beta0, beta, delta4, alpha0 = map(np.float64, (eta, beta0, beta, delta4, alpha0))
+    with np.errstate(all="ignore"):
+        plain = eta * (4.0 * delta4 ** 2 * beta0 ** 2 * alpha0 ** 2 / beta ** 2)
+    return 1.0 - _product(plain, (eta, 1), (delta4, 2), (beta0, 2), (alpha0, 2), (beta, -2))
 
 
 def alpha0_of_e(alpha0_at_1, e, L):
     """α₀(e) = e^{L−1} α₀(1): ReLU is positively homogeneous and W_ℓ = e·Q_ℓ for ℓ < L (exact)."""
-    return e ** (L - 1) * alpha0_at_1
+    with np.errstate(all="ignore"):
+        return np.power(np.asarray(e, dtype=float), L - 1) * alpha0_at_1
 
 
 def _alpha_note(q) -> str:
@@ -80,10 +102,20 @@ WIDTH = Condition(
 
 
 def _delta4(q, c) -> Outcome:
-    d4 = float(sigmoid_prime(scalar(q, "delta3") * scalar(q, "Theta_L")))
+    x = scalar(q, "delta3") * scalar(q, "Theta_L")  # inf where δ₃Θ_L overflows float64
+    d4 = float(sigmoid_prime(x))
     sig = np.array([scalar(q, "P_min"), scalar(q, "P_max")]) / 2  # σ(u) = P/2
     measured = float((sig * (1 - sig)).min())  # σ' = σ(1 − σ) is smallest at an end of the range
-    return Outcome(measured, d4, measured >= d4, f"min σ'(u) over the run {measured:.4g}; δ₄ = σ'(δ₃Θ_L) = {d4:.4g}")
+    notes = [f"min σ'(u) over the run {measured:.4g}; δ₄ = σ'(δ₃Θ_L) = {d4:.4g}"]
+    if d4 > 0:
+        holds = measured >= d4
+    else:  # σ'(x) > 0 for every finite x: it underflowed; decide on ln σ'(x) = −x − 2 ln(1 + e^{−x})
+        log_d4 = -math.inf if math.isinf(x) else log_sigmoid_prime(x)
+        holds = decide_logs(log_of(measured), ">=", log_d4)
+        notes.append(f"δ₃Θ_L {OVERFLOW}, so δ₄ is 0 in float64" if math.isinf(x) else range_note("δ₄", log_d4))
+        if holds is None:
+            notes.append("undecided: the measured slope is 0 too")
+    return Outcome(measured, d4, holds, "; ".join(n for n in notes if n))
 
 
 DELTA4 = Condition(
@@ -105,7 +137,8 @@ def _rate(form):
         if rho >= 1.0:
             note = "ρ = 1: the rate is vacuous" + (" (α₀ = 0)" if scalar(q, "alpha0") == 0 else "")
         elif rho < 0:
-            note = "ρ < 0: η is outside the theorem's range (ηλ̲ > 1)"
+            note = "ρ < 0: η is outside the theorem's range (ηλ̲ > 1)" + (
+                f"; 1 − ρ {OVERFLOW}" if math.isinf(rho) else "")
         else:
             note = f"contraction per iteration 1 − ρ = {1 - rho:.3g}"
         return Outcome(rho, 1.0, 0 <= rho < 1, note)
@@ -127,9 +160,14 @@ RATE_DERIVED = Condition(
 
 
 def _rate_ntk(q, c) -> Outcome:
-    rho = 1.0 - scalar(q, "eta") * scalar(q, "lambda_min")
-    note = ("λ_min(K) = 0 to working precision: the linearised rate is 1 (vacuous)" if rho >= 1
-            else f"linearised contraction 1 − ρ = {1 - rho:.3g}")
+    rho = 1.0 - scalar(q, "eta") * scalar(q, "lambda_min")  # ±inf where η·λ_min overflows float64
+    if rho >= 1:
+        note = "λ_min(K) = 0 to working precision: the linearised rate is 1 (vacuous)"
+    elif rho < 0:
+        note = "ρ_K < 0: η·λ_min(K) > 1, beyond the linearised rate's range" + (
+            f"; η·λ_min {OVERFLOW}" if math.isinf(rho) else "")
+    else:
+        note = f"linearised contraction 1 − ρ = {1 - rho:.3g}"
     return Outcome(rho, 1.0, 0 <= rho < 1, note)
 
 
@@ -141,34 +179,83 @@ RATE_NTK = Condition(
     required=False, relation="<", rule=_rate_ntk)
 
 
-def _geometric(reference):
-    """max_k F_k / (ρ^k · reference(q)) ≤ 1, with the k where the ratio is largest."""
+def _geometric(reference, slack, label):
+    """F_k ≤ ρ^k·reference(q) at every measured k, up to rounding: ``slack(q, F, eps)`` bounds the rounding of
+    the two sides (DERIVATIONS §2b; zero without ``eps``). Value: the ratio F_k/(ρ^k·reference) at the k that
+    comes nearest to failing; threshold: the ratio allowed there, 1 + 1e-12 + (rounding slack)/(ρ^k·reference)."""
     def rule(q, c) -> Outcome:
         rho = _rho(q)
         F = np.asarray(q["F_k"], dtype=float)
         if not 0 <= rho <= 1:
             return Outcome(np.nan, 1.0, None, f"ρ = {rho:.3g} is not in [0, 1]: no prediction")
-        with np.errstate(divide="ignore", invalid="ignore"):  # ρ = 0 predicts F_k = 0 for k ≥ 1
-            ratio = F / (np.power(rho, np.arange(F.size)) * reference(q, F))
-        ratio = np.where(np.isnan(ratio), 0.0, ratio)  # 0/0: a zero loss meets a zero prediction
-        worst = int(np.argmax(ratio))
-        note = f"worst at k = {worst}: F = {F[worst]:.4g}" + (" (ρ = 1: the prediction is F_k ≤ F_0)" if rho == 1 else "")
-        return Outcome(float(ratio[worst]), 1.0, at_most(float(ratio[worst]), 1.0), note)
+        k = np.arange(F.size)
+        ref = float(reference(q, F))
+        eps = optional(q, "eps")
+        side = None if eps is None else slack(q, F, float(eps))
+        power = np.power(rho, k)  # ρ^0 = 1, also for ρ = 0
+        pred = power * ref
+        allowed = pred * (1 + ROUNDING) + (0.0 if side is None else side[0] + power * side[1])
+        ok = F <= allowed
+        # a prediction that underflowed to 0 is still positive: decide on logarithms there
+        under = (allowed == 0) & (F > 0) & (rho > 0) & (ref > 0)
+        if under.any():
+            ok[under] = np.log(F[under]) <= math.log(ref) + k[under] * math.log(rho) + math.log1p(ROUNDING)
+        unknown = np.isnan(allowed)  # ρ^k underflowed while the reference overflowed: inf·0
+        ratio = np.where((F == 0) & (pred == 0), 0.0, F / pred)  # 0/0: a zero loss meets a zero prediction
+        excess = np.where((F == 0) & (allowed == 0), 0.0, F / allowed)
+        excess = np.where(under, np.where(ok, 0.0, np.inf), excess)
+        excess = np.where(unknown, -np.inf, excess)
+        worst = int(np.argmax(excess))
+        holds = bool(ok[~unknown].all()) and (None if unknown.any() else True)
+        if pred[worst] > 0:
+            threshold = float(allowed[worst] / pred[worst])
+        else:
+            threshold = math.inf if allowed[worst] > 0 else 1.0 + ROUNDING
+        note = f"worst at k = {worst}: F = {F[worst]:.4g}" + (f" (ρ = 1: the prediction is F_k ≤ {label})" if rho == 1 else "")
+        if unknown.any():
+            note += f"; ρ^k·reference is inf·0 in float64 at {int(unknown.sum())} k ({OVERFLOW})"
+        if side is not None:
+            note += f"; rounding slack at eps = {float(eps):.3g} (DERIVATIONS §2b): {threshold - 1:.3g} of the prediction"
+        elif eps is not None:
+            note += "; no rounding slack: it needs T, d and β_i, ‖x_i*‖² (beta_i, dist_sq_i)"
+        if math.isinf(ref):
+            note += f"; the reference {OVERFLOW}"
+        if under[worst]:
+            note += "; the prediction underflows float64 there (decided on logarithms)"
+        return Outcome(float(ratio[worst]), threshold, holds, note)
     return rule
+
+
+def _slack_both_run(q, F, eps):
+    """LINEAR: F_k and F_0 both measured in the run's precision."""
+    s = rounding_slack(F, q, eps)
+    return None if s is None else (s, s[0])
+
+
+def _slack_vs_gd(q, F, eps):
+    """ALIGNMENT: F_k in the run's precision, F_GD(X_T) in float64."""
+    s = rounding_slack(F, q, eps)
+    return None if s is None else (s, float(rounding_slack(scalar(q, "F_gd_T"), q, EPS64)))
+
+
+def _slack_run_only(q, F, eps):
+    """VS_GD_BOUND: F_k in the run's precision; the bound is a float64 formula of the data (ROUNDING covers it)."""
+    s = rounding_slack(F, q, eps)
+    return None if s is None else (s, 0.0)
 
 
 LINEAR = Condition(
     key="thm4_3.linear", title="Thm 4.3's conclusion on the measured losses", source="Thm 4.3",
     latex=r"F(W^k) \le \rho^k F(W^0)", text="F(X_T^k) ≤ ρ^k·F(X_T^0), every measured k (value: worst ratio)",
     status="stated", confidence="NOTE: third-party summary", needs=("F_k", *RATE_NEEDS), required=False,
-    relation="<=", rule=_geometric(lambda q, F: F[0]))
+    relation="<=", rule=_geometric(lambda q, F: F[0], _slack_both_run, "F_0"))
 
 ALIGNMENT = Condition(
     key="thm4_3.alignment", title="L2O after k iterations against GD (alignment at W_0)",
     source="Thm 4.3 + alignment (paper §4.5)", latex=r"F(X_T^k) \le \rho^k F_{GD}(X_T)",
     text="F(X_T^k) ≤ ρ^k·F_GD(X_T) (value: worst ratio)", status="stated", confidence="NOTE + INFER",
     needs=("F_k", "F_gd_T", *RATE_NEEDS), required=False, relation="<=",
-    rule=_geometric(lambda q, F: scalar(q, "F_gd_T")))
+    rule=_geometric(lambda q, F: scalar(q, "F_gd_T"), _slack_vs_gd, "F_GD(X_T)"))
 
 
 def _gd_bound(q, F) -> float:
@@ -181,6 +268,6 @@ VS_GD_BOUND = Condition(
     key="sec4_5.vs_gd_bound", title="Learning improves GD's bound: L2O below ρ^k times GD's rate",
     source="paper §4.5 (abstract's claim)", latex=r"F(X_T^k) \le \rho^k\,\frac{\beta\|X_0-X^\star\|^2}{2T}",
     text="F(X_T^k) ≤ ρ^k·β‖X_0 − X*‖²/(2T) (value: worst ratio)", status="stated", confidence="NOTE + INFER",
-    needs=("F_k", "T", "dist_sq", *RATE_NEEDS), required=False, relation="<=", rule=_geometric(_gd_bound))
+    needs=("F_k", "T", "dist_sq", *RATE_NEEDS), required=False, relation="<=", rule=_geometric(_gd_bound, _slack_run_only, "β‖X_0 − X*‖²/(2T)"))
 
 CONDITIONS = (ALPHA0, WIDTH, DELTA4, RATE, RATE_DERIVED, RATE_NTK, LINEAR, ALIGNMENT, VS_GD_BOUND)

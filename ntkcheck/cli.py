@@ -57,7 +57,7 @@ OPTIONS = {
     "saturation_tol": _o(float, TR, "P within this of 0 or 2 counts as saturated."),
     "dtype": _o(str, TR, "float32 or float64 (training; probes are float64)."),
     "ntk_every": _o(int, PR, "Probe the NTK and α every this many iterations (0: only at k = 0 and K)."),
-    "ntk_method": _o(str, PR, "auto (dense up to N·b = 4000 outputs), dense (K formed) or lanczos (λ_max, λ_min)."),
+    "ntk_method": _o(str, PR, "auto (dense where the kernels fit in memory), dense (K formed) or lanczos (λ_max, λ_min)."),
     "jacobian": _o(str, PR, "Jacobian for the dense kernel: auto, func or structured."),
     "alpha_steps": _o(str, PR, "T (α at step T) or all (also α over every step t at k = 0)."),
     "early": _o(int, PR, "Early window [0, this) of the measured contraction fit.", "--fit-early"),

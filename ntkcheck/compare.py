@@ -60,9 +60,10 @@ def theta_L(W0_L: torch.Tensor, metrics: pd.DataFrame, L: int) -> float:
 
 def quantities(cfg: TrainConfig, constants: dict, points: dict, metrics: pd.DataFrame, W0: dict) -> dict:
     """The plain numbers :mod:`bounds` takes, from the configuration, the data, the training metrics (wide) and
-    the probe at k = 0 (when it was measured)."""
+    the probe at k = 0 (when it was measured). ``eps``: the machine epsilon of the training dtype, in which the
+    losses F0, F_k were computed (the rounding slack of the comparisons with GD, bounds/DERIVATIONS.md §2b)."""
     q = {"N": cfg.N, "d": cfg.d, "b": cfg.b, "n": cfg.width, "L": cfg.L, "T": cfg.T, "e": cfg.e, "eta": cfg.lr,
-         "k": int(metrics.index[-1]), "step_scale": cfg.step_scale,
+         "k": int(metrics.index[-1]), "step_scale": cfg.step_scale, "eps": float(torch.finfo(getattr(torch, cfg.dtype)).eps),
          **{k: v for k, v in constants.items() if k != "F_gd"}, "F0": float(metrics["F_T"].iloc[0]),
          "F_k": metrics["F_T"].to_numpy(), "P_min": float(metrics["P_min"].min()),
          "P_max": float(metrics["P_max"].max()), "Theta_L": theta_L(W0[f"W{cfg.L}"], metrics, cfg.L)}

@@ -24,7 +24,7 @@ ON_DIVERGENCE = ("stop", "skip")
 NTK_METHODS = ("auto", "dense", "lanczos")
 JACOBIANS = ("auto", "func", "structured")
 ALPHA_STEPS = ("T", "all")
-DENSE_MAX = 4000  # ``ntk_method="auto"``: the dense kernel up to this many outputs N·b (4000 = paper scale)
+DENSE_MAX = 4000  # ``ntk_method="auto"`` where the available memory cannot be read: dense up to N·b = 4000 outputs
 
 # The named configurations: the paper's small scale (Fig. 5) and its full scale (Fig. 4a). Every default of
 # TrainConfig and ProbeConfig is the "small" entry's.
@@ -93,7 +93,7 @@ class ProbeConfig:
     """What ``verify`` measures along training. ``ntk_every`` = 0 probes only at k = 0 and k = K.
 
     ``ntk_method``: ``dense`` (K formed: spectrum, rank, drift, plateau), ``lanczos`` (λ_max, λ_min only) or
-    ``auto`` (dense up to N·b = :data:`DENSE_MAX` outputs); ``jacobian``: the Jacobian behind the dense kernel;
+    ``auto`` (dense whenever the dense kernels fit in half the available memory: :meth:`method_for`); ``jacobian``: the Jacobian behind the dense kernel;
     ``alpha_steps="all"`` adds α over every step t at k = 0; ``early``: the window [0, early) of the early
     contraction fit."""
 
@@ -116,11 +116,42 @@ class ProbeConfig:
             return sorted({0, iters})
         return sorted(set(range(0, iters + 1, self.ntk_every)) | {iters})
 
-    def method_for(self, n_outputs: int) -> str:
-        """The kernel method for N·b = ``n_outputs``: ``auto`` is dense up to :data:`DENSE_MAX`."""
-        if self.ntk_method == "auto":
-            return "dense" if n_outputs <= DENSE_MAX else "lanczos"
-        return self.ntk_method
+    def method_for(self, n_outputs: int, n_params: int | None = None, *, memory: float | None = None,
+                   explain: bool = False):
+        """The kernel method for Q = N·b = ``n_outputs`` outputs and P = ``n_params`` parameters (``explain``:
+        the pair (method, reason), the reason one short line).
+
+        ``auto`` forms K densely whenever the dense probe fits in half of ``memory`` bytes (default: the memory
+        available now, :func:`ntkcheck.resources.available_memory`): it needs 8·(20·Q² + 2·Q·P)
+        bytes, twenty Q×Q float64 arrays (K and K̃, their per-parameter blocks and symmetric parts, the
+        eigenvectors and eigh's workspace, the kernels kept for the drift) and the Jacobians J and J̃ (Q×P each;
+        not counted when P is not given). Otherwise Lanczos (λ_max, λ_min only). Where the memory cannot be read,
+        ``auto`` keeps the fixed rule Q ≤ :data:`DENSE_MAX`. ``dense`` and ``lanczos`` are taken as asked."""
+        Q = int(n_outputs)
+        if self.ntk_method != "auto":
+            return (self.ntk_method, f"{self.ntk_method}: asked for") if explain else self.ntk_method
+
+        def available() -> float | None:
+            from ntkcheck.resources import available_memory  # same layer; resources imports this module
+
+            found = available_memory()
+            return None if found >= 2 ** 63 else float(found)  # 2^63: nothing could be read
+
+        def size(x: float) -> str:
+            return f"{x / 1e9:.3g} GB" if x >= 1e8 else f"{x / 1e6:.3g} MB"
+
+        memory = available() if memory is None else float(memory)
+        if memory is None:
+            method = "dense" if Q <= DENSE_MAX else "lanczos"
+            reason = (f"auto → {method}: N·b = {Q} {'≤' if method == 'dense' else '>'} {DENSE_MAX} (the available "
+                      "memory could not be read)")
+        else:
+            need = 8.0 * (20.0 * Q * Q + 2.0 * Q * (n_params or 0))
+            method = "dense" if need <= memory / 2 else "lanczos"
+            what = "K, K̃" + (" and J, J̃" if n_params else "")
+            reason = (f"auto → {method}: the dense {what} need {size(need)}, "
+                      f"{'within' if method == 'dense' else 'more than'} half of the {size(memory)} available")
+        return (method, reason) if explain else method
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -14,7 +14,12 @@
     weights           σ_min and ‖W_ℓ‖₂ of every weight matrix
 
 ``method="dense"`` forms K and K̃ (all eigenvalues, ranks, the plateau); ``method="lanczos"`` gives λ_max and
-λ_min of K and ½(K̃ + K̃ᵀ) from the matrix-free operators only (no rank, no plateau, no drift). The formulas
+λ_min of K and ½(K̃ + K̃ᵀ) from the matrix-free operators only (no rank, no plateau, no drift); ``auto`` is dense
+whenever the dense kernels and Jacobians fit in memory (:meth:`~ntkcheck.config.ProbeConfig.method_for`).
+Lanczos is stopped after a budget of matrix-free products, by default max(N·b, 120) per kernel (forming K column
+by column takes N·b): on a kernel of low rank its bottom can take thousands. It then falls back to the dense probe
+when that fits, else it reports what converged (λ_max, and λ_min as NaN). ``method_reason`` says which method
+ran and why, with the product counts. The formulas
 behind each number live in :mod:`ntkcheck.ntk`, :mod:`ntkcheck.linalg`, :mod:`ntkcheck.features` and
 :mod:`ntkcheck.dynamics`; this module puts them together. ``as_dict()`` is for JSON only.
 """
@@ -22,14 +27,16 @@ behind each number live in :mod:`ntkcheck.ntk`, :mod:`ntkcheck.linalg`, :mod:`nt
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 import torch
+from scipy.sparse.linalg import ArpackError, LinearOperator, eigsh
 
 from ntkcheck import problems
-from ntkcheck.config import DENSE_MAX
+from ntkcheck.config import ProbeConfig
 from ntkcheck.dynamics import predict, stability_threshold
 from ntkcheck.features import FeatureSpectrum, alpha as alpha_of, alpha_table, weight_spectra
 from ntkcheck.linalg import KernelDrift, KernelSpectrum, Rank, extreme_eigenvalues, kernel_drift, kernel_spectrum
@@ -37,6 +44,8 @@ from ntkcheck.model import MathL2O
 from ntkcheck.ntk import gram, jacobian, ntk_operator, parameters, residual_fn, with_mode
 
 PROBE_METHODS = ("auto", "dense", "lanczos")
+LANCZOS_TOL = 1e-10
+LANCZOS_MIN_BUDGET = 120  # ARPACK's two default 20-vector bases (top and shifted bottom), with two restarts each
 
 
 class NonFiniteKernel(ValueError):
@@ -151,13 +160,15 @@ class ProbeResult:
     drift: KernelDrift | None = None
     alpha_over_t: np.ndarray | None = field(default=None, repr=False, compare=False)
     kernels: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    method_reason: str = ""  # which method ran and why: the memory it needs, Lanczos's products, a fallback
 
     def replace(self, **changes) -> "ProbeResult":
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict:
         """The numbers, for JSON (arrays: :meth:`arrays`)."""
-        out = {"method": self.method, "loss": self.loss, "n_outputs": self.n_outputs, "n_params": self.n_params,
+        out = {"method": self.method, "method_reason": self.method_reason, "loss": self.loss,
+               "n_outputs": self.n_outputs, "n_params": self.n_params,
                "K": self.K.as_dict(), "K_training": self.K_training.as_dict(), "alpha": self.alpha.as_dict(),
                "delta3": self.delta3, "weights": [dict(w) for w in self.weights],
                "drift": None if self.drift is None else self.drift.as_dict()}
@@ -188,7 +199,7 @@ class ProbeResult:
             d["n_params"], tuple(d["weights"]),
             Linearised.from_dict(d["linearised"], arrays["K_projections"]) if dense else None,
             drift(d.get("K_vs_K_training")), d.get("threshold_training"), drift(d["drift"]),
-            arrays.get("alpha_over_t"))
+            arrays.get("alpha_over_t"), method_reason=d.get("method_reason", ""))
 
 
 @dataclass(frozen=True)
@@ -209,35 +220,49 @@ class ProbeFailure:
 
 def measure(model: MathL2O, problem: problems.Problem, T: int, *, lr: float, method: str = "auto",
             jacobian_method: str = "auto", t: int | None = None, alpha_steps: bool = False,
-            kernels: bool = False) -> ProbeResult:
+            kernels: bool = False, lanczos_budget: int | None = None, memory: float | None = None) -> ProbeResult:
     """Everything the proof needs at the weights of ``model`` (module docstring), in float64.
 
-    ``lr`` = η for the linearised predictions; ``method``: ``dense``, ``lanczos`` or ``auto`` (dense up to
-    N·b = 4000 outputs); ``jacobian_method``: the Jacobian behind the dense kernel (:func:`ntkcheck.ntk.jacobian`);
-    ``t``: the step of α (default T); ``alpha_steps``: also α over every step t = 1..T; ``kernels``: keep the
-    dense K and K̃. Raises :class:`NonFiniteKernel` where the kernel overflows."""
+    ``lr`` = η for the linearised predictions; ``method``: ``dense``, ``lanczos`` or ``auto`` (dense whenever the
+    dense kernels and Jacobians fit in half of ``memory`` bytes, default the memory available now:
+    :meth:`~ntkcheck.config.ProbeConfig.method_for`); ``jacobian_method``: the Jacobian behind the dense kernel
+    (:func:`ntkcheck.ntk.jacobian`); ``t``: the step of α (default T); ``alpha_steps``: also α over every step
+    t = 1..T; ``kernels``: keep the dense K and K̃; ``lanczos_budget``: matrix-free products per kernel after which
+    Lanczos stops (default max(N·b, 120)). ``method_reason`` of the result says which method ran and why.
+    Raises :class:`NonFiniteKernel` where the kernel overflows."""
     if method not in PROBE_METHODS:
         raise ValueError(f"method must be one of {', '.join(PROBE_METHODS)} (got {method!r})")
     m = with_mode(model, "true", dtype=torch.float64)
     p = problem.to(dtype=torch.float64)
     if not all(bool(torch.isfinite(w).all()) for w in parameters(m).values()):
         raise NonFiniteKernel("the weights are not finite (a diverged run?)")
+    Q, P = p.N * p.b, sum(v.numel() for v in parameters(m).values())
+    auto, auto_reason = ProbeConfig().method_for(Q, P, memory=memory, explain=True)
     if method == "auto":
-        method = "dense" if p.N * p.b <= DENSE_MAX else "lanczos"
+        method, reason = auto, auto_reason
+    else:
+        reason = f"{method} as asked ({'auto picks the same' if method == auto else f'auto picks {auto}'}: " \
+                  f"{auto_reason.split(': ', 1)[1]})"
+    budget = max(Q, LANCZOS_MIN_BUDGET) if lanczos_budget is None else int(lanczos_budget)
     try:
-        return _measure(m, p, T, lr, method, jacobian_method, t, alpha_steps, kernels)
+        return _measure(m, p, T, lr, method, jacobian_method, t, alpha_steps, kernels,
+                        reason=reason, budget=budget, dense_fits=auto == "dense")
     except torch.linalg.LinAlgError as err:  # an SVD or eigensolver fed with overflowed features or kernels
         raise NonFiniteKernel(f"the features or kernels overflow at these weights ({err})") from None
 
 
-def _measure(m, p, T, lr, method, jacobian_method, t, alpha_steps, kernels) -> ProbeResult:
+def _measure(m, p, T, lr, method, jacobian_method, t, alpha_steps, kernels, *, reason: str, budget: int,
+             dense_fits: bool) -> ProbeResult:
     common = {"alpha": alpha_of(m, p, T, t=t), "delta3": max_feature_row_norm(m, p, T),
               "weights": tuple(weight_spectra(m).assign(shape=lambda f: f["shape"].map(list)).to_dict("records")),
               "n_params": sum(v.numel() for v in parameters(m).values()),
               "alpha_over_t": alpha_table(m, p, T)[["t", "alpha", "rank"]].to_numpy() if alpha_steps else None}
     if method == "dense":
-        return _dense(m, p, T, lr, jacobian_method, kernels, common)
-    return _lanczos(m, p, T, common)
+        return _dense(m, p, T, lr, jacobian_method, kernels, common).replace(method_reason=reason)
+    result = _lanczos(m, p, T, common, budget=budget, dense_fits=dense_fits)
+    if isinstance(result, str):  # Lanczos ran out of products and the dense probe fits: form the kernels
+        return _dense(m, p, T, lr, jacobian_method, kernels, common).replace(method_reason=f"{reason}; {result}")
+    return result.replace(method_reason=f"{reason}; {result.method_reason}")
 
 
 def _dense(m: MathL2O, p: problems.Problem, T: int, lr: float, jacobian_method: str, kernels: bool,
@@ -264,16 +289,80 @@ def _dense(m: MathL2O, p: problems.Problem, T: int, lr: float, jacobian_method: 
         kernels=(G.K.cpu().numpy(), Gt.K.cpu().numpy()) if kernels else None, **common)
 
 
-def _lanczos(m: MathL2O, p: problems.Problem, T: int, common: dict) -> ProbeResult:
-    stats = {}
+class _OutOfProducts(Exception):
+    """The Lanczos budget of matrix-free products is spent."""
+
+
+def _counted(op: LinearOperator, budget: int) -> tuple[LinearOperator, list[int]]:
+    """``op`` with a count of its products (matvec and rmatvec), raising :class:`_OutOfProducts` past ``budget``."""
+    count = [0]
+
+    def counting(f):
+        def apply(v):
+            if count[0] >= budget:
+                raise _OutOfProducts
+            count[0] += 1
+            return f(v)
+        return apply
+
+    return LinearOperator(op.shape, matvec=counting(op.matvec), rmatvec=counting(op.rmatvec), dtype=np.float64), count
+
+
+def _top_within(op: LinearOperator, budget: int) -> tuple[float, int]:
+    """λ_max alone by Lanczos (eigsh, ``which="LA"``, the start vector of :func:`extreme_eigenvalues`), within
+    ``budget`` products; NaN where it does not converge there."""
+    counted, count = _counted(op, budget)
+    v0 = np.random.default_rng(0).standard_normal(op.shape[0])
+    try:
+        return float(eigsh(counted, k=1, which="LA", tol=LANCZOS_TOL, v0=v0, return_eigenvectors=False)[0]), count[0]
+    except (_OutOfProducts, ArpackError):
+        return math.nan, count[0]
+
+
+def _extremes_within(op: LinearOperator, budget: int):
+    """(Extremes or None, products, why it stopped): :func:`extreme_eigenvalues` by Lanczos within ``budget``."""
+    counted, count = _counted(op, budget)
+    try:
+        return extreme_eigenvalues(counted, method="lanczos", tol=LANCZOS_TOL, dense_max=0), count[0], ""
+    except _OutOfProducts:
+        return None, count[0], "the budget"
+    except ArpackError as err:  # e.g. a zero kernel: "starting vector is zero"
+        return None, count[0], f"ARPACK ({err})"
+    except RuntimeError as err:  # with dense_max=0 a non-converged eigsh is reported as a RuntimeError
+        if "did not converge" not in str(err):
+            raise
+        return None, count[0], "ARPACK's iteration limit"
+
+
+def _lanczos(m: MathL2O, p: problems.Problem, T: int, common: dict, *, budget: int,
+             dense_fits: bool) -> ProbeResult | str:
+    """λ_max, λ_min of K and ½(K̃ + K̃ᵀ) by Lanczos, at most ``budget`` products per kernel. Where a kernel's
+    spectrum does not converge within it: the reason to fall back to the dense probe (a str) when ``dense_fits``,
+    else λ_max alone (λ_min NaN, its accuracy NaN), as far as that converges within a second ``budget``."""
+    stats, used, partial = {}, [], False
     for key, kernel, part in (("K", "true", "full"), ("K_training", "training", "symmetric")):
-        ext = extreme_eigenvalues(ntk_operator(m, p, T, kernel=kernel, part=part), method="lanczos", tol=1e-10)
-        stats[key] = KernelStats(ext.lambda_max, ext.lambda_min, "lanczos", abs_accuracy_min=ext.extra["abs_accuracy_min"],
-                                 lanczos_tol=ext.extra["tol"])
+        name = "K" if key == "K" else "K̃"
+        op = ntk_operator(m, p, T, kernel=kernel, part=part)
+        ext, count, stopped = _extremes_within(op, budget)
+        if ext is not None:
+            used.append(f"{name} {count}")
+            stats[key] = KernelStats(ext.lambda_max, ext.lambda_min, "lanczos",
+                                     abs_accuracy_min=ext.extra["abs_accuracy_min"], lanczos_tol=ext.extra["tol"])
+            continue
+        if dense_fits:
+            return (f"Lanczos stopped by {stopped} before converging on {name} (products: "
+                    f"{', '.join(used + [f'{name} {count}'])}; budget {budget} per kernel), and the dense kernels fit: dense")
+        top, extra = _top_within(op, budget)
+        used.append(f"{name} {count} + {extra} (λ_max only: λ_min stopped by {stopped})")
+        stats[key] = KernelStats(top, math.nan, "lanczos", abs_accuracy_min=math.nan, lanczos_tol=LANCZOS_TOL)
+        partial = True
     with torch.no_grad():
         X_T = m.unroll(p, T).X[-1]
+    reason = f"products: {', '.join(used)} (budget {budget} per kernel)"
+    if partial:
+        reason += "; the dense kernels do not fit: λ_min is reported as NaN"
     return ProbeResult("lanczos", float(problems.objective(p, X_T)), stats["K"], stats["K_training"],
-                       n_outputs=p.N * p.b, **common)
+                       n_outputs=p.N * p.b, method_reason=reason, **common)
 
 
 @torch.no_grad()

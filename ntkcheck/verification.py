@@ -71,7 +71,6 @@ class Prober:
     def __init__(self, cfg: TrainConfig, probes: ProbeConfig, problem: problems.Problem, folder: Path | None = None):
         self.cfg, self.probes, self.problem, self.folder = cfg, probes, problem, folder
         self.steps = set(probes.steps(cfg.iters))
-        self.method = probes.method_for(problem.N * problem.b)
         self.points: dict[int, ProbeResult | ProbeFailure] = {}
         self.K0 = None
         if folder is not None:
@@ -83,9 +82,9 @@ class Prober:
         if k not in self.steps or k in self.points:
             return
         try:
-            result = measure(model, self.problem, self.cfg.T, lr=self.cfg.lr, method=self.method,
+            result = measure(model, self.problem, self.cfg.T, lr=self.cfg.lr, method=self.probes.ntk_method,
                              jacobian_method=self.probes.jacobian,
-                             alpha_steps=k == 0 and self.probes.alpha_steps == "all", kernels=self.method == "dense")
+                             alpha_steps=k == 0 and self.probes.alpha_steps == "all", kernels=True)
         except NonFiniteKernel as err:
             result = ProbeFailure(str(err))
         else:
@@ -93,7 +92,7 @@ class Prober:
         self.points[k] = result
         if self.folder is not None:
             io.write_npz(self._path(k, "npz"), result.arrays())
-            io.write_json(self._path(k, "json"), {"iteration": k, "method": self.method, **result.as_dict()})
+            io.write_json(self._path(k, "json"), {"iteration": k, **result.as_dict()})
 
     def _with_drift(self, k: int, result: ProbeResult) -> ProbeResult:
         """‖K_k − K_0‖_F/‖K_0‖_F where K is dense and K_0 ≠ 0; the dense kernels are not kept."""
@@ -117,6 +116,12 @@ class Prober:
             points[k] = (ProbeFailure(numbers["error"]) if "error" in numbers
                          else ProbeResult.from_dict(numbers, dict(np.load(self._path(k, "npz")))))
         return points
+
+
+def probe_method(points: dict, probes: ProbeConfig) -> str:
+    """The kernel method(s) the probes ran (each probe's ``method_reason`` says why), or the one asked for."""
+    ran = sorted({p.method for p in points.values() if isinstance(p, ProbeResult)})
+    return ", ".join(ran) or probes.ntk_method
 
 
 def probe_frame(points: dict) -> pd.DataFrame:
@@ -191,7 +196,7 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
     probed = probe_frame(points)
     report = {
         "status": training.status, "run_id": run_id, "config": cfg.to_dict(),
-        "probes": probes.to_dict(), "probe_method": prober.method, "dtype_probes": "float64",
+        "probes": probes.to_dict(), "probe_method": probe_method(points, probes), "dtype_probes": "float64",
         "versions": runfolder.versions(), "summary": training.summary,
         "problem": {"beta": constants["beta"], "beta_i": constants["beta_i"].tolist(),
                     "sigma_min_sq_i": constants["sigma_min_sq_i"].tolist(), "dist_sq": constants["dist_sq"],

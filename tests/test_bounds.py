@@ -464,3 +464,165 @@ def test_bounds_imports_neither_torch_nor_ntkcheck():
     code = "import sys, bounds; bounds.evaluate_all({}); print(sorted({'torch', 'ntkcheck'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- nothing raises: huge and tiny inputs (issue 12) ----------------------------------------------------------
+
+POSITIVE = st.floats(min_value=5e-324, max_value=1e308, allow_nan=False, allow_infinity=False)
+HUGE_OR_TINY = {"e": POSITIVE, "T": st.integers(1, 10 ** 6), "L": st.integers(1, 10 ** 4),
+                "eta": st.floats(1e-300, 1e300)}
+SCALES = st.floats(1e-300, 1e300)  # multiplies every other scalar quantity of FULL
+NOT_COMPARABLE = {"thm4_3.rate", "thm4_3.rate_derived", "thm4_3.rate_ntk"}  # holds is 0 ≤ ρ < 1, not ρ < 1 alone
+
+
+def _consistent(v):
+    """A decided verdict agrees with its own value and threshold, where both are finite, positive floats."""
+    if v.holds is None or v.key in NOT_COMPARABLE or v.relation not in ("<=", ">=", "<", ">"):
+        return True
+    a, b = v.value, v.threshold
+    if not (math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0):
+        return True
+    r = a / b
+    below, above = r <= 1 + 1e-9, r >= 1 - 1e-9
+    return {"<=": below, "<": below, ">=": above, ">": above}[v.relation] if v.holds else \
+        {"<=": r > 1 - 1e-9, "<": r > 1 - 1e-9, ">=": r < 1 + 1e-9, ">": r < 1 + 1e-9}[v.relation]
+
+
+def _check_verdicts(verdicts):
+    for v in verdicts:
+        assert v.holds in (True, False, None), v
+        assert isinstance(v.value, float) and isinstance(v.threshold, float), v
+        assert _consistent(v), v
+        json.dumps(v.to_dict(), allow_nan=False)  # non-finite numbers become None
+
+
+@given(**HUGE_OR_TINY, scale=SCALES, data_scale=SCALES, C=st.one_of(st.none(), POSITIVE))
+@settings(max_examples=200, deadline=None)
+def test_every_condition_evaluates_on_huge_and_tiny_inputs(e, T, L, eta, scale, data_scale, C):
+    """Every condition of the registry, with every quantity given: no exception, whatever the magnitudes; a
+    value or threshold beyond float64 is inf or 0, and a decided verdict agrees with them."""
+    q = {k: (v * scale if k not in ("N", "d", "b", "n", "k", "alpha0_rank", "P_min", "P_max", "step_scale")
+             and isinstance(v, float) else v) for k, v in FULL.items()}
+    q |= {"e": e, "T": T, "L": L, "eta": eta, "eps": 1.1920929e-07, "F_k": FULL["F_k"] * scale,
+          **{k: FULL[k] * data_scale for k in ("beta_i", "dist_sq_i", "sigma_min_sq_i", "gd_gz")}}
+    verdicts = bounds.evaluate_all(q, **({} if C is None else {"C": C}))
+    _check_verdicts(verdicts)
+    for cond in bounds.registry():  # and one at a time, with every needed quantity at the extremes of float64
+        for x in (5e-324, 1e-300, 1e300, 1.7976931348623157e308):
+            extreme = {**q, **{n: x for n in cond.needs if n not in ("F_k", "beta_i", "dist_sq_i", "sigma_min_sq_i",
+                                                                       "gd_gz", "P_min", "P_max")}}
+            _check_verdicts([cond.evaluate(extreme)])
+
+
+@given(**HUGE_OR_TINY, step_scale=st.floats(1e-300, 1.999), n=st.integers(1, 10 ** 6),
+       C=st.one_of(st.none(), POSITIVE), data=st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_thresholds_never_raise(e, T, L, eta, step_scale, n, C, data):
+    """``bounds.thresholds`` (what ``ntkcheck bounds`` prints) on a configuration at the edges of float64."""
+    rows = bounds.thresholds(T, L, e, eta, N=2, d=5, b=3, n=n, step_scale=step_scale, C=C,
+                             data=DATA if data else None)
+    assert {r["key"] for r in rows} >= {"width.nd", "lemma5_1.e", "step.descent"}
+    for r in rows:
+        assert r["holds"] in (True, False, None), r
+        if r["holds"] is None and r["status"] != "scaling":
+            assert r["note"], r
+    json.dumps(rows)
+
+
+DATA = bounds.gd_quantities(*make_qp(2, 5, 3, seed=7), T=4)
+
+
+@pytest.mark.parametrize("args", [["--e", "1e300"], ["--e", "1e308"], ["--e", "1e-300"], ["--T", "100000", "--N", "2"],
+                                  ["--L", "1000"], ["--L", "10000", "--e", "1e308"], ["--lr", "1e300"],
+                                  ["--lr", "1e-300"], ["--e", "1e-300", "--L", "10000", "--lr", "1e300"]])
+def test_bounds_command_reports_overflow_instead_of_raising(args, capsys, monkeypatch):
+    from ntkcheck.cli import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["bounds", *args]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err + out.out and "eq14.eta_apriori" in out.out
+
+
+def test_overflowing_thresholds_are_inf_and_still_decided():
+    """e = 1e300 at L = 3: Λ̄₀² ∝ e⁴ overflows float64, so 1/Λ̄₀² is 0 (shown) and η ≤ it FAILS, decided on
+    logarithms; e_max of Cor. C.1 stays finite."""
+    rows = {r["key"]: r for r in bounds.thresholds(20, 3, 1e300, 1e-7, N=2, d=5, b=3, n=16, data=DATA)}
+    apriori = rows["eq14.eta_apriori"]
+    assert apriori["holds"] is False and apriori["threshold"] == 0.0 and "overflows float64" in apriori["note"]
+    cor = rows["corC1.e_eta"]
+    assert cor["holds"] is False and 0 < cor["threshold"] < 1e300
+    tiny = {r["key"]: r for r in bounds.thresholds(20, 3, 1e-300, 1e-7, N=2, d=5, b=3, n=16, data=DATA)}
+    assert tiny["eq14.eta_apriori"]["holds"] is True and tiny["eq14.eta_apriori"]["threshold"] == math.inf
+    lemma = bounds.get("lemma5_2.e").evaluate({"T": 5, "L": 2, "e": 1e300}, C=1.0)  # T^{21/1}: fine; a huge T·L…
+    assert lemma.holds is True
+    huge = bounds.get("lemma5_2.e").evaluate({"T": 10 ** 6, "L": 2, "e": 1e300}, C=1e300)
+    assert huge.holds is False and huge.threshold == math.inf and "overflows float64" in huge.note
+
+
+def test_undecidable_overflow_says_so():
+    """δ₃Θ_L beyond float64 and a measured slope of exactly 0: both sides of δ₄'s check are 0, undecided."""
+    v = theorem.DELTA4.evaluate({"delta3": 1e200, "Theta_L": 1e200, "P_min": 1.0, "P_max": 2.0})
+    assert v.holds is None and "overflows float64" in v.note
+    w = theorem.DELTA4.evaluate({"delta3": 1e3, "Theta_L": 1.0, "P_min": 1.0, "P_max": 2.0})  # δ₄ = e^{−1000} > 0
+    assert w.holds is False and w.threshold == 0.0 and "underflows" in w.note
+
+
+# -- rounding: float32 runs against float64 GD (DERIVATIONS §2b) ------------------------------------------------
+
+@covers("init.gd_equality", "thm4_3.alignment")
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.sampled_from([1, 2, 3, 5, 8, 16, 30, 64, 128, 256]), st.floats(0.0, 1.0),
+       st.sampled_from([1, 2, 3, 5, 10, 20, 50, 100]), st.sampled_from([0.5, 0.9999, 1.0, 1.5, 1.9, 1.99, 1.999]),
+       st.integers(2, 4), st.floats(1.0, 100.0), st.sampled_from(["auto", "dense"]), st.integers(0, 2 ** 20))
+def test_rounding_bound_holds_for_float32_unrolls_of_the_model(N, d, frac, T, s, L, e, wide, seed):
+    """The model at W_0 in float32 (P ≡ 1 exactly) against GD in float64: |F̂ − F_GD| within the rounding
+    bound σ(eps32) + σ(eps64), c = d + 1, with b from 1 (where the inner products round coherently) to d."""
+    import torch
+
+    from ntkcheck import TrainConfig, build_model, problems as probs
+
+    b = max(1, round(frac * d))
+    cfg = TrainConfig(N=N, d=d, b=b, width=6, T=T, L=L, e=e, step_scale=s, seed=seed, dtype="float32",
+                      wide_layer=wide)
+    p = probs.generate(N, d, b, seed)
+    p32 = p.to(dtype=torch.float32)
+    with torch.no_grad():
+        traj = build_model(cfg, dtype=torch.float32, device="cpu").unroll(p32, T)
+        F32 = float(probs.objective(p32, traj.X[-1]))
+    assert all(bool((P == 1).all()) for P in traj.P)  # exactly GD: 2σ(0) = 1 in float32 too
+    q = {**bounds.gd_quantities(p.M.numpy(), p.Y.numpy(), T, s), "T": T, "d": d, "eps": float(np.finfo(np.float32).eps)}
+    v = gd.INIT_GD_EQUALITY.evaluate({**q, "F0": F32})
+    assert v.holds, v
+    # Thm 4.3 at ρ = 1 (α₀ = 0): alignment is F_k ≤ F_GD up to the same rounding
+    rate = {"eta": 1e-3, "beta0": 1.0, "delta4": 0.25, "alpha0": 0.0}
+    assert theorem.ALIGNMENT.evaluate({**q, **rate, "F_k": np.array([F32])}).holds
+
+
+def _float32_run():
+    import ntkcheck
+    from ntkcheck.compare import problem_constants, quantities
+
+    cfg = ntkcheck.TrainConfig(N=3, d=8, b=6, width=16, T=5, e=5.0, lr=1e-3, iters=4, dtype="float32")
+    run = ntkcheck.verify(cfg, ntkcheck.ProbeConfig(ntk_every=2), figures=False)
+    q = quantities(run.config, problem_constants(ntkcheck.make_problem(cfg), cfg.T, cfg.step_scale), run.probes,
+                   run.training.metrics, ntkcheck.initial_weights(cfg))
+    return run, q
+
+
+def test_a_float32_verify_passes_the_gd_checks_and_a_real_violation_still_fails():
+    run, q = _float32_run()
+    verdicts = {c["key"]: c for c in run.report["conditions"]}
+    assert verdicts["init.gd_equality"]["holds"] is True and verdicts["thm4_3.alignment"]["holds"] is True
+    assert q["eps"] == pytest.approx(1.1920929e-07)
+    assert verdicts["init.gd_equality"]["value"] > 1e-9  # the fixed float64 tolerance would have failed it
+    # F_0 off by 1 %, far beyond rounding (the bound here is ~2e-4): both FAIL
+    F_k = q["F_k"].copy()
+    F_k[0] *= 1.01
+    wrong = {**q, "F0": q["F0"] * 1.01, "F_k": F_k}
+    assert gd.INIT_GD_EQUALITY.evaluate(wrong).holds is False
+    assert theorem.ALIGNMENT.evaluate(wrong).holds is False
+    # and below GD by as much: alignment holds (the theorem bounds from above), equality does not
+    F_k[0] = q["F_k"][0] * 0.99
+    assert gd.INIT_GD_EQUALITY.evaluate({**q, "F0": q["F0"] * 0.99}).holds is False
+    assert theorem.ALIGNMENT.evaluate({**q, "F_k": F_k}).holds is True
