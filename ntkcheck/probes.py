@@ -38,10 +38,10 @@ from scipy.sparse.linalg import ArpackError, LinearOperator, eigsh
 from ntkcheck import problems
 from ntkcheck.config import ProbeConfig
 from ntkcheck.dynamics import predict, stability_threshold
-from ntkcheck.features import FeatureSpectrum, alpha as alpha_of, alpha_table, weight_spectra
+from ntkcheck.features import FeatureSpectrum, alpha_table, spectrum_of, weight_spectra
 from ntkcheck.linalg import KernelDrift, KernelSpectrum, Rank, extreme_eigenvalues, kernel_drift, kernel_spectrum
 from ntkcheck.model import MathL2O
-from ntkcheck.ntk import gram, jacobian, ntk_operator, parameters, residual_fn, with_mode
+from ntkcheck.ntk import gram, jacobian, ntk_operator, parameters, with_mode
 
 PROBE_METHODS = ("auto", "dense", "lanczos")
 LANCZOS_TOL = 1e-10
@@ -253,7 +253,8 @@ def measure(model: MathL2O, problem: problems.Problem, T: int, *, lr: float, met
 
 def _measure(m, p, T, lr, method, jacobian_method, t, alpha_steps, kernels, *, reason: str, budget: int,
              dense_fits: bool) -> ProbeResult:
-    common = {"alpha": alpha_of(m, p, T, t=t), "delta3": max_feature_row_norm(m, p, T),
+    alpha, delta3 = _features_along(m, p, T, T if t is None else t)
+    common = {"alpha": alpha, "delta3": delta3,
               "weights": tuple(weight_spectra(m).assign(shape=lambda f: f["shape"].map(list)).to_dict("records")),
               "n_params": sum(v.numel() for v in parameters(m).values()),
               "alpha_over_t": alpha_table(m, p, T)[["t", "alpha", "rank"]].to_numpy() if alpha_steps else None}
@@ -274,7 +275,7 @@ def _dense(m: MathL2O, p: problems.Problem, T: int, lr: float, jacobian_method: 
         raise NonFiniteKernel("K or K̃ has non-finite entries at these weights (a diverged run?)")
     spec, spec_t = kernel_spectrum(G.K), kernel_spectrum(Gt.symmetric_part())
     with torch.no_grad():
-        r = residual_fn(m, p, T)(parameters(m))
+        r = problems.residual(p, m.unroll(p, T).X[-1]).reshape(-1)
     pred = predict(G.K, r, lr, 0)
     norm_t = float(torch.linalg.norm(Gt.K))
     asymmetry = float(torch.linalg.norm(Gt.K - Gt.K.T)) / norm_t if norm_t > 0 else 0.0
@@ -368,7 +369,19 @@ def _lanczos(m: MathL2O, p: problems.Problem, T: int, common: dict, *, budget: i
 @torch.no_grad()
 def max_feature_row_norm(model: MathL2O, problem: problems.Problem, T: int) -> float:
     """δ₃ = max_{t ≤ T, j} ‖G_{L−1,t}[j, :]‖₂ along the model's own trajectory (float64)."""
-    m = with_mode(model, "true", dtype=torch.float64)
-    p = problem.to(dtype=torch.float64)
-    X = m.unroll(p, T).X
-    return max(float(m.features(m.inputs(p, X[t - 1]))[-1].norm(dim=1).max()) for t in range(1, T + 1))
+    return _features_along(with_mode(model, "true", dtype=torch.float64), problem.to(dtype=torch.float64), T, T)[1]
+
+
+@torch.no_grad()
+def _features_along(m: MathL2O, p: problems.Problem, T: int, t: int) -> tuple[FeatureSpectrum, float]:
+    """From one unroll of the float64 model ``m``: α = σ_min(G_{L−1,t}) (:func:`ntkcheck.features.alpha`'s
+    spectrum) and δ₃ = max over s ≤ T and rows j of ‖G_{L−1,s}[j, :]‖₂; one R×n feature matrix at a time."""
+    if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= T:
+        raise ValueError(f"t must be an integer in [1, T = {T}] (got {t!r})")
+    X, delta3, alpha = m.unroll(p, T).X, 0.0, None
+    for s in range(1, T + 1):
+        G = m.features(m.inputs(p, X[s - 1]))[-1]
+        delta3 = max(delta3, float(G.norm(dim=1).max()))
+        if s == t:
+            alpha = spectrum_of(G, layer=m.L - 1, t=t, N=p.N, d=p.d)
+    return alpha, delta3
