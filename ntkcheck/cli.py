@@ -67,20 +67,19 @@ OPTIONS = {
     "resume": _o(bool, OUT, "Continue the interrupted run in --out.", "--resume", default=False),
     "device": _o(str, MACH, "auto, cpu or cuda."),
     "threads": _o(Optional[int], MACH, "CPU threads for torch (default: torch's); 1 is often faster on a busy machine."),
+    "max_memory": _o(Optional[float], MACH, "Refuse runs estimated to need more bytes, e.g. 8e9 (default: available; inf)."),
     "strict": _o(bool, OUT, "Exit 1 when a condition the theorem needs FAILS.", "--strict", default=False),
     "figures": _o(bool, OUT, "Write figures/*.png.", "--figures/--no-figures", default=True),
     "run": _o(Optional[Path], OUT, "A finished run folder: measure at its W_0 and final weights (its own config)."),
-    "method": _o(str, PR, "Jacobian: auto (structured where it applies), func (torch.func) or structured.",
-                 default="auto"),
+    "method": _o(str, PR, "Jacobian: auto (structured where it applies), func or structured.", default="auto"),
     "t": _o(Optional[int], PR, "Step t of α = σ_min(G_{L−1,t}) (default T).", "--t"),
     "C": _o(Optional[float], PR, "Constant of the Ω(·) laws of Lemmas 5.1–5.4 (unset: C = 1, verdict undecided).", "--C"),
-    "data": _o(bool, PR, "Also draw the training instances (--seed) and evaluate what needs them.", "--data/--no-data",
-               default=True),
+    "data": _o(bool, PR, "Also draw the instances (--seed) and evaluate what needs them.", "--data/--no-data", default=True),
 }
 DEFAULTS = {n: o[2] for n, o in OPTIONS.items()} | TrainConfig().to_dict() | ProbeConfig().to_dict()
 RUN = ["preset", "N", "d", "b", "seed", "problem_file", "width", "L", "T", "e", "init", "bias", "detach", "wide_layer",
        "step_scale", "init_file", "lr", "iters", "optimizer", "loss", "on_divergence", "checkpoint_every",
-       "saturation_tol", "dtype", "out", "resume", "device", "threads"]
+       "saturation_tol", "dtype", "out", "resume", "device", "threads", "max_memory"]
 
 
 def options(*names: str):
@@ -146,7 +145,8 @@ def train(ctx: typer.Context, **values):
 
     out = _machine(values, "train")  # a resume needs only --out: the stored config is the truth
     cfg = resume_config(out, **_given(ctx, values)) if values["resume"] else _configs(ctx, values)[0]
-    result = _tracked("training", cfg.iters + 1, lambda show: run_training(cfg, out, resume=values["resume"], callback=show))
+    result = _tracked("training", cfg.iters + 1, lambda show: run_training(
+        cfg, out, resume=values["resume"], callback=show, max_memory=values["max_memory"]))
     Console().print(run_table(result.summary, result.folder))
 
 
@@ -160,7 +160,7 @@ def verify(ctx: typer.Context, **values):
     out = _machine(values, "verify")
     cfg, probes = resume_settings(out, **_given(ctx, values)) if values["resume"] else _configs(ctx, values)
     result = _tracked("verify", cfg.iters + 1, lambda show: run_verify(
-        cfg, probes, out, resume=values["resume"], callback=show, figures=values["figures"]))
+        cfg, probes, out, callback=show, **{k: values[k] for k in ("resume", "figures", "max_memory")}))
     Console(width=None if sys.stdout.isatty() else 160).print(*rich_tables(result.report))  # a log gets whole tables
     console.print(f"report: {result.folder / 'report.md'}", highlight=False)
     if values["strict"] and (failed := result.failed_required()):

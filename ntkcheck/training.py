@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ntkcheck import io, problems, runfolder
+from ntkcheck import io, problems, resources, runfolder
 from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.experiment import build_model, setup
 from ntkcheck.model import MathL2O, Trajectory
@@ -142,7 +142,8 @@ def grads_finite(model: MathL2O) -> bool:
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, *, problem: problems.Problem | None = None,
-          model: MathL2O | None = None, resume: bool = False, callback=None, probe=None) -> RunResult:
+          model: MathL2O | None = None, resume: bool = False, callback=None, probe=None,
+          max_memory: float | None = None) -> RunResult:
     """Train Math-L2O with ``cfg`` for K = ``cfg.iters`` iterations.
 
     ``problem`` and ``model`` replace the ones the config describes (:func:`ntkcheck.experiment.setup`; the
@@ -151,10 +152,13 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, problem: problems.
     iterations, and on SIGINT/SIGTERM the last completed iteration is checkpointed and :class:`Interrupted`
     raised; ``resume=True`` continues it (:func:`resume_run` needs only the folder) and ends with the numbers an
     uninterrupted run would have. ``callback(k, metrics)`` is called after iteration k is recorded;
-    ``probe(k, model)`` before it runs, with the model at W_k (it must not change the model).
+    ``probe(k, model)`` before it runs, with the model at W_k (it must not change the model). Before anything is
+    allocated, the memory the run needs is estimated and refused beyond ``max_memory`` bytes (default: the memory
+    available now; ``math.inf`` to insist; :func:`ntkcheck.resources.check`).
     """
     if resume and out is None:
         raise ConfigError("resume", "needs out, the folder of the interrupted run")
+    resources.check(cfg, limit=max_memory)
     exp = setup(cfg, problem=problem, model=model)
     if out is None:
         return _run(exp, None, False, callback, probe)
@@ -168,9 +172,11 @@ def resume_config(out: str | Path, **changes) -> TrainConfig:
     return runfolder.resumed_config(runfolder.stored_settings(Path(out), CHECKPOINT)["config"], changes)
 
 
-def resume_run(out: str | Path, *, callback=None, probe=None, **changes) -> RunResult:
+def resume_run(out: str | Path, *, callback=None, probe=None, max_memory: float | None = None,
+               **changes) -> RunResult:
     """Continue the interrupted run in ``out`` (:func:`resume_config`): only the folder is needed."""
-    return train(resume_config(out, **changes), out, resume=True, callback=callback, probe=probe)
+    return train(resume_config(out, **changes), out, resume=True, callback=callback, probe=probe,
+                 max_memory=max_memory)
 
 
 def _run(exp, work: Path | None, resume: bool, callback, probe) -> RunResult:

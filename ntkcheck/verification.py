@@ -17,13 +17,14 @@ interrupted verify resumes: the training from its checkpoint, the probes from th
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ntkcheck import io, problems, runfolder
+from ntkcheck import io, problems, resources, runfolder
 from ntkcheck import report as reports
 from ntkcheck.compare import comparisons, evaluate_conditions, notes, problem_constants, quantities
 from ntkcheck.config import ConfigError, ProbeConfig, TrainConfig
@@ -151,14 +152,16 @@ def probe_frame(points: dict) -> pd.DataFrame:
 
 def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path | None = None, *,
            problem: problems.Problem | None = None, model: MathL2O | None = None, resume: bool = False,
-           callback=None, figures: bool = True) -> VerifyResult:
+           callback=None, figures: bool = True, max_memory: float | None = None) -> VerifyResult:
     """The whole verification (module docstring) of ``cfg`` with the probes ``probes`` (default
     :class:`~ntkcheck.config.ProbeConfig`). ``problem``/``model`` replace the config's (as in ``train``). In
     memory when ``out`` is None; else the run folder ``out`` (with ``figures``), resumable with ``resume``
-    (:func:`resume_verify` needs only the folder)."""
+    (:func:`resume_verify` needs only the folder). The memory training and probes need is checked first
+    against ``max_memory`` bytes (as in ``train``)."""
     probes = ProbeConfig() if probes is None else probes
     if resume and out is None:
         raise ConfigError("resume", "needs out, the folder of the interrupted verify")
+    resources.check(cfg, probes, limit=max_memory)
     exp = setup(cfg, problem=problem, model=model)
     if out is None:
         return _verify(exp, probes, None, "memory", callback, figures)
@@ -178,10 +181,11 @@ def resume_settings(out: str | Path, **changes) -> tuple[TrainConfig, ProbeConfi
     return cfg, ProbeConfig(**stored["probes"])
 
 
-def resume_verify(out: str | Path, *, callback=None, figures: bool = True, **changes) -> VerifyResult:
+def resume_verify(out: str | Path, *, callback=None, figures: bool = True, max_memory: float | None = None,
+                  **changes) -> VerifyResult:
     """Continue the interrupted verify in ``out`` (:func:`resume_settings`): only the folder is needed."""
     cfg, probes = resume_settings(out, **changes)
-    return verify(cfg, probes, out, resume=True, callback=callback, figures=figures)
+    return verify(cfg, probes, out, resume=True, callback=callback, figures=figures, max_memory=max_memory)
 
 
 def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, figures: bool) -> VerifyResult:
@@ -235,14 +239,14 @@ def _settings(work: Path, resume: bool, cfg: TrainConfig, probes: ProbeConfig) -
 def _train(cfg: TrainConfig, exp, work: Path | None, prober: Prober, callback) -> RunResult:
     """Train with the probes (in ``work/train`` with a folder: resumed when interrupted, read back when done)."""
     if work is None:
-        return train(cfg, problem=exp.problem, model=exp.model, callback=callback, probe=prober)
+        return train(cfg, problem=exp.problem, model=exp.model, callback=callback, probe=prober, max_memory=math.inf)
     run_dir = work / TRAIN
     if run_dir.exists():
         return load_run(run_dir)
     resume = (runfolder.partial_folder(run_dir) / runfolder.CHECKPOINT).exists()
     try:
         return train(cfg, run_dir, problem=exp.problem, model=exp.model, resume=resume, callback=callback,
-                     probe=prober)
+                     probe=prober, max_memory=math.inf)  # checked with the probes by verify
     except Interrupted as err:
         raise Interrupted(runfolder.final_folder(work), err.iteration) from None
 
