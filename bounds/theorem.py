@@ -107,6 +107,14 @@ def _delta4(q, c) -> Outcome:
     sig = np.array([scalar(q, "P_min"), scalar(q, "P_max")]) / 2  # σ(u) = P/2
     measured = float((sig * (1 - sig)).min())  # σ' = σ(1 − σ) is smallest at an end of the range
     notes = [f"min σ'(u) over the run {measured:.4g}; δ₄ = σ'(δ₃Θ_L) = {d4:.4g}"]
+    eps = optional(q, "eps")
+    resolution = float(eps) if eps is not None else float(np.finfo(np.float64).eps)
+    if measured < resolution and (d4 < resolution or math.isinf(x)):
+        # σ' = σ(1 − σ) from P = 2σ: below the run's eps, σ has rounded to 0 or 1 and the measured slope reads 0
+        overflow = [f"δ₃Θ_L {OVERFLOW}, so δ₄ is 0 in float64"] if math.isinf(x) else []
+        return Outcome(measured, d4, None, "; ".join(notes + overflow + [
+            f"undecided: both slopes are below what the run's precision resolves (eps = {resolution:.3g}); σ "
+            "saturated to 0 or 1 in floating point"]))
     if d4 > 0:
         holds = measured >= d4
     else:  # σ'(x) > 0 for every finite x: it underflowed; decide on ln σ'(x) = −x − 2 ln(1 + e^{−x})

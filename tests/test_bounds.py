@@ -564,8 +564,10 @@ def test_undecidable_overflow_says_so():
     """δ₃Θ_L beyond float64 and a measured slope of exactly 0: both sides of δ₄'s check are 0, undecided."""
     v = theorem.DELTA4.evaluate({"delta3": 1e200, "Theta_L": 1e200, "P_min": 1.0, "P_max": 2.0})
     assert v.holds is None and "overflows float64" in v.note
-    w = theorem.DELTA4.evaluate({"delta3": 1e3, "Theta_L": 1.0, "P_min": 1.0, "P_max": 2.0})  # δ₄ = e^{−1000} > 0
-    assert w.holds is False and w.threshold == 0.0 and "underflows" in w.note
+    # δ₄ = e^{−1000} > 0 underflows, and P = 2 exactly (σ rounded to 1) reads as slope 0: the bound is proved
+    # (|u| ≤ δ₃Θ_L), so a "FAILS" here could only be rounding; both sides are below float64's resolution
+    w = theorem.DELTA4.evaluate({"delta3": 1e3, "Theta_L": 1.0, "P_min": 1.0, "P_max": 2.0})
+    assert w.holds is None and w.threshold == 0.0 and "precision resolves" in w.note
 
 
 # -- rounding: float32 runs against float64 GD (DERIVATIONS §2b) ------------------------------------------------
@@ -626,3 +628,16 @@ def test_a_float32_verify_passes_the_gd_checks_and_a_real_violation_still_fails(
     F_k[0] = q["F_k"][0] * 0.99
     assert gd.INIT_GD_EQUALITY.evaluate({**q, "F0": q["F0"] * 0.99}).holds is False
     assert theorem.ALIGNMENT.evaluate({**q, "F_k": F_k}).holds is True
+
+
+def test_delta4_is_undecided_where_the_sigmoid_saturated_in_floating_point():
+    """P = 2 exactly means σ rounded to 1, so the measured slope reads 0; δ₃Θ_L = 117 puts δ₄ = σ'(117) ≈ e^−117 far
+    below float64's resolution too: neither holds nor FAILS can be read from these numbers (the verify of the
+    paper's small configuration is such a case). A slope that is resolved still decides."""
+    c = bounds.get("thm4_3.delta4")
+    saturated = {"P_min": 1.0, "P_max": 2.0, "delta3": 117.0, "Theta_L": 1.0}
+    assert c.evaluate(saturated).holds is None
+    assert c.evaluate(saturated | {"eps": float(np.finfo(np.float32).eps)}).holds is None
+    resolved = {"P_min": 0.5, "P_max": 1.5, "delta3": 1.0, "Theta_L": 1.0}  # σ(1 − σ) = 0.1875 against σ'(1)
+    sig = np.array([0.25, 0.75])
+    assert c.evaluate(resolved).holds == bool((sig * (1 - sig)).min() >= np.exp(-1.0) / (1 + np.exp(-1.0)) ** 2)
