@@ -110,8 +110,8 @@ def _configs(ctx: typer.Context, values: dict) -> tuple[TrainConfig, ProbeConfig
 def _machine(values: dict, command: str) -> Path:
     """Apply --threads; check --resume; the output folder."""
     if (threads := values.get("threads")) is not None:
-        if threads < 1:
-            raise ConfigError("threads", f"must be an integer ≥ 1 (got {threads})")
+        if not 1 <= threads <= 4096:
+            raise ConfigError("threads", f"must be an integer in [1, 4096] (got {threads})")
         import torch
 
         torch.set_num_threads(threads)

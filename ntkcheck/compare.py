@@ -23,7 +23,7 @@ import torch
 
 import bounds
 from bounds.quantities import complete
-from ntkcheck import problems
+from ntkcheck import problems, resources
 from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.dynamics import fit_contraction
 from ntkcheck.probes import ProbeFailure, ProbeResult
@@ -46,6 +46,7 @@ def thresholds(cfg: TrainConfig, *, C: float | None = None, data: bool = True) -
         raise ConfigError("C", f"must be a finite number > 0 (got {C!r})")
     constants = None
     if data:
+        resources.check(cfg)  # drawing the instances and running GD for T steps must fit
         problem = problems.generate(cfg.N, cfg.d, cfg.b, cfg.seed)
         constants = bounds.gd_quantities(problem.M.numpy(), problem.Y.numpy(), cfg.T, cfg.step_scale)
     return bounds.thresholds(cfg.T, cfg.L, cfg.e, cfg.lr, N=cfg.N, d=cfg.d, b=cfg.b, n=cfg.width,

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ntkcheck import io, runfolder
-from ntkcheck.config import JACOBIANS, ConfigError, TrainConfig
+from ntkcheck import io, resources, runfolder
+from ntkcheck.config import JACOBIANS, ConfigError, ProbeConfig, TrainConfig
 from ntkcheck.experiment import build_model, initial_weights, make_problem, resolve_device
 from ntkcheck.linalg import KernelDrift, kernel_drift
 from ntkcheck.probes import NonFiniteKernel, ProbeResult, measure
@@ -56,9 +56,12 @@ def kernel_report(cfg: TrainConfig | None = None, *, run: str | Path | None = No
         raise ConfigError("method", f"must be one of {', '.join(JACOBIANS)} (got {method!r})")
     if (cfg is None) == (run is None):
         raise ConfigError("run", "give either a configuration or a finished run folder")
+    probes = ProbeConfig(ntk_method="dense", jacobian=method)
     if run is not None:
         cfg, weights, notes = _run_points(Path(run))
+        resources.check(cfg, probes)
     else:
+        resources.check(cfg, probes)  # before anything is allocated
         weights, notes = {"init": (0, initial_weights(cfg))}, []
     if t is not None and (isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= cfg.T):
         raise ConfigError("t", f"must be an integer in [1, T = {cfg.T}] (got {t!r})")
@@ -88,6 +91,8 @@ def kernel_report(cfg: TrainConfig | None = None, *, run: str | Path | None = No
 def write(report: KernelReport, folder: str | Path) -> Path:
     """``ntk.json`` and ``spectra.npz`` in ``folder`` (created)."""
     folder = Path(folder)
+    if not folder.name or folder.name in (".", ".."):
+        raise ConfigError("out", f"must name a folder to write into (got {str(folder)!r})")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -163,6 +163,9 @@ def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path 
         raise ConfigError("resume", "needs out, the folder of the interrupted verify")
     resources.check(cfg, probes, limit=max_memory)
     exp = setup(cfg, problem=problem, model=model)
+    if probes.jacobian == "structured" and not exp.model.angular:
+        raise ConfigError("jacobian", "structured needs the angular wide layer (bias-free, wide_layer auto or angular); "
+                                      "use auto or func")
     if out is None:
         return _verify(exp, probes, None, "memory", callback, figures)
     with runfolder.open_run(out, resume, marker=SETTINGS) as work:
