@@ -40,6 +40,12 @@ CASES = {
     "verify-small-lanczos": {"config": {"iters": 1}, "probes": {"ntk_every": 0, "ntk_method": "lanczos"}},
     "verify-denselayer-func": {"config": {"N": 8, "d": 16, "b": 12, "width": 256, "T": 10, "wide_layer": "dense",
                                           "iters": 1}, "probes": {"ntk_every": 0}},
+    "verify-func-angular": {"config": {"N": 8, "d": 64, "b": 48, "width": 1024, "T": 10, "iters": 1},
+                            "probes": {"ntk_every": 0, "jacobian": "func"}},
+    "verify-func-denselayer-b48": {"config": {"N": 8, "d": 64, "b": 48, "width": 1024, "T": 10, "wide_layer": "dense",
+                                              "iters": 1}, "probes": {"ntk_every": 0}},
+    "verify-lanczos-R8k-T50": {"config": {"N": 32, "d": 256, "b": 200, "width": 64, "T": 50, "iters": 1},
+                               "probes": {"ntk_every": 0, "ntk_method": "lanczos"}},
     "verify-small-iters2000": {"config": {"N": 8, "d": 16, "b": 12, "width": 64, "T": 3, "iters": 2000},
                                "probes": {"ntk_every": 0}},
 }

@@ -6,6 +6,7 @@ by ``SeedSequence([seed, 2])``, so the same seed gives the same weights on every
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,10 @@ def random(widths, seed: int, bias: bool = False) -> dict:
 
 
 def load(path: str | Path, widths, bias: bool = False) -> dict:
-    """Read user-given initial weights (keys W1..WL, and b1..bL with bias) from ``.npz`` or ``.pt``."""
+    """Read user-given initial weights (keys W1..WL, and b1..bL with bias) from ``.npz`` or ``.pt``.
+
+    Every weight must have its layer's shape and be real and finite; a layer array the model does not have (a W4
+    for L = 3, biases without ``bias``) is refused, not ignored. Other names are ignored."""
     arrays = read_arrays(path)
     shapes = layer_shapes(tuple(widths))
     params = {}
@@ -78,10 +82,19 @@ def load(path: str | Path, widths, bias: bool = False) -> dict:
         for name, shape in expected.items():
             if name not in arrays:
                 raise ValueError(f"{path} has no array {name}; expected {name} of shape {shape}")
+            if arrays[name].is_complex():
+                raise ValueError(f"{path}: {name} must be real (got {str(arrays[name].dtype)[6:]} values; their "
+                                 "imaginary part would be lost)")
             value = arrays[name].to(torch.float64)
             if tuple(value.shape) != shape:
                 raise ValueError(f"{path}: {name} must have shape {shape} (got {tuple(value.shape)})")
             if not torch.isfinite(value).all():
                 raise ValueError(f"{path}: {name} must be finite")
             params[name] = value
+    layers = (k for k in arrays if re.fullmatch(r"[Wb][0-9]+", k) and k not in params)
+    extra = sorted(layers, key=lambda k: (k[0], int(k[1:])))
+    if extra:
+        has = f"W1..W{len(shapes)}" + (f" and b1..b{len(shapes)}" if bias else ", no biases")
+        raise ValueError(f"{path} has {', '.join(extra)}, which the model does not have (L = {len(shapes)}: {has}); "
+                         "a file for another model would be used only in part")
     return params

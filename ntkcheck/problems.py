@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ntkcheck.config import ConfigError
 from ntkcheck.io import read_arrays
 
 SPLITS = {"train": 0, "test": 1}
@@ -47,8 +48,20 @@ class Problem:
         return self.M.shape[2]
 
     def to(self, device=None, dtype=None) -> "Problem":
+        """The problem on ``device`` in ``dtype``. A dtype in which β_i, H, c or F(X_0) = ½‖y_i‖² overflow is a
+        ConfigError on ``dtype`` (the run would diverge at once, for no reason of its own)."""
         move = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
-        return Problem(*(move(t) for t in (self.M, self.Y, self.beta, self.x_star, self.H, self.c)))
+        moved = Problem(*(move(t) for t in (self.M, self.Y, self.beta, self.x_star, self.H, self.c)))
+        if dtype is not None and dtype != self.M.dtype and moved.M.is_floating_point():
+            parts = [moved.M, moved.beta, 0.5 * moved.Y.square().sum(-1)]
+            parts += [t for t in (moved.H, moved.c) if t is not None]
+            if not all(bool(torch.isfinite(t).all()) for t in parts):
+                name, F0 = str(dtype).removeprefix("torch."), 0.5 * self.Y.double().square().sum(-1)
+                raise ConfigError("dtype", f"the problem's numbers overflow {name} (β_i up to "
+                                           f"{float(self.beta.max()):.3g}, ½‖y_i‖² up to {float(F0.max()):.3g}, "
+                                           f"{name} reaches {torch.finfo(dtype).max:.3g}); use float64 or rescale M "
+                                           "and Y")
+        return moved
 
     def X0(self) -> torch.Tensor:
         """The initial iterate X_0 = 0."""
@@ -87,9 +100,34 @@ def gradient(problem: Problem, X: torch.Tensor) -> torch.Tensor:
 
 
 def smoothness(M: torch.Tensor) -> torch.Tensor:
-    """β_i = ‖M_i‖₂² = λ_max(M_i M_iᵀ) (the b×b side, b ≤ d), in float64, returned in M's dtype."""
+    """β_i = ‖M_i‖₂² = λ_max(M_i M_iᵀ) (the b×b side, b ≤ d), in float64, returned in M's dtype.
+
+    A ValueError when it overflows float64 or M's dtype."""
     M64 = M.double()
-    return torch.linalg.eigvalsh(M64 @ M64.mT)[..., -1].to(M.dtype)
+    gram = M64 @ M64.mT
+    if not bool(torch.isfinite(gram).all()):
+        raise ValueError(f"M is too large: β_i = ‖M_i‖₂² overflows float64 (largest |entry| "
+                         f"{float(M64.abs().max()):.3g}); rescale M and Y")
+    beta = torch.linalg.eigvalsh(gram)[..., -1]
+    if M.is_floating_point() and float(beta.max()) > torch.finfo(M.dtype).max:
+        raise ValueError(f"M is too large: β_i = ‖M_i‖₂² = {float(beta.max()):.3g} overflows "
+                         f"{str(M.dtype)[6:]}; use float64 or rescale M and Y")
+    return beta.to(M.dtype)
+
+
+def _numbers(name: str, value) -> torch.Tensor:
+    """``value`` as a real tensor; a ValueError naming ``name`` for anything else (complex values would lose their
+    imaginary part)."""
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be an array of numbers (got {type(value).__name__})") from None
+    if t.is_complex():
+        raise ValueError(f"{name} must be real (got {str(t.dtype)[6:]} values; their imaginary part would be lost)")
+    if not (t.is_floating_point() or t.dtype in (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32,
+                                                  torch.int64)):
+        raise ValueError(f"{name} must be an array of numbers (got {str(t.dtype)[6:]})")
+    return t
 
 
 def from_tensors(M, Y, x_star=None) -> Problem:
@@ -98,25 +136,31 @@ def from_tensors(M, Y, x_star=None) -> Problem:
     Accepts torch tensors or numpy arrays. A single instance (M of shape (b, d), Y of shape (b,)) is
     promoted to N = 1.
     """
-    M, Y = torch.as_tensor(M), torch.as_tensor(Y)
-    x_star = None if x_star is None else torch.as_tensor(x_star)
+    M, Y = _numbers("M", M), _numbers("Y", Y)
+    x_star = None if x_star is None else _numbers("x_star", x_star)
     if M.ndim == 2:
         M, Y = M[None], Y[None]
         x_star = None if x_star is None else x_star[None]
     if M.ndim != 3:
         raise ValueError(f"M must have shape (N, b, d) or (b, d) (got {tuple(M.shape)})")
     N, b, d = M.shape
+    if min(N, b, d) < 1:
+        raise ValueError(f"M must have at least one instance, one row and one column (got shape {tuple(M.shape)})")
     if tuple(Y.shape) != (N, b):
         raise ValueError(f"Y must have shape (N, b) = ({N}, {b}) to match M (got {tuple(Y.shape)})")
     if x_star is not None and tuple(x_star.shape) != (N, d):
         raise ValueError(f"x_star must have shape (N, d) = ({N}, {d}) (got {tuple(x_star.shape)})")
     if not (torch.isfinite(M).all() and torch.isfinite(Y).all()):
         raise ValueError("M and Y must be finite")
-    dtype = M.dtype if M.is_floating_point() else torch.float64
+    dtype = M.dtype if M.dtype in (torch.float32, torch.float64) else torch.float64
     M, Y = M.to(dtype), Y.to(dtype)
     beta = smoothness(M)
     if not (beta > 0).all():
         raise ValueError("every M_i must be non-zero (β_i = ‖M_i‖₂² > 0)")
+    F0 = 0.5 * Y.double().square().sum(-1)
+    if float(F0.max()) > torch.finfo(dtype).max:
+        raise ValueError(f"Y is too large: F(X_0) = ½‖y_i‖² overflows {str(dtype)[6:]} (largest |entry| "
+                         f"{float(Y.double().abs().max()):.3g}); rescale M and Y")
     H = c = None
     if d < 2 * b:
         M64 = M.double()
@@ -147,7 +191,15 @@ def load(path: str | Path) -> Problem:
     missing = {"M", "Y"} - set(arrays)
     if missing:
         raise ValueError(f"{path} must contain arrays named M and Y (missing: {', '.join(sorted(missing))})")
-    return from_tensors(arrays["M"], arrays["Y"], arrays.get("x_star"))
+    M = arrays["M"]
+    if M.ndim in (2, 3) and M.shape[-2] > M.shape[-1]:
+        b, d = M.shape[-2:]
+        raise ValueError(f"{path}: the file's M has b = {b} rows > d = {d} columns per instance; Math-L2O needs "
+                         "b ≤ d (M_i of full row rank)")
+    try:
+        return from_tensors(M, arrays["Y"], arrays.get("x_star"))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def save(problem: Problem, path: str | Path) -> None:

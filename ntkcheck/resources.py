@@ -1,58 +1,99 @@
 """Memory a run will need, estimated from its configuration before anything is allocated.
 
 :func:`estimate` turns a :class:`~ntkcheck.config.TrainConfig` (and, for ``verify``, a
-:class:`~ntkcheck.config.ProbeConfig`) into an :class:`Estimate` of peak bytes; :func:`check` compares it with
-a limit (default: the memory available now) and raises a :class:`MemoryLimitError` (a
-:class:`~ntkcheck.config.ConfigError` naming the field that drives the size) instead of letting numpy or torch
-die half-way with an allocation traceback. Both first check that every array the run forms can be indexed at
-all (:func:`check_sizes`: no dimension product beyond 2^62).
+:class:`~ntkcheck.config.ProbeConfig`) into an :class:`Estimate` of peak bytes; :func:`check` compares it with a
+limit (default: the memory available now, :func:`available_memory`) and raises :class:`MemoryLimitError` (a
+:class:`~ntkcheck.config.ConfigError` on the field that drives the size) instead of letting numpy or torch die
+half-way with an allocation traceback. Both first refuse any array of more than 2^62 entries
+(:func:`check_sizes`), before any arithmetic that could overflow.
 
-Symbols: N instances, b×d matrices M_i, R = N·d rows (one per coordinate), n = ``width``, L layers (L − 2 early
-2×2 layers), T steps, K = ``iters``, Q = N·b outputs, P parameters (P = 4(L − 2) + 3n, plus 2(L − 2) + n + 1
-biases), s = bytes of the training dtype (8 float64, 4 float32). All arithmetic is on Python integers (exact,
-no overflow); the constants c_· below were fitted to measurements (table at the end) and rounded up.
+Symbols: N instances of b×d (the ``problem_file``'s header when one is given), R = N·d rows (one per coordinate),
+n = ``width``, L layers (L − 2 early 2×2 layers), T steps, K = ``iters``, Q = N·b outputs, P = 4(L − 2) + 3n
+parameters (plus 2(L − 2) + n + 1 biases), s = bytes of the training dtype (8 or 4). Arithmetic is on Python
+integers. The constants C_* were fitted to the measurements below and rounded up. glibc serves blocks below
+HEAP_BLOCK = 32 MiB from its heap, where the blocks freed between steps fragment: a term made of such blocks
+costs blocks(c, c_heap, size) = max(c·size, c_heap·min(size, HEAP_BLOCK)) (monotone in the size, so a larger run
+never gets a smaller estimate; just above 32 MiB this over-estimates by up to c_heap/c), and heaped(c, size) =
+blocks(c, 1.5·c, size).
 
-Training: the peak of one iteration (unroll, loss, backpropagation through all T steps, metrics, update):
+Training, held for the whole run (``FIXED``):
 
-    problem    8·(N·b·d + 3·N·b² + 2·R·(T + 8)) + [d < 2b]·4·8·N·d² + [s = 4]·4·(N·b·d + [d < 2b]·N·d²)
-               M, Y, β (eigvalsh of M_i M_iᵀ), x*, the GD curve; H_i = M_iᵀM_i (kept when d < 2b) and its
-               symmetrisation temporaries; the float32 copy of M and H
-    model      8·P·(6 + 2·[adam]) + [angular]·c_prefix·8·n
-               weights, gradients, W_0, state copies (Adam: two moments); the angular layer's sorted prefix sums
-    steps      T·(c_step + c_row·8·R + c_early·s·2·R·(L − 2) + [dense]·c_dense·s·R·n)
-               the autograd graph of the unroll: per step a fixed overhead (graph nodes, Python objects), the
-               per-coordinate tensors (∇F, z_t, P_t, X_t, the arcs), the early layers' R×2 activations, and on
-               the dense wide layer the R×n feature matrix
-    backward   [dense]·c_back·R·n·(s + 1) + c_row·8·R
-               the cotangent of the R×n features and the active-share mask of the last step
-    records    (K + 1)·(c_record + c_weight·L)
-               one dict of metrics per iteration (kept for the run's table), and its long format at the end
+    problem M         8·(N·b·d + 3·N·b²) + [s = 4]·4·N·b·d        M, Y, β_i (eigvalsh of M_i M_iᵀ), f32 copy
+    problem H         [d < 2b]·(32 + [s = 4]·4)·N·d²               H_i = M_iᵀM_i, its symmetrisation temporaries
+    problem GD curve  16·R·(T + 8)                                 x*, X_0..X_T of GD and F_GD
+    model             8·P·(6 + 2·[adam]) + [angular]·C_PREFIX·8·n  weights, gradients, W_0, copies, Adam's state;
+                                                                    the angular layer's sorted angles, prefix sums
+    records           (K + 1)·(C_RECORD + C_WEIGHT·L)              one dict of metrics per iteration, long format
 
-Probes (``probes`` given, i.e. ``verify``; in float64 whatever the training dtype):
+and per iteration (freed when it ends):
 
-    features   c_feat·8·R·n                  G_{L−1,t} (R×n) and its SVD for α; the row norms for δ₃
-    constants  2·8·N·b·d                      σ(M_i) and the minimum-norm X* of the problem's constants
-    dense      (K, K̃ formed; ``ntk_method`` dense, or auto with Q ≤ 4000):
-      kernels  c_kernel(L)·8·Q², c_kernel(L) = 2·(L + 1)·(1 + [bias]) + c_eig
-               K and K̃ with one block per parameter tensor, the symmetric parts, eigh with eigenvectors and
-               its workspace, the drift, and K_0 kept for the drift along training
-      jacobian 2·8·Q·P + structured: c_struct·8·Q·n + c_row·8·R·T + 8·8·Q·d
-                         func:       c_func·(graph of the unroll in float64) + 8·8·Q·d
-               J and J̃; the structured path's difference arrays over the sorted columns (Q×(2n+1)×2, its
-               cumulative sum, Ā) and per-step records; torch.func's vmapped graph and row cotangents
-      curves   c_curve·8·(K + 1)·Q            the eigen-projection curve over k = 0..K (compare.py)
-    lanczos    c_lanczos·(graph of the unroll in float64) + 40·8·Q
-               the VJP graphs of the true and the detached map and one JVP; ARPACK's Lanczos vectors
+    unroll overhead   T·C_STEP                                     graph nodes and small tensors of each step
+    unroll rows       T·C_ROW·8·R                                  ∇F, z_t, P_t, X_t, the arcs: R-long tensors
+    unroll early      T·C_EARLY·s·2·R·(L − 2)                      the early layers' R×2 activations
+    unroll wide layer [dense]·T·blocks(C_DENSE, C_DENSE_HEAP, s·R·n)   the R×n features of every step
+    backward          [dense]·C_BACK·(s + 1)·R·n + C_ROW·8·R       the features' cotangent, the active-share mask
 
-``total_bytes`` = training + probes: the probes run between training iterations, so the true peak is nearer the
-larger of the two; the sum is the upper bound. ``driver``: the largest term's factor whose value is furthest
-above the small preset's (``PRESETS["small"]``, measured as (value/preset)^exponent), e.g. ``width`` for the
-dense wide layer, ``T`` for a long unroll, ``N`` or ``b`` for the dense kernel.
+``training_bytes`` is the sum of both. The probes of ``verify`` (float64 whatever the training dtype) run in
+phases one after the other; ``probe_bytes`` is the largest phase, each with ``constants``. The method is
+``probes.method_for(Q, P)`` (``auto``: dense where the kernels fit in half the available memory):
 
-Calibration (``python benchmarks/bench_memory.py``; peak RSS added by the run, VmHWM after a reset minus VmRSS
-before, in a fresh process after a tiny warm-up, torch 2.13 CPU, 1 thread):
+    constants         16·N·b·d                                     σ(M_i) and the minimum-norm X* (bounds.gd)
+    features          blocks(C_FEAT, C_FEAT_HEAP, 8·R·n)           G_{L−1,t} and its SVD (α), row norms (δ₃)
+    contraction fits  C_THEIL·8·(⌈(K + 1)/2⌉² + min(early, K + 1)²)    Theil–Sen's pairwise slopes (scipy)
+                                                                    over the late and the early window: O(K²)
+    dense:
+      jacobian        2·8·Q·P                                      J and J̃, held until the kernels are formed
+      jacobian work   structured: heaped(C_STRUCT, 8·Q·n) + C_ROW·8·R·T + 64·Q·d    the difference arrays over
+                                  the sorted columns (Q×(2n+1)×2), their cumsum, Ā, the per-step records
+                      func, angular layer: (C_FUNC_ROWS + C_FUNC_STEP·T)·8·Q·n + 64·Q·d    all b rows'
+                                  cotangents of the prefix sums, at every step
+                      func, dense layer: (C_FUNC_DENSE + b + T)·8·R·n    one row at a time
+      kernels         heaped(2·(L + 1)·(1 + [bias]) + C_EIG, 8·Q²)     K and K̃ with one block per parameter, the
+                                                                    symmetric parts, eigh with vectors, drift
+      curves          C_CURVE·8·(K + 1)·Q + 8·Q²                   the eigen-projection curve over k = 0..K, K_0
+      phases          features | jacobian + work | jacobian + kernels | curves + contraction fits
+    lanczos:
+      lanczos         C_LANCZOS·graph64 + 320·Q                    the VJP graphs of the true and the detached
+                                                                    map and a JVP (graph64: the unroll at s = 8);
+                                                                    ARPACK's vectors
+      phases          features + lanczos | contraction fits
 
-CALIBRATION_TABLE
+(Lanczos falls back to the dense kernel only where that fits in half the available memory: not counted.)
+
+``total_bytes`` = FIXED + max(per-iteration part, ``probe_bytes``): the probes run between iterations, when the
+previous iteration's graph is freed. ``driver``: in the largest term, the factor furthest above the small preset
+(largest (value/preset)^exponent): ``width`` for the wide layer, ``T`` for a long unroll, ``N`` or ``b`` for the
+dense kernel, ``iters`` for the fits, ``L`` for many layers; ``problem_file`` where the file's N, b or d drive it.
+
+Calibration (``python benchmarks/bench_memory.py``: the peak RSS a run in memory adds, VmHWM after a reset minus
+VmRSS before, in a fresh process after a tiny warm-up; torch 2.13 CPU, 1 thread, a busy 2-core machine; the
+verify rows vary by up to 30 % between runs, from heap fragmentation):
+
+    case (benchmarks/bench_memory.py: CASES)    measured  estimate  ratio  driver
+    train, small preset, angular                 0.0038 GB  0.0092   2.42   T      (tiny: fixed overheads)
+    train, N=32 d=256 b=200 T=200                0.331      0.568    1.71   T
+    train, width 10⁶                             0.680      0.792    1.16   width
+    train, L=40                                  0.0224     0.0335   1.49   L
+    train, N=1 d=2 b=1 n=8 T=20000               0.592      0.731    1.23   T
+    train, tiny, iters 3000                      0.0048     0.0084   1.75   L
+    train, small, dense layer, float64           0.505      0.624    1.24   T
+    train, N=10 d=128 b=100 n=2048 dense f32     0.627      0.791    1.26   d
+    train, N=64 d=512 b=400 n=64 T=2             0.540      0.917    1.70   d
+    verify, small, dense kernel (Q = 800)        0.176      0.246    1.40   N      (0.142–0.196 over runs)
+    verify, N=32 d=64 b=64 T=10 (Q = 2048)       0.622      1.019    1.64   b
+    verify, small, Lanczos                       0.061      0.074    1.22   N      (0.035–0.061 over runs)
+    verify, N=8 d=16 b=12 n=256 dense layer      0.0091     0.0110   1.20   T
+    verify, N=8 d=64 b=48 n=1024, func           0.179      0.300    1.68   b
+    verify, the same, dense layer (func)         0.225      0.315    1.40   d
+    verify, N=32 d=256 b=200 n=64 T=50 Lanczos   0.229      0.390    1.70   d
+    verify, N=8 d=16 b=12 n=64 T=3, iters 2000   0.0278     0.0441   1.59   iters  (Theil–Sen)
+
+And per piece, measured alone: the dense wide layer keeps 3.2·s·R·n per step at R·n·s = 8 MB (heap) and
+1.1–1.4·s·R·n at 42 MB (mmap; ``MALLOC_MMAP_THRESHOLD_=65536`` gives 1.1 at 8 MB too); 29.6 kB per step at
+R = 2 (T = 20000); 25 words per row and step at R = 8192 (T = 200); 69 words per column with n = 10⁶ (model and
+prefix sums); at Q = 2048, n = 1024 the structured J took 15.8·8·Q·n, the two Gram matrices 10·8·Q² held, eigh
+with vectors 5.1·8·Q² more; α's SVD 2.1·8·R·n; torch.func's Jacobian 8·Q·n·(26 + 2.4·T) on the angular layer
+and 8·R·n·(11 + 0.9·b) on the dense one; Lanczos 1.0–1.3·graph64; Theil–Sen 3.5·8·w² over w points.
 """
 
 from __future__ import annotations
@@ -64,30 +105,36 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ntkcheck.config import DENSE_MAX, PRESETS, ConfigError, ProbeConfig, TrainConfig
+from ntkcheck.config import PRESETS, ConfigError, ProbeConfig, TrainConfig
 
 INDEX_MAX = 2**62  # the largest array (in elements) this module lets numpy and torch form
 GB = 1e9
 
-# fitted constants (module docstring)
-C_PREFIX = 72
-C_STEP = 36_000
-C_ROW = 32
-C_EARLY = 3
-C_DENSE = 1.5
-C_DENSE_HEAP = 3.5
-HEAP_BLOCK = 32 * 2**20  # glibc serves blocks below this from its heap, where freed blocks fragment
-C_BACK = 3
-C_RECORD = 2_000
-C_WEIGHT = 250
-C_FEAT = 4
-C_EIG = 10
-C_STRUCT = 16
-C_FUNC = 2
-C_CURVE = 4
-C_LANCZOS = 3
+# fitted constants (module docstring; what was measured in parentheses)
+C_PREFIX = 80  # words per column: the angular layer's sort and prefix sums with the model (n = 10⁶: 69–85)
+C_STEP = 36_000  # bytes per step of the unroll besides its tensors' data (R = 2, T = 20000: 29.6 kB)
+C_ROW = 28  # 8-byte words per row and step of the angular unroll (R = 8192, T = 200: 25)
+C_EARLY = 2  # s-byte words per R×2 activation, early layer and step (L = 40: 1.4)
+C_DENSE = 1.5  # R×n feature matrices kept per step, mmapped blocks (42 MB: 1.1–1.4)
+C_DENSE_HEAP = 3.5  # the same, heap-sized blocks (8 MB: 3.2–3.4)
+HEAP_BLOCK = 32 * 2**20  # glibc serves blocks below this from its heap (its largest dynamic mmap threshold)
+HEAP_PENALTY = 1.5  # the probes' heap-sized J and K blocks (Q = 800: 142–196 MB over five runs)
+C_BACK = 3  # R×n matrices of the backward pass of the dense layer
+C_RECORD = 2_000  # bytes per iteration's metrics (L = 3, K = 3000: 1.6 kB with L's part)
+C_WEIGHT = 250  # bytes per layer in each iteration's metrics
+C_FEAT = 2.5  # R×n float64 matrices for α and δ₃, mmapped (33 MB: 2.06)
+C_FEAT_HEAP = 7  # the same, heap-sized (8 MB: 2.1 alone, 3–7 next to the rest of a probe)
+C_EIG = 10  # Q×Q float64 matrices besides the per-parameter blocks (Q = 2048: 5.1 for eigh, 3 for spectra, + K_0)
+C_STRUCT = 20  # Q×n float64 matrices of the structured Jacobian (Q = 2048, n = 1024: 15.8)
+C_FUNC_ROWS = 48  # Q×n float64 matrices of torch.func's Jacobian on the angular layer (26 + 2.4·T)
+C_FUNC_STEP = 4
+C_FUNC_DENSE = 12  # R×n float64 matrices of torch.func's Jacobian on the dense layer (11 + 0.9·b)
+C_CURVE = 4  # (K + 1)×Q float64 arrays of the eigen-projection curve
+C_THEIL = 4  # w×w float64 arrays of Theil–Sen over w points (3.5)
+C_LANCZOS = 2  # unroll graphs in float64 held by the Lanczos operators (1.0–1.3; 2: the small case varies)
 
 _REFERENCE = PRESETS["small"]
+FIXED = ("problem M", "problem GD curve", "problem H", "model", "records")  # held for the whole run
 
 
 @dataclass(frozen=True)
@@ -102,9 +149,9 @@ class Term:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Peak bytes of one training iteration (``training_bytes``) and of the probes (``probe_bytes``, 0 without
-    them); ``total_bytes`` is their sum; ``driver`` the config field that dominates; ``terms`` every part,
-    largest first (module docstring)."""
+    """Peak bytes of a training run (``training_bytes``: what it holds throughout plus one iteration) and of its
+    probes (``probe_bytes``, 0 without them); ``total_bytes`` of the whole (module docstring); ``driver``: the
+    config field that dominates; ``terms``: every part, largest first."""
 
     training_bytes: int
     probe_bytes: int
@@ -123,9 +170,28 @@ class MemoryLimitError(ConfigError):
 
     def __init__(self, estimate: Estimate, limit: float, source: str):
         self.estimate, self.limit, self.source = estimate, limit, source
+        field = estimate.driver
+        lower = "use a smaller problem" if field == "problem_file" else f"lower {field}"
         hint = f", {estimate.hint}" if estimate.hint else ""
-        super().__init__(estimate.driver, f"needs about {gb(estimate.total_bytes)} of memory (limit {gb(limit)}: "
-                                          f"{source}); lower {estimate.driver}{hint} or pass max_memory=inf to insist")
+        super().__init__(field, f"needs about {gb(estimate.total_bytes)} of memory (limit {gb(limit)}: {source}); "
+                                f"{lower}{hint} or pass max_memory=inf to insist")
+
+
+def _sci(n: int) -> str:
+    """A huge integer as ``1.23e+45`` (or ``10^400`` beyond the range of floats)."""
+    return f"{float(n):.3g}" if n < 10**300 else f"10^{len(str(n)) - 1}"
+
+
+def blocks(c: float, c_heap: float, size: int) -> int:
+    """Bytes that blocks of ``size`` bytes cost: c·size, and at least c_heap·min(size, HEAP_BLOCK), the cost of a
+    heap-sized block (glibc keeps freed heap blocks, which fragment). Monotone in ``size``, so a larger run never
+    gets a smaller estimate; between HEAP_BLOCK and (c_heap/c)·HEAP_BLOCK this over-estimates by up to c_heap/c."""
+    return int(max(c * size, c_heap * min(size, HEAP_BLOCK)))
+
+
+def _heaped(c: float, size: int) -> int:
+    """c blocks of ``size`` bytes that are allocated and freed in turn: HEAP_PENALTY more while heap-sized."""
+    return blocks(c, HEAP_PENALTY * c, size)
 
 
 def gb(n: float) -> str:
@@ -147,6 +213,8 @@ def problem_shape(cfg: TrainConfig) -> tuple[int, int, int]:
 
 
 def _file_shape(path: Path) -> tuple[int, int, int] | None:
+    if not path.is_file():  # absent, a folder, or a fifo that opening would block on: the loader says which
+        return None
     try:
         if path.suffix == ".npz":
             import numpy as np
@@ -156,9 +224,13 @@ def _file_shape(path: Path) -> tuple[int, int, int] | None:
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape = read(f)[0]
         elif path.suffix in (".pt", ".pth"):
+            import warnings
+
             import torch
 
-            shape = tuple(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["M"].shape)
+            with warnings.catch_warnings():  # nothing on stderr: the loader reports what is wrong, in one line
+                warnings.simplefilter("ignore")
+                shape = tuple(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["M"].shape)
         else:
             return None
     except Exception:  # unreadable here: the loader will say why
@@ -170,16 +242,13 @@ def _file_shape(path: Path) -> tuple[int, int, int] | None:
     return tuple(int(k) for k in shape)
 
 
-def _ratio(name: str, value: int) -> float:
-    """How far ``value`` is above the small preset's value of the field (≥ 1 counts as large)."""
-    return value / _REFERENCE.get(name, 1)
-
-
-def _largest(factors: dict, values: dict) -> str:
-    """The factor whose (value/preset)^exponent is largest (log scale: exact for huge integers)."""
+def _largest(cfg: TrainConfig, factors: dict, values: dict) -> str:
+    """The factor whose (value/preset)^exponent is largest (in logarithms: exact for huge integers); the file's
+    N, b or d are named ``problem_file``."""
     def weight(name):
         return factors[name] * (math.log(values[name]) - math.log(_REFERENCE.get(name, 1)))
-    return max(factors, key=weight)
+    name = max(factors, key=weight)
+    return "problem_file" if cfg.problem_file and name in ("N", "b", "d") else name
 
 
 def check_sizes(cfg: TrainConfig, probes: ProbeConfig | None = None) -> None:
@@ -197,15 +266,20 @@ def check_sizes(cfg: TrainConfig, probes: ProbeConfig | None = None) -> None:
     ]
     if d < 2 * b:
         arrays.append(("the Gram matrices M_iᵀM_i", "N·d²", N * d * d, {"N": 1, "d": 2}))
-    if probes is not None:
-        arrays.append(("the metrics' curves", "iters·N·b", (cfg.iters + 1) * Q, {"iters": 1, "N": 1, "b": 1}))
-        if probes.method_for(Q) == "dense":
-            arrays.append(("the NTK", "(N·b)²", Q * Q, {"N": 2, "b": 2}))
-            arrays.append(("the Jacobian", "N·b·width", Q * 3 * cfg.width, {"N": 1, "b": 1, "width": 1}))
+    _refuse(cfg, arrays, values)
+    if probes is not None:  # Q ≤ N·b·d ≤ 2^62 from here on
+        more = [("the metrics' curves", "iters·N·b", (cfg.iters + 1) * Q, {"iters": 1, "N": 1, "b": 1})]
+        if probes.ntk_method == "dense":  # auto never picks dense beyond the memory
+            more += [("the NTK", "(N·b)²", Q * Q, {"N": 2, "b": 2}),
+                     ("the Jacobian", "N·b·width", Q * 3 * cfg.width, {"N": 1, "b": 1, "width": 1})]
+        _refuse(cfg, more, values)
+
+
+def _refuse(cfg: TrainConfig, arrays: list, values: dict) -> None:
     for what, expr, size, factors in arrays:
         if size > INDEX_MAX:
-            name = _largest(factors, values)
-            raise ConfigError(name, f"is too large: {what} would have {expr} ≈ {float(size):.3g} entries, beyond "
+            name = _largest(cfg, factors, values)
+            raise ConfigError(name, f"is too large: {what} would have {expr} ≈ {_sci(size)} entries, beyond "
                                     "2^62, the most numpy and torch can index")
 
 
@@ -225,7 +299,6 @@ def estimate(cfg: TrainConfig, probes: ProbeConfig | None = None) -> Estimate:
     P = 4 * E + 3 * n + (2 * E + n + 1 if cfg.bias else 0)
     angular = not cfg.bias and cfg.wide_layer != "dense"
     dense_hint = "use wide_layer=angular" if not cfg.bias and cfg.wide_layer == "dense" else ""
-    c_dense = C_DENSE_HEAP if R * n * s < HEAP_BLOCK else C_DENSE
 
     training = [
         Term("problem M", 8 * (N * b * d + 3 * N * b * b) + (4 * N * b * d if s == 4 else 0), {"N": 1, "b": 1, "d": 1}),
@@ -236,50 +309,74 @@ def estimate(cfg: TrainConfig, probes: ProbeConfig | None = None) -> Estimate:
         Term("unroll overhead", T * C_STEP, {"T": 1}),
         Term("unroll rows", T * C_ROW * 8 * R, {"T": 1, "N": 1, "d": 1}),
         Term("unroll early layers", T * C_EARLY * s * 2 * R * E, {"T": 1, "L": 1, "N": 1, "d": 1}),
-        Term("unroll wide layer", 0 if angular else int(T * c_dense * s * R * n), {"T": 1, "N": 1, "d": 1, "width": 1},
-             dense_hint),
+        Term("unroll wide layer", 0 if angular else T * blocks(C_DENSE, C_DENSE_HEAP, s * R * n),
+             {"T": 1, "N": 1, "d": 1, "width": 1}, dense_hint),
         Term("backward", (0 if angular else C_BACK * R * n * (s + 1)) + C_ROW * 8 * R, {"N": 1, "d": 1, "width": 1},
              dense_hint),
         Term("records", (K + 1) * (C_RECORD + C_WEIGHT * L), {"iters": 1, "L": 1}),
     ]
-    probe = []
+    probe, phases = [], [[]]
     if probes is not None:
-        graph64 = T * (C_STEP + C_ROW * 8 * R + C_EARLY * 8 * 2 * R * E + (0 if angular else (C_DENSE_HEAP if R * n * 8 < HEAP_BLOCK else C_DENSE) * 8 * R * n))
-        probe += [
-            Term("features", C_FEAT * 8 * R * n, {"N": 1, "d": 1, "width": 1}),
-            Term("constants", 2 * 8 * N * b * d, {"N": 1, "b": 1, "d": 1}),
-        ]
-        if probes.method_for(Q) == "dense":
-            structured = angular and probes.jacobian != "func"
-            kernels = 2 * (L + 1) * (2 if cfg.bias else 1) + C_EIG
-            lanczos_hint = "use ntk_method=lanczos"
-            probe += [
-                Term("kernels", kernels * 8 * Q * Q, {"N": 2, "b": 2}, lanczos_hint),
-                Term("jacobian", 2 * 8 * Q * P, {"N": 1, "b": 1, "width": 1}, lanczos_hint),
-                Term("jacobian work", (C_STRUCT * 8 * Q * n + C_ROW * 8 * R * T if structured else int(C_FUNC * graph64))
-                     + 8 * 8 * Q * d, {"N": 1, "b": 1, "width": 1} if structured else {"T": 1, "N": 1, "d": 1, "width": 1},
-                     lanczos_hint),
-                Term("curves", C_CURVE * 8 * (K + 1) * Q, {"iters": 1, "N": 1, "b": 1}),
-            ]
+        wide64 = 0 if angular else blocks(C_DENSE, C_DENSE_HEAP, 8 * R * n)
+        graph64 = T * (C_STEP + C_ROW * 8 * R + C_EARLY * 8 * 2 * R * E + wide64)  # the unroll's graph in float64
+        early, late = min(probes.early, K + 1), (K + 2) // 2
+        features = Term("features", blocks(C_FEAT, C_FEAT_HEAP, 8 * R * n), {"N": 1, "d": 1, "width": 1})
+        constants = Term("constants", 2 * 8 * N * b * d, {"N": 1, "b": 1, "d": 1})
+        theil = Term("contraction fits", C_THEIL * 8 * (late * late + early * early), {"iters": 2})
+        probe += [features, constants, theil]
+        method = probes.method_for(Q, P)
+        if method == "dense":  # (Lanczos falls back to dense only where that fits in half the available memory)
+            hint = "use ntk_method=lanczos"
+            if angular and probes.jacobian != "func":  # the structured Jacobian
+                work = Term("jacobian work", _heaped(C_STRUCT, 8 * Q * n) + C_ROW * 8 * R * T + 8 * 8 * Q * d,
+                            {"N": 1, "b": 1, "width": 1}, hint)
+            elif angular:  # torch.func, all b rows of an instance at once
+                work = Term("jacobian work", 8 * Q * n * (C_FUNC_ROWS + C_FUNC_STEP * T) + 8 * 8 * Q * d,
+                            {"N": 1, "b": 1, "width": 1, "T": 1}, hint)
+            else:  # torch.func on the dense wide layer, one row at a time
+                work = Term("jacobian work", 8 * R * n * (C_FUNC_DENSE + b + T),
+                            {"N": 1, "d": 1, "width": 1, "b": 1}, hint)
+            kernels = Term("kernels", _heaped(2 * (L + 1) * (2 if cfg.bias else 1) + C_EIG, 8 * Q * Q),
+                           {"N": 2, "b": 2}, hint)
+            jac = Term("jacobian", 2 * 8 * Q * P, {"N": 1, "b": 1, "width": 1}, hint)
+            curves = Term("curves", C_CURVE * 8 * (K + 1) * Q + 8 * Q * Q, {"iters": 1, "N": 1, "b": 1})
+            probe += [work, kernels, jac, curves]
+            phases = [[features], [jac, work], [jac, kernels], [curves, theil]]
         else:
-            probe += [Term("lanczos", int(C_LANCZOS * graph64) + 40 * 8 * Q,
-                           {"T": 1, "N": 1, "d": 1} | ({} if angular else {"width": 1}))]
+            phases = [[theil]]
+        if method == "lanczos":
+            lanczos = Term("lanczos", int(C_LANCZOS * graph64) + 40 * 8 * Q,
+                           {"T": 1, "N": 1, "d": 1} | ({} if angular else {"width": 1}))
+            probe.append(lanczos)
+            phases.append([features, lanczos])
+        phases = [[constants, *phase] for phase in phases]
 
     train_bytes = int(sum(t.bytes for t in training))
-    probe_bytes = int(sum(t.bytes for t in probe))
+    fixed = int(sum(t.bytes for t in training if t.name in FIXED))
+    probe_bytes = int(max(sum(t.bytes for t in phase) for phase in phases))
+    total = fixed + max(train_bytes - fixed, probe_bytes)
     terms = tuple(sorted(training + probe, key=lambda t: t.bytes, reverse=True))
-    driver = _largest(terms[0].factors, values) if terms[0].factors else "width"
-    return Estimate(train_bytes, probe_bytes, train_bytes + probe_bytes, driver, terms)
+    driver = _largest(cfg, terms[0].factors, values) if terms[0].factors else "width"
+    return Estimate(train_bytes, probe_bytes, total, driver, terms)
 
 
 # -- the limit ---------------------------------------------------------------------------------------------
 
 
-def available_memory() -> int:
+def available_memory(device: str = "cpu") -> int:
     """Bytes this process can still allocate: the least of MemAvailable (``/proc/meminfo``; else the free physical
-    pages from ``os.sysconf``), the cgroup's limit minus its usage, and the address-space limit (RLIMIT_AS) minus
-    the process's current virtual size."""
+    pages from ``os.sysconf``), the cgroup's limit minus its usage, the address-space limit (RLIMIT_AS) minus the
+    process's current virtual size, and, for ``device`` ``cuda`` (or ``auto`` with CUDA present), the GPU's free
+    memory (the graph lives there; the problem is drawn on the host)."""
     found = []
+    if device != "cpu":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                found.append(torch.cuda.mem_get_info()[0])
+        except Exception:  # no usable CUDA: the host's memory is the limit
+            pass
     try:
         found.append(_meminfo("MemAvailable", "/proc/meminfo"))
     except (OSError, KeyError, ValueError):
@@ -287,8 +384,9 @@ def available_memory() -> int:
             found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         except (OSError, ValueError, AttributeError):
             pass
+    v1 = "/sys/fs/cgroup/memory/memory."
     for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+                         (v1 + "limit_in_bytes", v1 + "usage_in_bytes")):
         try:
             cap = Path(limit).read_text().strip()
             if cap != "max" and int(cap) < 2**60:
@@ -326,7 +424,7 @@ def check(cfg: TrainConfig, probes: ProbeConfig | None = None, *, limit: float |
     est = estimate(cfg, probes)
     if limit is not None and math.isinf(limit):
         return est
-    cap, source = (available_memory(), "the available memory") if limit is None else (limit, "max_memory")
+    cap, source = (available_memory(cfg.device), "the available memory") if limit is None else (limit, "max_memory")
     if est.total_bytes > cap:
         raise MemoryLimitError(est, cap, source)
     return est

@@ -373,6 +373,9 @@ def test_a_second_process_on_the_same_out_exits_2_and_leaves_the_first_alone(tmp
 def assert_same_verify(out: Path, reference: Path) -> None:
     assert_clean(out)
     got, want = (json.loads((f / "report.json").read_text()) for f in (out, reference))
+    for report in (got, want):  # why a method ran quotes the memory available at that moment: not a measurement
+        for point in report["probe_points"].values():
+            point.pop("method_reason", None)
     for key in ("status", "conditions", "comparisons", "probe_points", "problem"):
         assert json.dumps(got[key], sort_keys=True) == json.dumps(want[key], sort_keys=True), key
     a = pd.read_parquet(out / "metrics.parquet").drop(columns="run_id")
