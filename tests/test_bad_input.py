@@ -4,9 +4,6 @@ no traceback, and nothing left behind that blocks the next correct command with 
 Most cases call ``ntkcheck.cli.main`` in-process (fast); ``test_no_traceback_reaches_the_terminal`` runs a few
 through ``python -m ntkcheck.cli``; the sizes that would not fit in memory run in one child process whose address
 space is capped (RLIMIT_AS), so that a missing size check fails fast instead of swapping.
-
-A case that fails because of code this file's author does not own is marked ``xfail(strict=True, reason="lead:
-…")``: when it is fixed the test XPASSes, fails, and the mark goes.
 """
 
 from __future__ import annotations
@@ -42,12 +39,8 @@ CAP = 4 * 2**30  # bytes of address space for the child that runs the huge sizes
 HUGE_SECONDS = 10  # a huge case not refused within this long counts as a failure
 
 
-def lead(why: str, strict: bool = True):
-    return pytest.mark.xfail(strict=strict, reason=f"lead: {why}")
-
-
 def case(command: str, *args: str, flag: str, id: str | None = None, follow: bool = True, out: bool = True,
-         contains: tuple[str, ...] = (), absent: tuple[str, ...] = (), marks=()):
+         contains: tuple[str, ...] = (), absent: tuple[str, ...] = ()):
     """One bad command line: ``command`` with the tiny sizes, then ``args`` (``@name`` is the file ``name`` of the
     ``files`` fixture, ``@out`` the case's output folder). ``flag``: the parameter the error line must name
     (``|`` separates alternatives); ``follow``: afterwards the tiny correct command with the same ``--out`` must
@@ -57,7 +50,7 @@ def case(command: str, *args: str, flag: str, id: str | None = None, follow: boo
         argv += ["--out", "@out"]
     follow = follow and command in WITH_OUT and command != "reproduce" and "--out" in argv
     return pytest.param(argv, flag, follow, contains, absent,
-                        id=id or f"{command} {' '.join(args)}".replace("@", ""), marks=marks)
+                        id=id or f"{command} {' '.join(args)}".replace("@", ""))
 
 
 def number_cases(command: str, option: str, bad: tuple[str, ...], **kw):
