@@ -16,6 +16,9 @@ Autograd and forward-mode AD go through ``cumsum`` and ``gather``; the arc ends 
 ``searchsorted`` and are piecewise constant in the weights, so the derivatives are those of the dense
 layer wherever no h·w_c is exactly 0 (where the dense layer is not differentiable either).
 Prefix sums are accumulated in float64 whatever the working dtype.
+
+Every function takes an optional leading cell axis (weights (C, 2, n) and (C, n), rows (C, R, 2)): each cell
+sorts its own columns, and cell c's numbers are those of the unbatched call on cell c.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ import torch
 
 
 def column_order(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Angles θ_c of the columns of W (2, n), sorted, and the permutation that sorts them."""
-    theta = torch.atan2(W[1].detach(), W[0].detach()).double()
-    theta, order = torch.sort(theta)
+    """Angles θ_c of the columns of W (…, 2, n), sorted, and the permutation that sorts them."""
+    theta = torch.atan2(W[..., 1, :].detach(), W[..., 0, :].detach()).double()
+    theta, order = torch.sort(theta, dim=-1)
     return theta, order
 
 
@@ -36,9 +39,10 @@ def arc_bounds(h: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torc
     """Indices [lo, hi) into the doubled sorted angles (θ, θ + 2π) of the columns active for each row.
 
     The open arc is (ψ − π/2, ψ + π/2) with ψ = atan2(h_2, h_1) and ψ − π/2 taken in [−π, π).
-    ``theta`` may carry a leading batch dimension (B, n): the result then has shape (B, R).
+    ``theta`` may carry a leading batch dimension (B, n), with rows h (R, 2) shared or (B, R, 2) per batch entry:
+    the result then has shape (B, R).
     """
-    psi = torch.atan2(h[:, 1].detach(), h[:, 0].detach()).double()
+    psi = torch.atan2(h[..., 1].detach(), h[..., 0].detach()).double()
     start = torch.remainder(psi - math.pi / 2 + math.pi, 2 * math.pi) - math.pi
     doubled = torch.cat((theta, theta + 2 * math.pi), dim=-1)
     start = start.expand(*theta.shape[:-1], -1).contiguous()
@@ -48,27 +52,30 @@ def arc_bounds(h: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def prefix_sums(W: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted column angles θ (n,) and the prefix sums (2n + 1, 2) of a_c = w_out[c]·w_c over (θ, θ + 2π).
+    """Sorted column angles θ (…, n) and the prefix sums (…, 2n + 1, 2) of a_c = w_out[c]·w_c over (θ, θ + 2π).
 
     Depends on the weights only: compute it once per unroll and reuse it at every step.
     """
     theta, order = column_order(W)
-    a = (W[:, order] * w_out[order]).double().T  # (n, 2), sorted by angle
-    return theta, torch.cat((a.new_zeros(1, 2), torch.cumsum(torch.cat((a, a)), dim=0)))
+    w_sorted = W.take_along_dim(order.unsqueeze(-2), dim=-1) * w_out.take_along_dim(order, dim=-1).unsqueeze(-2)
+    a = w_sorted.double().transpose(-1, -2)  # (…, n, 2), sorted by angle
+    zero = a.new_zeros(*a.shape[:-2], 1, 2)
+    return theta, torch.cat((zero, torch.cumsum(torch.cat((a, a), dim=-2), dim=-2)), dim=-2)
 
 
 def arc_sums(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor, bounds=None) -> tuple[torch.Tensor, torch.Tensor]:
     """S(h) = Σ_{c active} a_c = prefix[hi] − prefix[lo] (R, 2, float64; 0 for h = 0), and the active
     columns per row. S(h) is also ∂φ/∂h. ``bounds``: (lo, hi) from :func:`arc_bounds`, when already known."""
     lo, hi = arc_bounds(h, theta) if bounds is None else bounds
-    nonzero = (h != 0).any(dim=1)
-    return (prefix[hi] - prefix[lo]) * nonzero[:, None], torch.where(nonzero, hi - lo, 0)
+    nonzero = (h != 0).any(dim=-1)
+    S = prefix.take_along_dim(hi.unsqueeze(-1), dim=-2) - prefix.take_along_dim(lo.unsqueeze(-1), dim=-2)
+    return S * nonzero.unsqueeze(-1), torch.where(nonzero, hi - lo, 0)
 
 
 def readout_from_prefix(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor):
     """φ(h) = h·S(h) for rows h (R, 2), and the number of active columns per row."""
     S, active = arc_sums(h, theta, prefix)
-    return (h.double() * S).sum(dim=1).to(h.dtype), active
+    return (h.double() * S).sum(dim=-1).to(h.dtype), active
 
 
 def wide_readout(h: torch.Tensor, W: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

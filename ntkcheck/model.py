@@ -9,6 +9,10 @@ For t = 1..T, with the same weights W at every coordinate j, instance i and step
 
 With ``detach=True`` (the paper's code) z_t is a constant for backpropagation: gradients reach W only
 through P_t, and reach X_{t−1} only through the ∇F(X_{t−1}) factor of the update.
+
+Cells: weights with a leading cell axis (W_ℓ of shape (C, in, out), passed with ``torch.func.functional_call``)
+unroll C independent models at once, on one shared problem or on a problem per cell (tensors (C, N, …)); X_t and
+P_t are then (C, N, d) and cell c's numbers are those of the model holding cell c's weights.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ class MathL2O(nn.Module):
         G, out = Z, []
         for ell in range(1, (self.L - 1 if upto is None else upto) + 1):
             W, b = self.layer(ell)
-            G = torch.relu(G @ W if b is None else G @ W + b)
+            G = torch.relu(G @ W if b is None else G @ W + b.unsqueeze(-2))
             out.append(G)
         return out
 
@@ -92,38 +96,38 @@ class MathL2O(nn.Module):
         """P = 2σ(G_{L−1} W_L + b_L), one step size per row."""
         W, b = self.layer(self.L)
         phi = (G_last @ W).squeeze(-1)
-        return 2.0 * torch.sigmoid(phi if b is None else phi + b)
+        return 2.0 * torch.sigmoid(phi if b is None else phi + b)  # b (…, 1) broadcasts over the rows
 
     def step_size(self, Z: torch.Tensor) -> torch.Tensor:
         """P = 2σ(φ_W(z)) for rows Z (R, 2)."""
         return self.step_size_and_activity(Z)[0]
 
     def step_size_and_activity(self, Z: torch.Tensor, prefix=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """P for rows Z, and the share of active ReLUs in the wide layer (a detached scalar).
+        """P for rows Z, and the share of active ReLUs in the wide layer (detached; one per cell).
 
         ``prefix``: the angular layer's sorted prefix sums (:meth:`angular_prefix`), when already built.
         """
         if not self.angular:
             G_last = self.features(Z)[-1]
-            return self.readout(G_last), (G_last.detach() > 0).double().mean()
+            return self.readout(G_last), (G_last.detach() > 0).double().mean(dim=(-2, -1))
         h = self.features(Z, upto=self.L - 2)[-1] if self.L > 2 else Z
         phi, active = readout_from_prefix(h, *(prefix or self.angular_prefix()))
         _, b_out = self.layer(self.L)
-        share = active.detach().double().sum() / (active.numel() * self.widths[-1])
+        share = active.detach().double().sum(dim=-1) / (active.shape[-1] * self.widths[-1])
         return 2.0 * torch.sigmoid(phi if b_out is None else phi + b_out), share
 
     def angular_prefix(self):
         """(θ, prefix) of the wide layer for :mod:`ntkcheck.angular`; None on the dense path."""
         if not self.angular:
             return None
-        return prefix_sums(self.layer(self.L - 1)[0], self.layer(self.L)[0][:, 0])
+        return prefix_sums(self.layer(self.L - 1)[0], self.layer(self.L)[0][..., 0])
 
     # -- the optimiser -------------------------------------------------------------------------------
 
     def inputs(self, problem: Problem, X: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
-        """Z = rows (∇F(X)_j, X_j), shape (N·d, 2); detached when ``detach``."""
+        """Z = rows (∇F(X)_j, X_j), shape (…, N·d, 2); detached when ``detach``."""
         grad = gradient(problem, X) if grad is None else grad
-        Z = torch.stack((grad, X), dim=-1).reshape(-1, 2)
+        Z = torch.stack(torch.broadcast_tensors(grad, X), dim=-1).flatten(-3, -2)
         return Z.detach() if self.detach else Z
 
     def unroll(
@@ -141,14 +145,14 @@ class MathL2O(nn.Module):
         frozen inputs, the map whose ordinary gradient is what detached backpropagation computes.
         """
         X = problem.X0() if X0 is None else X0
-        step = (self.step_scale / problem.beta)[:, None]
+        step = (self.step_scale / problem.beta)[..., None]
         traj = Trajectory(X=[X], P=[], active=[] if record_active else None)
         prefix = self.angular_prefix()  # the weights are fixed during an unroll: sort the columns once
         for t in range(1, T + 1):
             grad = gradient(problem, X)
             Z = self.inputs(problem, X, grad) if inputs is None else inputs[t - 1]
             P, share = self.step_size_and_activity(Z, prefix)
-            P = P.reshape(X.shape)
+            P = P.unflatten(-1, X.shape[-2:])
             X = X - step * P * grad
             traj.X.append(X)
             traj.P.append(P)

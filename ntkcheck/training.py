@@ -70,14 +70,14 @@ def meta_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 def training_loss(problem: problems.Problem, traj: Trajectory, kind: str) -> torch.Tensor:
-    """The meta objective of the module docstring, from F(X_1..X_T)."""
+    """The meta objective of the module docstring, from F(X_1..X_T) (one per cell for a batch of cells)."""
     if kind == "last":
         return problems.objective(problem, traj.X[-1])
-    F_t = torch.stack([problems.objective(problem, X) for X in traj.X[1:]])
+    F_t = torch.stack([problems.objective(problem, X) for X in traj.X[1:]], dim=-1)
     if kind == "mean":
-        return F_t.mean()
-    t = torch.arange(1, len(F_t) + 1, dtype=F_t.dtype, device=F_t.device)
-    return (t * F_t).sum() / t.sum()
+        return F_t.mean(-1)
+    t = torch.arange(1, F_t.shape[-1] + 1, dtype=F_t.dtype, device=F_t.device)
+    return (t * F_t).sum(-1) / t.sum()
 
 
 def step_metrics(problem, traj: Trajectory, F_gd: torch.Tensor, tol: float) -> dict[str, float]:
