@@ -35,7 +35,8 @@ OPTIONS = {
     "N": _o(int, P, "Training instances (one fixed set).", "--N"),
     "d": _o(int, P, "Variable dimension of each instance."),
     "b": _o(int, P, "Rows of each M_i (0 < b ≤ d)."),
-    "seed": _o(int, P, "Seed of the data and of the initialisation."),
+    "seed": _o(int, P, "Seed of the data (and of the initialisation unless --init-seed)."),
+    "init_seed": _o(Optional[int], M, "Seed of the initial weights (default: --seed)."),
     "problem_file": _o(Optional[Path], P, ".npz/.pt with arrays M (N,b,d) and Y (N,b); overrides N, d, b."),
     "width": _o(int, M, "n, width of the wide layer L−1."),
     "L": _o(int, M, "Layers of the step-size network (2 → 2 → … → n → 1).", "--L"),
@@ -77,7 +78,7 @@ OPTIONS = {
     "data": _o(bool, PR, "Also draw the instances (--seed) and evaluate what needs them.", "--data/--no-data", default=True),
 }
 DEFAULTS = {n: o[2] for n, o in OPTIONS.items()} | TrainConfig().to_dict() | ProbeConfig().to_dict()
-RUN = ["preset", "N", "d", "b", "seed", "problem_file", "width", "L", "T", "e", "init", "bias", "detach", "wide_layer",
+RUN = ["preset", "N", "d", "b", "seed", "init_seed", "problem_file", "width", "L", "T", "e", "init", "bias", "detach", "wide_layer",
        "step_scale", "init_file", "lr", "iters", "optimizer", "loss", "on_divergence", "checkpoint_every",
        "saturation_tol", "dtype", "out", "resume", "device", "threads", "max_memory"]
 
@@ -169,7 +170,7 @@ def verify(ctx: typer.Context, **values):
 
 
 @app.command()
-@options("run", "method", "t", "preset", "N", "d", "b", "seed", "problem_file", "width", "L", "T", "e", "init", "bias",
+@options("run", "method", "t", "preset", "N", "d", "b", "seed", "init_seed", "problem_file", "width", "L", "T", "e", "init", "bias",
          "wide_layer", "step_scale", "init_file", "lr", "out", "device", "threads")
 def ntk(ctx: typer.Context, **values):
     """Empirical NTK (K = J Jᵀ, K̃ = J J̃ᵀ), α = σ_min(G_{L−1,t}), ranks with their tolerances, and the

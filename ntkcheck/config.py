@@ -66,6 +66,7 @@ class TrainConfig:
     wide_layer: str = "auto"
     step_scale: float = 1.0
     seed: int = 0
+    init_seed: int | None = None  # the initial weights' seed; None: ``seed`` (data and weights drawn together)
     device: str = "auto"
     dtype: str = "float64"
     on_divergence: str = "stop"
@@ -223,6 +224,13 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("wide_layer", "angular needs a bias-free wide layer; use auto or dense with bias")
     _choice("on_divergence", cfg.on_divergence, ON_DIVERGENCE)
     _integer("seed", cfg.seed, minimum=0)
+    if cfg.init_seed is not None:
+        _integer("init_seed", cfg.init_seed, minimum=0)
+
+
+def weights_seed(cfg: TrainConfig) -> int:
+    """The seed of the initial weights' draw: ``init_seed`` when set, else ``seed``."""
+    return cfg.seed if cfg.init_seed is None else cfg.init_seed
 
 
 def hidden_widths(width: int, L: int) -> tuple[int, ...]:

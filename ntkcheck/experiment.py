@@ -14,7 +14,7 @@ import torch
 
 from ntkcheck import init as inits
 from ntkcheck import problems
-from ntkcheck.config import ConfigError, TrainConfig, hidden_widths
+from ntkcheck.config import ConfigError, TrainConfig, hidden_widths, weights_seed
 from ntkcheck.model import MathL2O, build
 
 
@@ -39,16 +39,18 @@ def make_problem(cfg: TrainConfig) -> problems.Problem:
 
 
 def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """W_0 as named tensors W1..WL (b1..bL): ``init_file`` when given, else the config's initialisation."""
+    """W_0 as named tensors W1..WL (b1..bL): ``init_file`` when given, else the config's initialisation, drawn with
+    ``init_seed`` (default ``seed``)."""
     widths = hidden_widths(cfg.width, cfg.L)
     if cfg.init_file:
         try:
             return inits.load(cfg.init_file, widths, cfg.bias)
         except ValueError as err:
             raise ConfigError("init_file", str(err)) from None
+    seed = weights_seed(cfg)
     if cfg.init == "random":
-        return inits.random(widths, cfg.seed, cfg.bias)
-    return inits.deterministic(widths, cfg.e, cfg.seed, cfg.bias, absolute=cfg.init == "deterministic-abs")
+        return inits.random(widths, seed, cfg.bias)
+    return inits.deterministic(widths, cfg.e, seed, cfg.bias, absolute=cfg.init == "deterministic-abs")
 
 
 def build_model(cfg: TrainConfig, weights: dict | None = None, *, device=None, dtype=None) -> MathL2O:

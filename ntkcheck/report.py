@@ -95,7 +95,8 @@ def markdown(report: dict) -> str:
         f"Status **{report['status']}**, {s['iterations']} iterations. F(X_T): {fmt(s['F_T_initial'])} (k = 0, "
         f"= GD under the deterministic init) → {fmt(s['F_T_final'])} (gain {fmt(s['gain_final'])}).",
         "Configuration: " + ", ".join(f"{k}={cfg[k]}" for k in ("N", "d", "b", "width", "L", "T", "e", "lr", "iters",
-                                                                 "init", "detach", "step_scale", "seed", "dtype")) + ".",
+                                                                 "init", "detach", "step_scale", "seed", "init_seed", "dtype")
+                                if cfg.get(k) is not None) + ".",
         f"Probes at k = {', '.join(sorted(report['probe_points'], key=int))} ({report['probe_method']}, float64).",
         *(["## Notes", "\n".join(f"- {note}" for note in report["notes"])] if report.get("notes") else []),
         "## Conditions",

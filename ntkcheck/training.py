@@ -80,33 +80,45 @@ def training_loss(problem: problems.Problem, traj: Trajectory, kind: str) -> tor
     return (t * F_t).sum(-1) / t.sum()
 
 
-def step_metrics(problem, traj: Trajectory, F_gd: torch.Tensor, tol: float) -> dict[str, float]:
-    """Objective, gain over GD and step-size statistics of one unroll.
+def step_metric_tensors(problem, traj: Trajectory, F_gd: torch.Tensor, tol: float) -> dict[str, torch.Tensor]:
+    """Objective, gain over GD and step-size statistics of one unroll, as tensors (one entry per cell for a batch
+    of cells; ``F_gd`` = F_GD(X_1..X_T), shape (…, T)).
 
     gain = (F_GD(X_T) − F(X_T)) / F_GD(X_T) (the paper's "last" gain); gain_mean averages the same
     ratio over t = 1..T. P_saturated is the share of P entries (all t) within ``tol`` of 0 or 2.
     """
     with torch.no_grad():
-        F_t = torch.stack([problems.objective(problem, X) for X in traj.X[1:]])
-        P = torch.stack(traj.P)
-        values = {
-            "F_T": F_t[-1],
-            "gain": (F_gd[-1] - F_t[-1]) / F_gd[-1],
-            "gain_mean": ((F_gd - F_t) / F_gd).mean(),
-            "P_min": P.min(),
-            "P_mean": P.mean(),
-            "P_max": P.max(),
-            "P_saturated": ((P <= tol) | (P >= 2 - tol)).double().mean(),
-            "active_share": torch.stack(traj.active).mean(),
+        F_t = torch.stack([problems.objective(problem, X) for X in traj.X[1:]], dim=-1)
+        P = torch.stack(traj.P, dim=-3).flatten(-3)  # (…, T·N·d)
+        return {
+            "F_T": F_t[..., -1],
+            "gain": (F_gd[..., -1] - F_t[..., -1]) / F_gd[..., -1],
+            "gain_mean": ((F_gd - F_t) / F_gd).mean(-1),
+            "P_min": P.amin(-1),
+            "P_mean": P.mean(-1),
+            "P_max": P.amax(-1),
+            "P_saturated": ((P <= tol) | (P >= 2 - tol)).double().mean(-1),
+            "active_share": torch.stack(traj.active, dim=-1).mean(-1),
         }
-        return {k: float(v) for k, v in values.items()}
 
 
-def weight_metrics(model: MathL2O, W0: dict) -> dict[str, float]:
-    """Per layer: ‖∇W_ℓ‖_F, ‖W_ℓ − W_ℓ⁰‖_F and, where ‖W_ℓ⁰‖ > 0, ‖W_ℓ − W_ℓ⁰‖_F / ‖W_ℓ⁰‖_F."""
+def step_metrics(problem, traj: Trajectory, F_gd: torch.Tensor, tol: float) -> dict[str, float]:
+    """:func:`step_metric_tensors` of a single run, as floats."""
+    return {k: float(v) for k, v in step_metric_tensors(problem, traj, F_gd, tol).items()}
+
+
+def gd_objective(problem: problems.Problem, T: int, step_scale: float) -> torch.Tensor:
+    """F_GD(X_t), t = 1..T: GD with step s/β_i from X_0 = 0 (shape (…, T), one curve per problem)."""
+    path = problems.gd_trajectory(problem, T, step_scale)[1:]
+    return torch.stack([problems.objective(problem, X) for X in path], dim=-1)
+
+
+def weight_metrics(params: dict[str, torch.Tensor], W0: dict) -> dict[str, float]:
+    """Per layer of the weights ``params`` (by name, gradients attached): ‖∇W_ℓ‖_F, ‖W_ℓ − W_ℓ⁰‖_F and, where
+    ‖W_ℓ⁰‖ > 0, ‖W_ℓ − W_ℓ⁰‖_F / ‖W_ℓ⁰‖_F."""
     out = {}
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, p in params.items():
             out[f"grad_norm/{name}"] = float(p.grad.norm()) if p.grad is not None else 0.0
             drift = float((p - W0[name].to(p)).norm())
             out[f"drift/{name}"] = drift
@@ -127,7 +139,7 @@ def run_iteration(cfg, model, optimizer, problem, F_gd, W0, *, update: bool) -> 
         finite = grads_finite(model)
     metrics = {"loss": float(loss.detach())}
     metrics |= step_metrics(problem, traj, F_gd, cfg.saturation_tol)
-    metrics |= weight_metrics(model, W0)
+    metrics |= weight_metrics(dict(model.named_parameters()), W0)
     metrics["diverged"] = 0.0 if finite else 1.0
     if update and finite:
         optimizer.step()
@@ -191,8 +203,7 @@ def _run(exp, work: Path | None, resume: bool, callback, probe) -> RunResult:
         elif work is not None:
             save_checkpoint(work, cfg, model, optimizer, state)  # from here on the folder is resumable
         if state["status"] == "running":
-            F_gd = torch.stack([problems.objective(problem, X)
-                                for X in problems.gd_trajectory(problem, cfg.T, cfg.step_scale)[1:]])
+            F_gd = gd_objective(problem, cfg.T, cfg.step_scale)
             try:
                 loop(cfg, model, optimizer, problem, F_gd, state, work, stop, callback, probe)
             except KeyboardInterrupt:  # raised between iterations only, so the state is consistent
