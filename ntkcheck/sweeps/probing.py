@@ -1,0 +1,46 @@
+"""A sweep cell's probes: :func:`ntkcheck.measure` at W_k, flattened to one row of numbers.
+
+Per probed iteration k: λ_max(K_k) and λ_min(K_k) (dense: every eigenvalue; Lanczos: the two extremes), the
+stability threshold 2/λ_max(K_k), the rank of K_k with its tolerance (dense), α_k = σ_min(G_{L−1,T}) with its rank
+and tolerance, the null-space plateau ½‖P_null r‖² (dense), and, against the cell's K_0, the drift
+‖K_k − K_0‖_F/‖K_0‖_F and the kernel distance 1 − ⟨K_0, K_k⟩/(‖K_0‖‖K_k‖) (dense).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ntkcheck.config import TrainConfig
+from ntkcheck.dynamics import stability_threshold
+from ntkcheck.experiment import build_model
+from ntkcheck.linalg import kernel_drift
+from ntkcheck.probes import NonFiniteKernel, measure
+
+NAN = math.nan
+
+
+def probe_cell(cfg: TrainConfig, problem, weights: dict, k: int, method: str,
+               K0: np.ndarray | None) -> tuple[dict, np.ndarray | None]:
+    """The row of numbers at the weights ``weights`` (iteration ``k``) and the dense K_k (None for Lanczos or a
+    failed probe). A probe that cannot be measured (a diverged cell's overflowing kernel) gives a row with
+    ``error`` set and NaN numbers."""
+    model = build_model(cfg, weights)
+    try:
+        r = measure(model, problem, cfg.T, lr=cfg.lr, method=method, kernels=True)
+    except NonFiniteKernel as err:
+        return {"iteration": k, "method": None, "error": str(err)}, None
+    dense = r.method == "dense"
+    K = r.kernels[0] if dense else None
+    drift = kernel_drift(K0, K) if dense and K0 is not None and np.any(K0) else None
+    row = {
+        "iteration": k, "method": r.method, "error": None, "loss": r.loss, "n_outputs": r.n_outputs,
+        "lambda_max": r.K.lambda_max, "lambda_min": r.K.lambda_min, "stable_lr": stability_threshold(r.K.lambda_max),
+        "rank_K": r.K.rank.rank if dense else None, "rank_K_tol": r.K.rank.tol if dense else NAN,
+        "alpha": r.alpha.alpha, "alpha_rank": r.alpha.rank.rank, "alpha_tol": r.alpha.rank.tol,
+        "alpha_rows": r.alpha.shape[0], "alpha_cols": r.alpha.shape[1],
+        "plateau": r.linearised.plateau if dense else NAN,
+        "drift_rel": drift.rel_change if drift else NAN, "drift_distance": drift.distance if drift else NAN,
+    }
+    return row, K
