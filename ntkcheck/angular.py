@@ -63,19 +63,37 @@ def prefix_sums(W: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, tor
     return theta, torch.cat((zero, torch.cumsum(torch.cat((a, a), dim=-2), dim=-2)), dim=-2)
 
 
+def _rows_of(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[…, index, :] for a table (…, m, 2) and indices (…, R): one ``index_select`` over the flattened cells
+    (several times faster than ``gather``/advanced indexing on CPU, forward and backward)."""
+    m = table.shape[-2]
+    cells = index.shape[:-1]
+    table = table.expand(*cells, *table.shape[-2:]) if table.ndim - 2 < len(cells) else table
+    offset = (torch.arange(math.prod(cells), device=index.device) * m).reshape(*cells, 1)
+    rows = table.reshape(-1, table.shape[-1]).index_select(0, (index + offset).reshape(-1))
+    return rows.reshape(*index.shape, table.shape[-1])
+
+
+def _arc_sums(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor, bounds):
+    """prefix[hi] − prefix[lo] (unmasked) and the mask of the rows h ≠ 0, the active columns per row."""
+    lo, hi = arc_bounds(h, theta) if bounds is None else bounds
+    nonzero = (h[..., 0] != 0) | (h[..., 1] != 0)
+    return _rows_of(prefix, hi) - _rows_of(prefix, lo), nonzero, torch.where(nonzero, hi - lo, 0)
+
+
 def arc_sums(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor, bounds=None) -> tuple[torch.Tensor, torch.Tensor]:
     """S(h) = Σ_{c active} a_c = prefix[hi] − prefix[lo] (R, 2, float64; 0 for h = 0), and the active
     columns per row. S(h) is also ∂φ/∂h. ``bounds``: (lo, hi) from :func:`arc_bounds`, when already known."""
-    lo, hi = arc_bounds(h, theta) if bounds is None else bounds
-    nonzero = (h != 0).any(dim=-1)
-    S = prefix.take_along_dim(hi.unsqueeze(-1), dim=-2) - prefix.take_along_dim(lo.unsqueeze(-1), dim=-2)
-    return S * nonzero.unsqueeze(-1), torch.where(nonzero, hi - lo, 0)
+    S, nonzero, active = _arc_sums(h, theta, prefix, bounds)
+    return S * nonzero.unsqueeze(-1), active
 
 
 def readout_from_prefix(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor):
-    """φ(h) = h·S(h) for rows h (R, 2), and the number of active columns per row."""
-    S, active = arc_sums(h, theta, prefix)
-    return (h.double() * S).sum(dim=-1).to(h.dtype), active
+    """φ(h) = h·S(h) = h₁S₁ + h₂S₂ for rows h (…, R, 2), and the number of active columns per row. A row h = 0
+    gives φ = 0 whatever S, so S is not masked here."""
+    S, _, active = _arc_sums(h, theta, prefix, None)
+    h64 = h.double()
+    return (h64[..., 0] * S[..., 0] + h64[..., 1] * S[..., 1]).to(h.dtype), active
 
 
 def wide_readout(h: torch.Tensor, W: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

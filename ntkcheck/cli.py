@@ -30,7 +30,7 @@ def _o(kind, panel: str, help: str, *flags: str, default=None) -> tuple:
     return kind, typer.Option(*flags, help=help, rich_help_panel=panel), default
 
 
-P, M, TR, PR, OUT, MACH = "Problem", "Model", "Training", "Probes", "Output", "Machine"
+P, M, TR, PR, OUT, MACH, SW = "Problem", "Model", "Training", "Probes", "Output", "Machine", "Sweep"
 OPTIONS = {
     "N": _o(int, P, "Training instances (one fixed set).", "--N"),
     "d": _o(int, P, "Variable dimension of each instance."),
@@ -76,6 +76,18 @@ OPTIONS = {
     "t": _o(Optional[int], PR, "Step t of α = σ_min(G_{L−1,t}) (default T).", "--t"),
     "C": _o(Optional[float], PR, "Constant of the Ω(·) laws of Lemmas 5.1–5.4 (unset: C = 1, verdict undecided).", "--C"),
     "data": _o(bool, PR, "Also draw the instances (--seed) and evaluate what needs them.", "--data/--no-data", default=True),
+    "grid": _o(Optional[list[str]], SW, "An axis FIELD=V1,V2,… over any configuration field (repeat for more axes).",
+               "--grid"),
+    "seeds": _o(Optional[str], SW, "Seeds of every grid point: a range 0-4 or a list 0,3,7 (default: --seed)."),
+    "vary": _o(str, SW, "What a seed draws: both (data and weights), data, or init (the weights).", default="both"),
+    "spec": _o(Optional[Path], SW, "A TOML sweep spec (base, grid, seeds, …); options given here override it."),
+    "record_every": _o(int, SW, "Curves every this many iterations (0: about 200 points per curve).", default=0),
+    "probe_at": _o(str, SW, "Probe every cell at these iterations (K: its last), e.g. 0,K.", default="0,K"),
+    "probe_method": _o(str, SW, "auto, dense, lanczos, or none (no probes).", default="auto"),
+    "batch_size": _o(int, SW, "Most cells trained together in one batch.", default=32),
+    "engine": _o(str, SW, "embedded (this process) or ray (batches as Ray tasks).", default="embedded"),
+    "address": _o(Optional[str], SW, "Ray cluster address (default: a local Ray started for the sweep)."),
+    "workers": _o(Optional[int], SW, "CPUs of the local Ray (default: all)."),
 }
 DEFAULTS = {n: o[2] for n, o in OPTIONS.items()} | TrainConfig().to_dict() | ProbeConfig().to_dict()
 RUN = ["preset", "N", "d", "b", "seed", "init_seed", "problem_file", "width", "L", "T", "e", "init", "bias", "detach", "wide_layer",
@@ -199,6 +211,75 @@ def reproduce(figure: Annotated[str, typer.Argument(help="fig2, fig4a, fig4b, fi
     folder = values["out"] or Path("runs") / f"{figure}-{preset}"
     run(figure, folder, preset=preset, seed=values["seed"], log=lambda line: console.print(line, highlight=False))
     console.print(f"wrote {folder}", highlight=False)
+
+
+SWEEP = ("record_every", "probe_at", "probe_method", "batch_size", "vary")
+
+
+@app.command()
+@options(*[n for n in RUN if n not in ("checkpoint_every",)], "grid", "seeds", "vary", "spec", "record_every",
+         "probe_at", "probe_method", "batch_size", "engine", "address", "workers")
+def sweep(ctx: typer.Context, **values):
+    """Train a grid of configurations over seeds (batched, or on Ray), probe every cell, and write cells.parquet,
+    curves.parquet, figures and report.md. Rerunning the same command on the same --out finishes what is missing."""
+    from ntkcheck.sweeps import load_spec, make_spec, sweep as run_sweep, sweep_spec
+    from ntkcheck.sweeps.report import summary_table
+
+    out = _machine(values, "sweep")
+    given = {k: v for k, v in _given(ctx, values).items() if k in TrainConfig.__dataclass_fields__}
+    settings = {k: values[k] for k in SWEEP if ctx.get_parameter_source(k).name != "DEFAULT"}
+    axes = values["grid"] or ()
+    if values["resume"] and not (values["spec"] or axes or given):
+        spec = sweep_spec(out.with_name(out.name + ".partial"))
+    elif values["spec"]:
+        overrides = {"preset": values["preset"]} if ctx.get_parameter_source("preset").name != "DEFAULT" else {}
+        if values["seeds"] is not None:
+            overrides["seeds"] = values["seeds"]
+        spec = load_spec(values["spec"], base=given, grid=dict(_axes(axes)), **overrides, **settings)
+    else:
+        spec = make_spec(values["preset"], base=given, grid=axes, seeds=values["seeds"], **settings)
+    result = _swept(lambda callback: run_sweep(spec, out, engine=values["engine"], address=values["address"],
+                                               workers=values["workers"], callback=callback,
+                                               max_memory=values["max_memory"]), out)
+    cells = result.cells
+    console.print(", ".join(f"{n} {status}" for status, n in cells.status.value_counts().items()), highlight=False)
+    Console().print(summary_table(cells, spec.axes).to_string())
+    console.print(f"report: {result.folder / 'report.md'}", highlight=False)
+
+
+def _axes(axes) -> list:
+    from ntkcheck.sweeps.spec import parse_axis
+
+    return [parse_axis(a) for a in axes]
+
+
+def _swept(call, out: Path):
+    """``call(callback)`` with a progress bar over cell-iterations that counts the cells written."""
+    bar = Progress(TextColumn("[bold]sweep"), BarColumn(), TextColumn("cells {task.fields[cells]}"),
+                   TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn(), console=console)
+    task = bar.add_task("sweep", total=None, cells="")
+    counts = {"done": 0, "total": 0}
+
+    def callback(event, **info):
+        if event == "start":
+            counts.update(done=info["done"], total=info["cells"])
+            bar.update(task, total=max(info["cell_iterations"], 1), cells=f"{counts['done']}/{counts['total']}")
+            bar.start()
+        elif event == "advance":
+            bar.advance(task, info["cell_iterations"])
+        elif event == "cell":
+            counts["done"] += 1
+            bar.update(task, cells=f"{counts['done']}/{counts['total']}")
+    try:
+        return call(callback)
+    except KeyboardInterrupt:
+        bar.stop()
+        console.print(f"[yellow]interrupted: {counts['done']} of {counts['total']} cells are written in "
+                      f"{out}.partial; rerun the same command to finish the others[/yellow]", highlight=False)
+        raise typer.Exit(130)
+    finally:
+        bar.stop()
 
 
 @app.command("bounds")

@@ -59,13 +59,17 @@ def data_key(cfg: TrainConfig) -> tuple:
 
 
 def plan(cells: list[Cell], batch_size: int) -> list[list[Cell]]:
-    """The batches: cells with equal :func:`batch_key`, those sharing data side by side, at most ``batch_size`` each."""
+    """The batches, at most ``batch_size`` cells each, of equal :func:`batch_key`: the cells of one data seed together
+    (they share their problem), and the groups smaller than half a batch merged (a problem per cell)."""
     groups: dict[tuple, list[Cell]] = {}
     for cell in cells:
-        groups.setdefault(batch_key(cell.config), []).append(cell)
-    out = []
-    for group in groups.values():
-        group = sorted(group, key=lambda c: str(data_key(c.config)))
+        groups.setdefault((batch_key(cell.config), str(data_key(cell.config))), []).append(cell)
+    out, small = [], {}
+    for (key, _), group in groups.items():
+        chunks = [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+        for chunk in chunks:
+            (small.setdefault(key, []).extend(chunk) if 2 * len(chunk) < batch_size else out.append(chunk))
+    for group in small.values():
         out += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
     return out
 
@@ -142,7 +146,8 @@ def _iteration(k: int, active: list[int], state: list, names: list[str], model, 
     problem = data.select(index)
     for i in active:
         state[i].optimizer.zero_grad(set_to_none=False)
-    traj = functional_call(model, params, (problem, cfg0.T), {"record_active": True})
+    wanted = [j for j, i in enumerate(active) if state[i].records(k)]
+    traj = functional_call(model, params, (problem, cfg0.T), {"record_active": bool(wanted)})
     loss = training_loss(problem, traj, cfg0.loss)
     loss_finite = torch.isfinite(loss)
     torch.where(loss_finite, loss, torch.zeros_like(loss)).sum().backward()
@@ -154,6 +159,9 @@ def _iteration(k: int, active: list[int], state: list, names: list[str], model, 
     losses = loss.detach().tolist()
     wanted = [j for j, i in enumerate(active) if state[i].records(k) or not finite[j]]
     steps = {}
+    if wanted and traj.active is None:  # a divergence to record where no record was planned: unroll again
+        with torch.no_grad():
+            traj = functional_call(model, params, (problem, cfg0.T), {"record_active": True})
     if wanted:
         F_gd = data.F_gd[index] if data.shared is None else data.F_gd[0]
         tensors = step_metric_tensors(problem, traj, F_gd, cfg0.saturation_tol)
