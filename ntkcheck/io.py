@@ -168,3 +168,8 @@ def write_frame(path: Path, frame, fmt: str) -> None:
         _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
     else:
         _atomic(Path(path), lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def write_figure(path: Path, fig, fmt: str | None = None, **savefig) -> None:
+    """Save a matplotlib figure (``fmt``: png, pdf, svg; default from the suffix) atomically."""
+    _atomic(Path(path), lambda tmp: fig.savefig(tmp, format=fmt or Path(path).suffix.lstrip("."), **savefig))

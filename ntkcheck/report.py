@@ -79,7 +79,8 @@ def _notes(report: dict) -> str | None:
     return "\n".join(f"[yellow]note:[/yellow] {note}" for note in report.get("notes", [])) or None
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table (cells with | or newlines escaped)."""
     clean = lambda s: str(s).replace("\\|", "\\Vert ").replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
@@ -102,15 +103,15 @@ def markdown(report: dict) -> str:
         "## Conditions",
         "Verdicts: **holds** (true on the measured numbers), **FAILS** (false), **undecided** (a quantity is "
         "missing, or a scaling law whose constant is unknown: value and threshold are shown with the constant).",
-        _md_table(CONDITION_HEADER, condition_rows(report)),
+        md_table(CONDITION_HEADER, condition_rows(report)),
         "### Formulas and sources",
-        _md_table(["condition", "title", "formula", "source", "status", "confidence", "needed by the theorem"],
+        md_table(["condition", "title", "formula", "source", "status", "confidence", "needed by the theorem"],
                   [[c["key"], c["title"], f"${c['latex']}$", c["source"], c["status"], c["confidence"],
                     "yes" if c["required"] else "no"] for c in report["conditions"]]),
         "## Theory against measurement",
-        _md_table(COMPARISON_HEADER, comparison_rows(report)),
+        md_table(COMPARISON_HEADER, comparison_rows(report)),
         "## Probes along training",
-        _md_table(["k", "F(X_T)", "λ_max(K)", "λ_min(K)", "rank K", "α = σ_min(G_{L−1,T})", "rank G", "‖K_k − K_0‖/‖K_0‖"],
+        md_table(["k", "F(X_T)", "λ_max(K)", "λ_min(K)", "rank K", "α = σ_min(G_{L−1,T})", "rank G", "‖K_k − K_0‖/‖K_0‖"],
                   probe_rows(report)),
         "## Figures",
         "\n".join(f"![{name}](figures/{name}.png)" for name in FIGURES),

@@ -11,7 +11,7 @@ LAYERS = {
     "model": ["config", "io", "problems", "init", "angular", "model", "resources"],
     "instruments": ["linalg", "ntk", "structured", "features", "dynamics", "probes"],
     "runs": ["experiment", "runfolder", "training", "compare", "report", "verification", "ntk_report"],
-    "applications": ["baselines", "reproduce", "cli", "__init__"],
+    "applications": ["baselines", "sweeps", "reproduce", "cli", "__init__"],
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 
