@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ntkcheck.config import PRESETS, ConfigError, ProbeConfig, TrainConfig, preset, probe_preset
-from ntkcheck.runfolder import Interrupted
+from ntkcheck.runfolder import Interrupted, partial_folder
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Check the NTK convergence theory of Math-L2O against real training runs.")
@@ -229,8 +229,11 @@ def sweep(ctx: typer.Context, **values):
     given = {k: v for k, v in _given(ctx, values).items() if k in TrainConfig.__dataclass_fields__}
     settings = {k: values[k] for k in SWEEP if ctx.get_parameter_source(k).name != "DEFAULT"}
     axes = values["grid"] or ()
+    partial = partial_folder(out)
+    if values["resume"] and not (partial / "sweep.toml").is_file():
+        raise ConfigError("resume", f"no interrupted sweep to resume: {partial / 'sweep.toml'} does not exist")
     if values["resume"] and not (values["spec"] or axes or given):
-        spec = sweep_spec(out.with_name(out.name + ".partial"))
+        spec = sweep_spec(partial)
     elif values["spec"]:
         overrides = {"preset": values["preset"]} if ctx.get_parameter_source("preset").name != "DEFAULT" else {}
         if values["seeds"] is not None:

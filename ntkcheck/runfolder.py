@@ -45,7 +45,10 @@ class Interrupted(Exception):
 
 
 def partial_folder(out: Path) -> Path:
-    """``<out>.partial``: where a run lives until it ends."""
+    """``<out>.partial``: where a run lives until it ends (``out`` must name a folder)."""
+    out = Path(out)
+    if not out.name or out.name in (".", ".."):
+        raise ConfigError("out", f"must name a folder to create (got {str(out)!r})")
     return out.with_name(out.name + ".partial")
 
 
@@ -55,13 +58,10 @@ def open_run(out: str | Path, resume: bool, marker: str = CHECKPOINT):
     block runs. An interrupted run is recognised by its ``marker`` file; a partial folder without it (a start
     killed before anything resumable was written) is cleared. A finished ``out`` is never touched; an empty
     directory ``out`` is a place to write into. Leftovers of a write cut short by a kill are removed."""
-    out = Path(out)
-    if not out.name or out.name in (".", ".."):
-        raise ConfigError("out", f"must name a folder to create (got {str(out)!r})")
+    out, work = Path(out), partial_folder(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise ConfigError("out", f"{out} already exists and is not an empty folder; runs are never overwritten, "
                                  "choose another output folder")
-    work = partial_folder(out)
     created = not work.exists()
     with _locked(work, out):
         resumable = (work / marker).is_file()

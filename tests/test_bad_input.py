@@ -33,8 +33,9 @@ TINY = {  # the smallest correct command of each kind, followed by the bad optio
     "ntk": SIZES,
     "bounds": SIZES,
     "reproduce": [],
+    "sweep": SIZES + ["--iters", "2", "--grid", "lr=1e-3,1e-2", "--probe-method", "none"],
 }
-WITH_OUT = ("train", "verify", "ntk", "reproduce")
+WITH_OUT = ("train", "verify", "ntk", "reproduce", "sweep")
 CAP = 4 * 2**30  # bytes of address space for the child that runs the huge sizes
 HUGE_SECONDS = 10  # a huge case not refused within this long counts as a failure
 
@@ -177,6 +178,35 @@ CASES = [
     case("reproduce", "fig2", "--seed", "-1", flag="--seed"),
     case("reproduce", "fig2", "--threads", "0", flag="--threads"),
     case("reproduce", "fig2", "--out", "", flag="--out", id="reproduce fig2 --out ''"),
+    # -- sweep --------------------------------------------------------------------------------------------------
+    case("train", "--init-seed", "-1", flag="--init-seed"),
+    case("train", "--init-seed", "abc", flag="--init-seed"),
+    *[case("sweep", "--grid", axis, flag="--grid") for axis in ("bogus=1", "e=1,x", "e", "=1", "e=", "seed=1,2",
+                                                                "init_seed=3", "lr=1", "width=2.5", "bias=maybe")],
+    *[case("sweep", "--seeds", seeds, flag="--seeds") for seeds in ("4-2", "a", "-1", "1,1", "0-x")],
+    case("sweep", "--vary", "weights", flag="--vary"),
+    case("sweep", "--spec", "@absent.toml", flag="--spec", id="sweep --spec missing"),
+    case("sweep", "--spec", "@bad.toml", flag="--spec", id="sweep --spec not-toml"),
+    case("sweep", "--spec", "@typo.toml", flag="--spec", id="sweep --spec unknown-key"),
+    case("sweep", "--spec", "@grid_scalar.toml", flag="--spec", id="sweep --spec grid-not-a-table"),
+    case("sweep", "--spec", "@folder.npz", flag="--spec", id="sweep --spec a-folder"),
+    case("sweep", "--spec", "@badaxis.toml", flag="--grid", id="sweep --spec bad-axis"),
+    *number_cases("sweep", "--record-every", ("-1", "abc", "2.5")),
+    *[case("sweep", "--probe-at", at, flag="--probe-at") for at in ("0,x", "-3", "K,2.5")],
+    case("sweep", "--probe-method", "svd", flag="--probe-method"),
+    *number_cases("sweep", "--batch-size", ("0", "-1", "abc")),
+    case("sweep", "--engine", "spark", flag="--engine"),
+    case("sweep", "--address", "ray://nowhere:1", flag="--address"),
+    *number_cases("sweep", "--workers", ("0", "-2", "abc")),
+    case("sweep", "--threads", "0", flag="--threads"),
+    case("sweep", "--iters", "0", flag="--iters"),
+    case("sweep", "--width", "abc", flag="--width"),
+    case("sweep", "--preset", "bogus", flag="--preset"),
+    case("sweep", "--max-memory", "1000", flag="--width|--N|--d|--b|--T|--iters|--L", id="sweep --max-memory 1000"),
+    case("sweep", "--resume", flag="--resume", out=False, id="sweep --resume without --out"),
+    case("sweep", "--resume", flag="--resume", id="sweep --resume nothing-to-resume"),
+    case("sweep", "--out", "", flag="--out", follow=False, id="sweep --out ''"),
+    case("sweep", "--out", "@file", flag="--out", follow=False, id="sweep --out a-file"),
 ]
 
 
@@ -221,6 +251,10 @@ def files(tmp_path_factory) -> Path:
     torch.save({**w, "W2": torch.zeros(2, 9)}, root / "w_shape.pt")
     torch.save({k: v for k, v in w.items() if k != "W3"}, root / "w_missing.pt")
     np.savez(root / "w_nan.npz", **{k: v.numpy() for k, v in w.items()} | {"W1": np.full((2, 2), np.nan)})
+    (root / "bad.toml").write_text("grid = [\n")
+    (root / "typo.toml").write_text("seed = [0, 1]\n")
+    (root / "grid_scalar.toml").write_text("grid = 3\n")
+    (root / "badaxis.toml").write_text("[grid]\nwdith = [1, 2]\n")
     return root
 
 

@@ -66,10 +66,10 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
         runs = _run_cells(spec, spec.cells(), [], engine, address, workers, callback, None, max_memory)
         return _gather(spec, runs, None)
     out = Path(out)
+    work = runfolder.partial_folder(out)
     if (out / MARKER).is_file():
         _check_same(out, spec)
         return load_sweep(out)
-    work = runfolder.partial_folder(out)
     resume = (work / MARKER).is_file()
     with runfolder.open_run(out, resume, marker=MARKER) as work:
         if resume:
