@@ -6,9 +6,11 @@ The public API (docs/ARCHITECTURE.md describes the layers behind it)::
 
     cfg = ntkcheck.preset("small", iters=50)            # or ntkcheck.TrainConfig(...)
     problem, model = ntkcheck.make_problem(cfg), ntkcheck.build_model(cfg)
-    run = ntkcheck.training(cfg)                           # in memory; train(cfg, "runs/x") writes a run folder
+    run = ntkcheck.train(cfg)                               # in memory; train(cfg, "runs/x") writes a run folder
     probe = ntkcheck.measure(run.model(), problem, cfg.T, lr=cfg.lr)   # K, K̃, α, δ₃, … at the final W
-    report = ntkcheck.verification(cfg)                       # train + probes + every condition of bounds/
+    report = ntkcheck.verify(cfg)                           # train + probes + every condition of bounds/
+    grid = ntkcheck.make_spec("small", grid={"e": [5, 50], "lr": [1e-3, 1e-7]}, seeds="0-4")
+    cells = ntkcheck.sweep(grid).cells                      # one row per (e, η, seed), trained in one batch
 
 Symbols follow the paper: N instances of b×d, width n of layer L−1 (``width``), L layers, expansion e,
 horizon T, meta learning rate η (``lr``), K iterations (``iters``). Kernels are sums over parameters, never
@@ -27,6 +29,7 @@ from ntkcheck.ntk import Gram, empirical_ntk, jacobian, ntk_operator
 from ntkcheck.probes import ProbeResult, measure
 from ntkcheck.problems import Problem
 from ntkcheck.runfolder import Interrupted
+from ntkcheck.sweeps import SweepResult, SweepSpec, load_spec, load_sweep, make_spec, sweep
 from ntkcheck.training import RunResult, load_run, resume_run, train
 from ntkcheck.verification import VerifyResult, resume_verify, verify
 
@@ -37,6 +40,8 @@ __all__ = [
     "Problem", "MathL2O", "Experiment", "setup", "make_problem", "build_model", "initial_weights",
     # runs
     "train", "resume_run", "RunResult", "load_run", "Interrupted", "verify", "resume_verify", "VerifyResult",
+    # sweeps: grids of configurations over seeds
+    "SweepSpec", "make_spec", "load_spec", "sweep", "SweepResult", "load_sweep",
     # instruments
     "jacobian", "empirical_ntk", "Gram", "ntk_operator", "alpha", "measure", "ProbeResult", "kernel_report",
     "KernelReport", "kernel_spectrum", "extreme_eigenvalues", "kernel_drift", "KernelDrift", "Rank",
