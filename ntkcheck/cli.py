@@ -223,7 +223,6 @@ def sweep(ctx: typer.Context, **values):
     """Train a grid of configurations over seeds (batched, or on Ray), probe every cell, and write cells.parquet,
     curves.parquet, figures and report.md. Rerunning the same command on the same --out finishes what is missing."""
     from ntkcheck.sweeps import load_spec, make_spec, sweep as run_sweep, sweep_spec
-    from ntkcheck.sweeps.report import summary_table
 
     out = _machine(values, "sweep")
     given = {k: v for k, v in _given(ctx, values).items() if k in TrainConfig.__dataclass_fields__}
@@ -244,10 +243,26 @@ def sweep(ctx: typer.Context, **values):
     result = _swept(lambda callback: run_sweep(spec, out, engine=values["engine"], address=values["address"],
                                                workers=values["workers"], callback=callback,
                                                max_memory=values["max_memory"]), out)
-    cells = result.cells
-    console.print(", ".join(f"{n} {status}" for status, n in cells.status.value_counts().items()), highlight=False)
-    Console().print(summary_table(cells, spec.axes).to_string())
+    console.print(", ".join(f"{n} {status}" for status, n in result.cells.status.value_counts().items()),
+                  highlight=False)
+    Console().print(_gain_table(result))
     console.print(f"report: {result.folder / 'report.md'}", highlight=False)
+
+
+def _gain_table(result):
+    """The final gain per grid cell over its seeds (:func:`ntkcheck.sweeps.report.summary_table`)."""
+    from rich import box
+    from rich.table import Table
+
+    from ntkcheck.sweeps.report import gain_rows, heading, summary_table
+
+    axes = list(result.spec.axes)
+    table = Table(title="final gain over GD, per grid cell over its seeds", title_justify="left", box=box.SIMPLE_HEAD)
+    for head in [*map(heading, axes), "seeds", "median [IQR]", "min", "worse than GD", "diverged", "failed"]:
+        table.add_column(head, overflow="fold")
+    for row in gain_rows(summary_table(result.cells, axes), axes):
+        table.add_row(*row)
+    return table
 
 
 def _axes(axes) -> list:
