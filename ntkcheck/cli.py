@@ -258,8 +258,11 @@ def _gain_table(result):
 
     axes = list(result.spec.axes)
     table = Table(title="final gain over GD, per grid cell over its seeds", title_justify="left", box=box.SIMPLE_HEAD)
-    for head in [*map(heading, axes), "seeds", "median [IQR]", "min", "worse than GD", "diverged", "failed"]:
-        table.add_column(head, overflow="fold")
+    for head in map(heading, axes):
+        table.add_column(head, no_wrap=True)
+    table.add_column("n")
+    for head in ("median [IQR]", "min", "worse than GD", "diverged", "failed"):
+        table.add_column(head, min_width=12 if head == "median [IQR]" else 10 if head == "min" else None)
     for row in gain_rows(summary_table(result.cells, axes), axes):
         table.add_row(*row)
     return table
