@@ -261,7 +261,7 @@ def _gain_table(result):
     for head in map(heading, axes):
         table.add_column(head, no_wrap=True)
     table.add_column("n")
-    for head in ("median [IQR]", "min", "worse than GD", "diverged", "failed"):
+    for head in ("median [IQR]", "min", "worse than GD", "div.", "failed"):
         table.add_column(head, min_width=12 if head == "median [IQR]" else 10 if head == "min" else None)
     for row in gain_rows(summary_table(result.cells, axes), axes):
         table.add_row(*row)
