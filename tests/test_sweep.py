@@ -202,14 +202,17 @@ torch.set_num_threads(1)
 from ntkcheck.sweeps import make_spec, sweep
 spec = make_spec("small", base=dict(N=4, d=10, b=6, width=40, T=5, iters=int(sys.argv[2])),
                  grid={"e": (5.0, 25.0, 50.0), "lr": (1e-3, 1e-2)}, batch_size=1, probe_method="none")
-sweep(spec, sys.argv[1])
+sweep(spec, sys.argv[1], engine=sys.argv[3], workers=2)
 """
 
 
 @pytest.mark.slow
-def test_a_killed_sweep_reruns_only_its_missing_cells(tmp_path):
+@pytest.mark.parametrize("rerun_engine", ["embedded", "ray"])
+def test_a_killed_sweep_reruns_only_its_missing_cells(tmp_path, rerun_engine):
+    if rerun_engine == "ray":
+        pytest.importorskip("ray")
     out, cells = tmp_path / "sw", tmp_path / "sw.partial" / "cells"
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), "400"])
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), "200", "embedded"])
     deadline = time.time() + 240
     while len(list(cells.glob("*.json"))) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -217,12 +220,12 @@ def test_a_killed_sweep_reruns_only_its_missing_cells(tmp_path):
     proc.wait()
     first = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.json")}
     assert 2 <= len(first) < 6, "the sweep should have been killed part-way"
-    subprocess.run([sys.executable, "-c", SCRIPT, str(out), "400"], check=True)
+    subprocess.run([sys.executable, "-c", SCRIPT, str(out), "200", rerun_engine], check=True)
     result = load_sweep(out)
     assert len(result.cells) == 6 and (result.cells.status == "completed").all()
     kept = {p: (out / "cells" / p).stat().st_mtime_ns for p in first}
     assert kept == first  # the cells finished before the kill were not run again
-    fresh = sweep(make_spec("small", base=TINY | dict(iters=400), grid={"e": (5.0, 25.0, 50.0), "lr": (1e-3, 1e-2)},
+    fresh = sweep(make_spec("small", base=TINY | dict(iters=200), grid={"e": (5.0, 25.0, 50.0), "lr": (1e-3, 1e-2)},
                             probe_method="none"))
     merged = result.cells.merge(fresh.cells, on="cell", suffixes=("", "_fresh"))
     assert len(merged) == 6
