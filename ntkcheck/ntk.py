@@ -33,6 +33,7 @@ one JVP (:func:`ntk_operator`), for Lanczos (:func:`ntkcheck.linalg.extreme_eige
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -41,6 +42,11 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
+
+with warnings.catch_warnings():  # torch's forward-mode decompositions still call torch.jit.script, which torch itself
+    warnings.simplefilter("ignore", DeprecationWarning)  # deprecates: a warning against torch, once, at this import
+    warnings.simplefilter("ignore", FutureWarning)
+    import torch._decomp.decompositions_for_jvp  # noqa: F401
 
 from ntkcheck.model import MathL2O, build
 from ntkcheck.problems import Problem, residual
