@@ -38,6 +38,9 @@ OPTIONS = {
     "seed": _o(int, P, "Seed of the data (and of the initialisation unless --init-seed)."),
     "init_seed": _o(Optional[int], M, "Seed of the initial weights (default: --seed)."),
     "problem_file": _o(Optional[Path], P, ".npz/.pt with arrays M (N,b,d) and Y (N,b); overrides N, d, b."),
+    "draw": _o(str, P, "ntkcheck (its own seeded draws) or paper: a compatibility mode that draws the instances and "
+                       "W_0 as the authors' code does (--seed is their --seed, 118 in their runs and the *-official "
+                       "presets; data from seed + 777)."),
     "width": _o(int, M, "n, width of the wide layer L−1."),
     "L": _o(int, M, "Layers of the step-size network (2 → 2 → … → n → 1).", "--L"),
     "T": _o(int, M, "Unrolled optimisation steps.", "--T"),
@@ -90,9 +93,9 @@ OPTIONS = {
     "workers": _o(Optional[int], SW, "CPUs of the local Ray (default: all)."),
 }
 DEFAULTS = {n: o[2] for n, o in OPTIONS.items()} | TrainConfig().to_dict() | ProbeConfig().to_dict()
-RUN = ["preset", "N", "d", "b", "seed", "init_seed", "problem_file", "width", "L", "T", "e", "init", "bias", "detach", "wide_layer",
-       "step_scale", "init_file", "lr", "iters", "optimizer", "loss", "on_divergence", "checkpoint_every",
-       "saturation_tol", "dtype", "out", "resume", "device", "threads", "max_memory"]
+RUN = ["preset", "N", "d", "b", "seed", "init_seed", "problem_file", "draw", "width", "L", "T", "e", "init", "bias",
+       "detach", "wide_layer", "step_scale", "init_file", "lr", "iters", "optimizer", "loss", "on_divergence",
+       "checkpoint_every", "saturation_tol", "dtype", "out", "resume", "device", "threads", "max_memory"]
 
 
 def options(*names: str):
@@ -182,8 +185,8 @@ def verify(ctx: typer.Context, **values):
 
 
 @app.command()
-@options("run", "method", "t", "preset", "N", "d", "b", "seed", "init_seed", "problem_file", "width", "L", "T", "e", "init", "bias",
-         "wide_layer", "step_scale", "init_file", "lr", "out", "device", "threads")
+@options("run", "method", "t", "preset", "N", "d", "b", "seed", "init_seed", "problem_file", "draw", "width", "L", "T",
+         "e", "init", "bias", "wide_layer", "step_scale", "init_file", "lr", "out", "device", "threads")
 def ntk(ctx: typer.Context, **values):
     """Empirical NTK (K = J Jᵀ, K̃ = J J̃ᵀ), α = σ_min(G_{L−1,t}), ranks with their tolerances, and the
     linearised rate and stability threshold, in float64, for a configuration's initial weights or a run."""

@@ -26,6 +26,7 @@ from bounds.quantities import complete
 from ntkcheck import problems, resources
 from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.dynamics import fit_contraction
+from ntkcheck.experiment import make_problem
 from ntkcheck.probes import ProbeFailure, ProbeResult
 
 
@@ -47,7 +48,7 @@ def thresholds(cfg: TrainConfig, *, C: float | None = None, data: bool = True) -
     constants = None
     if data:
         resources.check(cfg)  # drawing the instances and running GD for T steps must fit
-        problem = problems.generate(cfg.N, cfg.d, cfg.b, cfg.seed)
+        problem = make_problem(cfg)
         constants = bounds.gd_quantities(problem.M.numpy(), problem.Y.numpy(), cfg.T, cfg.step_scale)
     return bounds.thresholds(cfg.T, cfg.L, cfg.e, cfg.lr, N=cfg.N, d=cfg.d, b=cfg.b, n=cfg.width,
                              step_scale=cfg.step_scale, C=C, data=constants)

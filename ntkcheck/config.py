@@ -6,6 +6,13 @@ expansion coefficient e, horizon T, meta learning rate η (``lr``), K training i
 
 Errors name the config field as it is spelled here (``width``, ``step_scale``); the command line maps a field
 to its flag (``--width``, ``--step-scale``).
+
+``draw`` says how the training instances and the initial weights are drawn: ``"ntkcheck"`` (the default) from
+ntkcheck's seeded numpy streams (:mod:`ntkcheck.problems`, :mod:`ntkcheck.init`); ``"paper"``, a compatibility
+mode, with torch's generator in the order, shapes and dtypes of the authors' released code
+(:mod:`ntkcheck.paper_draw`), so that their numbers can be rerun exactly. With ``draw="paper"``, ``seed`` is their
+``--seed`` (118 in all their runs and in the ``-official`` presets) and the instances come from seed + 777, as in
+their code.
 """
 
 from __future__ import annotations
@@ -24,16 +31,22 @@ ON_DIVERGENCE = ("stop", "skip")
 NTK_METHODS = ("auto", "dense", "lanczos")
 JACOBIANS = ("auto", "func", "structured")
 ALPHA_STEPS = ("T", "all")
+DRAWS = ("ntkcheck", "paper")
 DENSE_MAX = 4000  # ``ntk_method="auto"`` where the available memory cannot be read: dense up to N·b = 4000 outputs
 
 # The named configurations: the paper's small scale (Fig. 5) and its full scale (Fig. 4a). Every default of
-# TrainConfig and ProbeConfig is the "small" entry's.
+# TrainConfig and ProbeConfig is the "small" entry's. The "-official" entries are the same two configurations in
+# the setting of the authors' official code (NetX-lab/MathL2OProof-Official, main_train_anlys.py): its draws
+# (draw="paper") with its default --seed 118 (no run script sets another), float32, the step 0.9999/β_i, and an
+# iteration with a NaN/Inf loss skipped.
 PRESETS: dict[str, dict] = {
     "small": {"N": 32, "d": 32, "b": 25, "width": 1024, "L": 3, "T": 20, "e": 50.0, "lr": 1e-7, "iters": 5000,
               "ntk_every": 500},
     "paper": {"N": 10, "d": 512, "b": 400, "width": 5120, "L": 3, "T": 100, "e": 100.0, "lr": 1e-7, "iters": 5000,
               "ntk_every": 1000},
 }
+_OFFICIAL = {"draw": "paper", "seed": 118, "dtype": "float32", "step_scale": 0.9999, "on_divergence": "skip"}
+PRESETS |= {"small-official": PRESETS["small"] | _OFFICIAL, "paper-official": PRESETS["paper"] | _OFFICIAL}
 _SMALL = PRESETS["small"]
 
 
@@ -74,6 +87,7 @@ class TrainConfig:
     saturation_tol: float = 1e-2
     problem_file: str | None = None
     init_file: str | None = None
+    draw: str = "ntkcheck"  # "paper": the authors' torch draws of the instances and W_0 (a compatibility mode)
 
     def __post_init__(self):
         validate(self)
@@ -226,6 +240,18 @@ def validate(cfg: TrainConfig) -> None:
     _integer("seed", cfg.seed, minimum=0)
     if cfg.init_seed is not None:
         _integer("init_seed", cfg.init_seed, minimum=0)
+    _choice("draw", cfg.draw, DRAWS)
+    if cfg.draw == "paper":
+        _paper_model(cfg)
+
+
+def _paper_model(cfg: TrainConfig) -> None:
+    """``draw="paper"`` draws the authors' network: 2 → 2 → n → 1, no biases, the deterministic initialisation."""
+    differs = [f"{name} = {value!r}" for name, value, theirs in
+               (("L", cfg.L, 3), ("bias", cfg.bias, False), ("init", cfg.init, "deterministic")) if value != theirs]
+    if differs:
+        raise ConfigError("draw", f"paper draws the authors' network (L = 3, no bias, init deterministic); got "
+                                  f"{', '.join(differs)}: use those values or draw ntkcheck")
 
 
 def weights_seed(cfg: TrainConfig) -> int:

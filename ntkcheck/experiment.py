@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ntkcheck import init as inits
-from ntkcheck import problems
+from ntkcheck import paper_draw, problems
 from ntkcheck.config import ConfigError, TrainConfig, hidden_widths, weights_seed
 from ntkcheck.model import MathL2O, build
 
@@ -29,24 +29,29 @@ def resolve_device(name: str) -> torch.device:
 
 def make_problem(cfg: TrainConfig) -> problems.Problem:
     """The training set (CPU, float64): the user's ``problem_file`` when given, else the seeded QP family
-    (:func:`ntkcheck.problems.generate` with ``cfg.seed``, split ``"train"``)."""
+    (:func:`ntkcheck.problems.generate` with ``cfg.seed``, split ``"train"``; with ``draw="paper"`` the authors'
+    draw, :func:`ntkcheck.paper_draw.problem`)."""
     if cfg.problem_file:
         try:
             return problems.load(cfg.problem_file)
         except ValueError as err:
             raise ConfigError("problem_file", str(err)) from None
+    if cfg.draw == "paper":
+        return paper_draw.problem(cfg)
     return problems.generate(cfg.N, cfg.d, cfg.b, cfg.seed, "train")
 
 
 def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """W_0 as named tensors W1..WL (b1..bL): ``init_file`` when given, else the config's initialisation, drawn with
-    ``init_seed`` (default ``seed``)."""
+    ``init_seed`` (default ``seed``; with ``draw="paper"`` the authors' draw, :func:`ntkcheck.paper_draw.weights`)."""
     widths = hidden_widths(cfg.width, cfg.L)
     if cfg.init_file:
         try:
             return inits.load(cfg.init_file, widths, cfg.bias)
         except ValueError as err:
             raise ConfigError("init_file", str(err)) from None
+    if cfg.draw == "paper":
+        return paper_draw.weights(cfg)
     seed = weights_seed(cfg)
     if cfg.init == "random":
         return inits.random(widths, seed, cfg.bias)

@@ -81,6 +81,12 @@ CASES = [
                                                         "--on-divergence", "--dtype", "--device")],
     case("train", "--dtype", "float16", flag="--dtype"),
     case("train", "--wide-layer", "angular", "--bias", flag="--wide-layer"),
+    # -- train: --draw (the authors' draws, a compatibility mode) ----------------------------------------------
+    case("train", "--draw", "bogus", flag="--draw"),
+    *[case("train", "--draw", name, flag="--draw") for name in ("small-official", "paper-official")],  # presets
+    *[case("train", "--preset", name, flag="--preset") for name in ("official", "small_official", "paper-code")],
+    case("train", "--draw", "paper", "--L", "4", flag="--draw", contains=("L = 4",)),
+    case("train", "--preset", "small-official", "--init", "random", flag="--draw", contains=("init = 'random'",)),
     # -- train: runs and folders -------------------------------------------------------------------------------
     case("train", "--out", "", flag="--out", follow=False, id="train --out ''"),
     case("train", "--out", "@file", flag="--out", follow=False, id="train --out a-file"),

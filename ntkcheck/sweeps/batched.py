@@ -54,8 +54,8 @@ def batch_key(cfg: TrainConfig) -> tuple:
 
 
 def data_key(cfg: TrainConfig) -> tuple:
-    """Cells with the same data key train on the same instances."""
-    return cfg.seed, cfg.problem_file, cfg.N, cfg.d, cfg.b
+    """Cells with the same data key train on the same instances; cells drawn differently (``draw``) never share."""
+    return cfg.seed, cfg.problem_file, cfg.N, cfg.d, cfg.b, cfg.draw
 
 
 def plan(cells: list[Cell], batch_size: int) -> list[list[Cell]]:

@@ -25,9 +25,10 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 import bounds
-from ntkcheck import io, problems
+from ntkcheck import io
 from ntkcheck.compare import problem_constants
-from ntkcheck.config import ConfigError
+from ntkcheck.config import ConfigError, TrainConfig
+from ntkcheck.experiment import make_problem
 from ntkcheck.sweeps.report import (BASE_SHOWN, WORSE, grid_cells, number, outcomes, summary_table, symbol,
                                     value)
 
@@ -259,9 +260,11 @@ def _instances(c: dict, cache: dict) -> dict:
     again (a problem file) or do not bound this model's kernel (an initialisation other than deterministic)."""
     if c.get("problem_file") is not None or c["init"] != "deterministic":
         return {}
-    key = (int(c["N"]), int(c["d"]), int(c["b"]), int(c["seed"]), int(c["T"]), float(c["step_scale"]))
+    key = (int(c["N"]), int(c["d"]), int(c["b"]), int(c["seed"]), int(c["T"]), float(c["step_scale"]),
+           c.get("draw", "ntkcheck"))
     if key not in cache:
-        constants = problem_constants(problems.generate(*key[:4]), key[4], key[5])
+        cfg = TrainConfig(N=key[0], d=key[1], b=key[2], seed=key[3], T=key[4], step_scale=key[5], draw=key[6])
+        constants = problem_constants(make_problem(cfg), key[4], key[5])
         cache[key] = {k: v for k, v in constants.items() if k != "F_gd"}
     return cache[key]
 
