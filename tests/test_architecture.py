@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     "model": ["config", "io", "problems", "init", "angular", "model", "resources", "paper_draw"],
-    "instruments": ["linalg", "ntk", "structured", "features", "dynamics", "probes"],
+    "instruments": ["linalg", "ntk", "structured", "features", "dynamics", "probes", "diagnostics"],
     "runs": ["experiment", "runfolder", "training", "compare", "report", "verification", "ntk_report"],
     "applications": ["baselines", "sweeps", "reproduce", "cli", "__init__"],
 }
