@@ -21,6 +21,7 @@ from ntkcheck.compare import thresholds
 from ntkcheck.config import PRESETS, ConfigError, ProbeConfig, TrainConfig, preset, probe_preset
 from ntkcheck.dynamics import LinearPrediction, fit_contraction, predict
 from ntkcheck.experiment import Experiment, build_model, initial_weights, make_problem, setup
+from ntkcheck.diagnostics import BestGain, DeadCone, Freeze, best_gain_free, best_gain_live, dead_cone, freeze
 from ntkcheck.features import alpha
 from ntkcheck.ntk_report import KernelReport, kernel_report
 from ntkcheck.linalg import KernelDrift, Rank, extreme_eigenvalues, kernel_drift, kernel_spectrum
@@ -45,6 +46,8 @@ __all__ = [
     # instruments
     "jacobian", "empirical_ntk", "Gram", "ntk_operator", "alpha", "measure", "ProbeResult", "kernel_report",
     "KernelReport", "kernel_spectrum", "extreme_eigenvalues", "kernel_drift", "KernelDrift", "Rank",
+    # diagnostics at the initialisation: the one-step freeze, the dead cone
+    "freeze", "Freeze", "dead_cone", "DeadCone", "best_gain_live", "best_gain_free", "BestGain",
     # linearised dynamics and the measured rate
     "predict", "LinearPrediction", "fit_contraction",
     # theory

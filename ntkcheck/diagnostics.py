@@ -366,3 +366,22 @@ def best_gain_live(model: MathL2O, problem: Problem, T: int, dead_mask, *, max_i
 def best_gain_free(model: MathL2O, problem: Problem, T: int, **options) -> BestGain:
     """:func:`best_gain_live` with no dead pair: P free at every (t, i, j), for comparison with the live-only bound."""
     return best_gain_live(model, problem, T, np.zeros((T, problem.N, problem.d), dtype=bool), **options)
+
+
+# -- both, at the initialisation ----------------------------------------------------------------------------------
+
+
+def at_initialisation(model: MathL2O, problem: Problem, T: int, *, lr: float, loss: str = "last", tol: float = 1e-2,
+                      best: bool = True) -> dict | None:
+    """Both diagnostics at W_0 as plain numbers: ``freeze`` (:meth:`Freeze.as_dict`), ``dead_cone``
+    (:meth:`DeadCone.as_dict`) and, with ``best``, ``best_gain_live`` (dead pairs at P = 1) and ``best_gain_free``
+    (:meth:`BestGain.as_dict`). None where ``model`` is not at a deterministic initialisation (W_L ≠ 0 or biases),
+    where the one-step prediction does not apply."""
+    if model.bias or bool(model.layer(model.L)[0].detach().any()):
+        return None
+    cone = dead_cone(model, problem, T)
+    out = {"freeze": freeze(model, problem, T, lr=lr, loss=loss, tol=tol).as_dict(), "dead_cone": cone.as_dict()}
+    if best:
+        out["best_gain_live"] = best_gain_live(model, problem, T, cone.mask).as_dict()
+        out["best_gain_free"] = best_gain_free(model, problem, T).as_dict()
+    return out

@@ -113,10 +113,39 @@ def markdown(report: dict) -> str:
         "## Probes along training",
         md_table(["k", "F(X_T)", "λ_max(K)", "λ_min(K)", "rank K", "α = σ_min(G_{L−1,T})", "rank G", "‖K_k − K_0‖/‖K_0‖"],
                   probe_rows(report)),
+        *diagnostics_section(report),
         "## Figures",
         "\n".join(f"![{name}](figures/{name}.png)" for name in FIGURES),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def diagnostics_section(report: dict) -> list[str]:
+    """report.md's diagnostics at W_0 (docs/diagnostics.md) beside the measured final gain; none away from the
+    deterministic initialisation."""
+    d = report.get("diagnostics") or {}
+    if "error" in d:
+        return ["## Diagnostics at the initialisation", f"Not measured: {d['error']}."]
+    if not d:
+        return []
+    f, cone, gain = d["freeze"], d["dead_cone"], report["summary"]["gain_final"]
+    rows = [["measured final gain (training)", fmt(gain), ""],
+            ["gain where the first SGD step lands", fmt(f["gain_landing"]),
+             f"max|φ'| = {fmt(f['phi_max'])} = c·η·e^{{2(L−1)}} with c = {fmt(f['c'])}; saturates P' at "
+             f"{fmt(f['saturated'])} of the (t, coordinate) pairs; ‖∇F‖ there / at W_0 = "
+             f"{fmt(f['grad_norm_landing'] / f['grad_norm']) if f['grad_norm'] else '—'}"],
+            ["dead-cone share along the initial trajectory", fmt(cone["share"]),
+             f"first step {fmt(cone['per_step'][0])}, last {fmt(cone['per_step'][-1])}; pairs with P = 1 whatever W_L"]]
+    for key, what in (("best_gain_live", "best gain, dead pairs held at P = 1"), ("best_gain_free", "best gain, P free")):
+        if key in d:
+            b = d[key]
+            rows.append([what, fmt(b["gain"]), f"L-BFGS over {b['live']} free step sizes; {b['message']}"
+                         + ("" if b["converged"] else " (not converged: a lower bound on the best)")])
+    note = [f"Note: {f['note']}."] if f.get("note") else []
+    return ["## Diagnostics at the initialisation",
+            "The first SGD step from W_L = 0 predicted exactly (the freeze hypothesis: a large η·e^{2(L−1)} saturates "
+            "P after one step and the gradient vanishes), and the pairs whose wide-layer features are all zero (the "
+            "dead cone). Derivations: docs/diagnostics.md.", md_table(["quantity", "value", "detail"], rows), *note]
 
 
 def probe_rows(report: dict) -> list[list[str]]:

@@ -28,6 +28,7 @@ from ntkcheck import io, problems, resources, runfolder
 from ntkcheck import report as reports
 from ntkcheck.compare import comparisons, evaluate_conditions, notes, problem_constants, quantities
 from ntkcheck.config import ConfigError, ProbeConfig, TrainConfig
+from ntkcheck.diagnostics import at_initialisation
 from ntkcheck.experiment import setup
 from ntkcheck.linalg import kernel_drift
 from ntkcheck.model import MathL2O
@@ -37,6 +38,7 @@ from ntkcheck.training import RunResult, load_run, train
 
 TRAIN = "train"  # the training run's own folder inside the verify folder
 PROBES = "probes"
+DIAGNOSTICS = "diagnostics.json"  # in the probes folder: the diagnostics at W_0
 SETTINGS = "verify.json"  # the configuration and probe options, written first: the mark of a verify folder
 
 
@@ -73,13 +75,17 @@ class Prober:
         self.cfg, self.probes, self.problem, self.folder = cfg, probes, problem, folder
         self.steps = set(probes.steps(cfg.iters))
         self.points: dict[int, ProbeResult | ProbeFailure] = {}
-        self.K0 = None
+        self.K0, self.diagnostics = None, None
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             self.points = self._load()
             self.K0 = np.load(folder / "K0.npy") if (folder / "K0.npy").exists() else None
+            if (folder / DIAGNOSTICS).exists():
+                self.diagnostics = json.loads((folder / DIAGNOSTICS).read_text())
 
     def __call__(self, k: int, model: MathL2O) -> None:
+        if k == 0 and self.diagnostics is None:
+            self._diagnose(model)
         if k not in self.steps or k in self.points:
             return
         try:
@@ -94,6 +100,20 @@ class Prober:
         if self.folder is not None:
             io.write_npz(self._path(k, "npz"), result.arrays())
             io.write_json(self._path(k, "json"), {"iteration": k, **result.as_dict()})
+
+    def _diagnose(self, model: MathL2O) -> None:
+        """The freeze predictor, the dead cone and the best gains at W_0 (:func:`ntkcheck.diagnostics.at_initialisation`;
+        {} away from the deterministic initialisation, or when the features overflow there)."""
+        try:
+            found = at_initialisation(model, self.problem, self.cfg.T, lr=self.cfg.lr, loss=self.cfg.loss,
+                                      tol=self.cfg.saturation_tol)
+        except (ValueError, RuntimeError) as err:
+            found = {"error": f"{type(err).__name__}: {err}"}
+        self.diagnostics = found or {}
+        if self.diagnostics.get("freeze") and self.cfg.optimizer != "sgd":
+            self.diagnostics["freeze"]["note"] = "predicts plain SGD's first step; this run trains with Adam"
+        if self.folder is not None:
+            io.write_json(self.folder / DIAGNOSTICS, self.diagnostics)
 
     def _with_drift(self, k: int, result: ProbeResult) -> ProbeResult:
         """‖K_k − K_0‖_F/‖K_0‖_F where K is dense and K_0 ≠ 0; the dense kernels are not kept."""
@@ -210,6 +230,7 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
                     "F_gd": constants["F_gd"].tolist()},
         "notes": notes(training.summary, points), "conditions": verdicts, "comparisons": rows,
         "probe_points": {str(k): {"iteration": k, **p.as_dict()} for k, p in sorted(points.items())},
+        "diagnostics": prober.diagnostics or {},
     }
     metrics = training.metrics.join(probed, how="left")
     folder = None

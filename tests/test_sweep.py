@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ntkcheck import ConfigError, measure, preset, train
+from ntkcheck import ConfigError, dead_cone, freeze, measure, preset, train
 from ntkcheck.experiment import build_model, initial_weights, make_problem
 from ntkcheck.sweeps import load_spec, load_sweep, make_spec, sweep
 from ntkcheck.sweeps.batched import plan
@@ -103,6 +103,11 @@ def test_probes_equal_measure_at_the_cells_weights():
     drift = np.linalg.norm(KK - K0) / np.linalg.norm(K0)  # the definition, computed here
     assert result.probes.set_index("iteration").loc[cfg.iters, "drift_rel"] == pytest.approx(drift, rel=1e-8)
     assert result.cells.loc[0, "lambda_max_0"] == pytest.approx(result.probes.lambda_max.iloc[0])
+    frozen, cone = freeze(initial, problem, cfg.T, lr=cfg.lr), dead_cone(initial, problem, cfg.T)
+    row = result.cells.iloc[0]
+    assert row.freeze_phi_max_0 == pytest.approx(frozen.phi_max, rel=1e-12)
+    assert row.freeze_gain_landing_0 == pytest.approx(frozen.gain_landing, rel=1e-12)
+    assert row.dead_share_0 == cone.share
 
 
 # -- the spec -----------------------------------------------------------------------------------------------------

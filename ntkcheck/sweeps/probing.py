@@ -3,7 +3,9 @@
 Per probed iteration k: λ_max(K_k) and λ_min(K_k) (dense: every eigenvalue; Lanczos: the two extremes), the
 stability threshold 2/λ_max(K_k), the rank of K_k with its tolerance (dense), α_k = σ_min(G_{L−1,T}) with its rank
 and tolerance, the null-space plateau ½‖P_null r‖² (dense), and, against the cell's K_0, the drift
-‖K_k − K_0‖_F/‖K_0‖_F and the kernel distance 1 − ⟨K_0, K_k⟩/(‖K_0‖‖K_k‖) (dense).
+‖K_k − K_0‖_F/‖K_0‖_F and the kernel distance 1 − ⟨K_0, K_k⟩/(‖K_0‖‖K_k‖) (dense). At k = 0 from the deterministic initialisation,
+also the diagnostics of :mod:`ntkcheck.diagnostics`: the one-step freeze predictor (max|φ'|, the share of P' it
+saturates, the gain of the state the first SGD step lands in, c = max|φ'|/(η e^{2(L−1)})) and the dead-cone share.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import numpy as np
 
 from ntkcheck.config import TrainConfig
+from ntkcheck.diagnostics import at_initialisation
 from ntkcheck.dynamics import stability_threshold
 from ntkcheck.experiment import build_model
 from ntkcheck.linalg import kernel_drift
@@ -43,4 +46,21 @@ def probe_cell(cfg: TrainConfig, problem, weights: dict, k: int, method: str,
         "plateau": r.linearised.plateau if dense else NAN,
         "drift_rel": drift.rel_change if drift else NAN, "drift_distance": drift.distance if drift else NAN,
     }
+    if k == 0:
+        row |= initial_diagnostics(cfg, model, problem)
     return row, K
+
+
+def initial_diagnostics(cfg: TrainConfig, model, problem) -> dict:
+    """The freeze predictor and the dead-cone share at W_0 as ``freeze_*``/``dead_share`` columns (NaN where the
+    model is not at a deterministic initialisation; the freeze predicts plain SGD's step only)."""
+    try:
+        found = at_initialisation(model, problem, cfg.T, lr=cfg.lr, loss=cfg.loss, tol=cfg.saturation_tol, best=False)
+    except (ValueError, RuntimeError) as err:  # overflowing features at W_0: the kernel probe says so too
+        return {"diagnostics_error": f"{type(err).__name__}: {err}"}
+    if found is None or cfg.optimizer != "sgd":
+        found = {"freeze": {}, "dead_cone": {}} if found is None else {"freeze": {}, "dead_cone": found["dead_cone"]}
+    f, cone = found["freeze"], found["dead_cone"]
+    return {"freeze_phi_max": f.get("phi_max", NAN), "freeze_saturated": f.get("saturated", NAN),
+            "freeze_gain_landing": f.get("gain_landing", NAN), "freeze_c": f.get("c", NAN),
+            "freeze_scale": f.get("scale", NAN), "dead_share": cone.get("share", NAN)}

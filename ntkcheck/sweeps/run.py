@@ -200,7 +200,8 @@ def _row(run: CellRun) -> dict:
            **{f"{name}_final": float(last[name]) if len(curve) else math.nan for name in SUMMARY}}
     first = next((p for p in run.probes if p["iteration"] == 0), None)
     for key in ("lambda_max", "lambda_min", "stable_lr", "rank_K", "rank_K_tol", "alpha", "alpha_rank", "alpha_tol",
-                "plateau"):
+                "plateau", "freeze_phi_max", "freeze_saturated", "freeze_gain_landing", "freeze_c", "freeze_scale",
+                "dead_share"):
         row[f"{key}_0"] = first.get(key) if first else None
     return row
 
