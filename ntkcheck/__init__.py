@@ -17,22 +17,67 @@ horizon T, meta learning rate η (``lr``), K iterations (``iters``). Kernels are
 averages; everything the proof needs is measured in float64.
 """
 
-from ntkcheck.compare import thresholds
-from ntkcheck.config import PRESETS, ConfigError, ProbeConfig, TrainConfig, preset, probe_preset
-from ntkcheck.dynamics import LinearPrediction, fit_contraction, predict
-from ntkcheck.experiment import Experiment, build_model, initial_weights, make_problem, setup
-from ntkcheck.diagnostics import BestGain, DeadCone, Freeze, best_gain_free, best_gain_live, dead_cone, freeze
-from ntkcheck.features import alpha
-from ntkcheck.ntk_report import KernelReport, kernel_report
-from ntkcheck.linalg import KernelDrift, Rank, extreme_eigenvalues, kernel_drift, kernel_spectrum
-from ntkcheck.model import MathL2O
-from ntkcheck.ntk import Gram, empirical_ntk, jacobian, ntk_operator
-from ntkcheck.probes import ProbeResult, measure
-from ntkcheck.problems import Problem
-from ntkcheck.runfolder import Interrupted
-from ntkcheck.sweeps import SweepResult, SweepSpec, load_spec, load_sweep, make_spec, sweep
-from ntkcheck.training import RunResult, load_run, resume_run, train
-from ntkcheck.verification import VerifyResult, resume_verify, verify
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("ntkcheck")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "unknown"
+
+_WHERE = {  # public name → the module that defines it; imported on first use, so `import ntkcheck` is fast
+    "thresholds": "ntkcheck.compare",
+    "PRESETS": "ntkcheck.config",
+    "ConfigError": "ntkcheck.config",
+    "ProbeConfig": "ntkcheck.config",
+    "TrainConfig": "ntkcheck.config",
+    "preset": "ntkcheck.config",
+    "probe_preset": "ntkcheck.config",
+    "LinearPrediction": "ntkcheck.dynamics",
+    "fit_contraction": "ntkcheck.dynamics",
+    "predict": "ntkcheck.dynamics",
+    "Experiment": "ntkcheck.experiment",
+    "build_model": "ntkcheck.experiment",
+    "initial_weights": "ntkcheck.experiment",
+    "make_problem": "ntkcheck.experiment",
+    "setup": "ntkcheck.experiment",
+    "BestGain": "ntkcheck.diagnostics",
+    "DeadCone": "ntkcheck.diagnostics",
+    "Freeze": "ntkcheck.diagnostics",
+    "best_gain_free": "ntkcheck.diagnostics",
+    "best_gain_live": "ntkcheck.diagnostics",
+    "dead_cone": "ntkcheck.diagnostics",
+    "freeze": "ntkcheck.diagnostics",
+    "alpha": "ntkcheck.features",
+    "KernelReport": "ntkcheck.ntk_report",
+    "kernel_report": "ntkcheck.ntk_report",
+    "KernelDrift": "ntkcheck.linalg",
+    "Rank": "ntkcheck.linalg",
+    "extreme_eigenvalues": "ntkcheck.linalg",
+    "kernel_drift": "ntkcheck.linalg",
+    "kernel_spectrum": "ntkcheck.linalg",
+    "MathL2O": "ntkcheck.model",
+    "Gram": "ntkcheck.ntk",
+    "empirical_ntk": "ntkcheck.ntk",
+    "jacobian": "ntkcheck.ntk",
+    "ntk_operator": "ntkcheck.ntk",
+    "ProbeResult": "ntkcheck.probes",
+    "measure": "ntkcheck.probes",
+    "Problem": "ntkcheck.problems",
+    "Interrupted": "ntkcheck.runfolder",
+    "SweepResult": "ntkcheck.sweeps",
+    "SweepSpec": "ntkcheck.sweeps",
+    "load_spec": "ntkcheck.sweeps",
+    "load_sweep": "ntkcheck.sweeps",
+    "make_spec": "ntkcheck.sweeps",
+    "sweep": "ntkcheck.sweeps",
+    "RunResult": "ntkcheck.training",
+    "load_run": "ntkcheck.training",
+    "resume_run": "ntkcheck.training",
+    "train": "ntkcheck.training",
+    "VerifyResult": "ntkcheck.verification",
+    "resume_verify": "ntkcheck.verification",
+    "verify": "ntkcheck.verification",
+}
 
 __all__ = [
     # configurations
@@ -53,3 +98,18 @@ __all__ = [
     # theory
     "thresholds",
 ]
+
+
+def __getattr__(name: str):
+    """Import the module behind a public name on first use (PEP 562): the command line's --help needs no torch."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'ntkcheck' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

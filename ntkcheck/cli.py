@@ -16,18 +16,37 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ntkcheck.config import PRESETS, ConfigError, ProbeConfig, TrainConfig, preset, probe_preset
-from ntkcheck.runfolder import Interrupted, partial_folder
+from ntkcheck.config import (ALPHA_STEPS, DEVICES, DRAWS, DTYPES, INITS, JACOBIANS, LOSSES, NTK_METHODS, ON_DIVERGENCE,
+                             OPTIMIZERS, PRESETS, WIDE_LAYERS, ConfigError, ProbeConfig, TrainConfig, preset,
+                             probe_preset)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Check the NTK convergence theory of Math-L2O against real training runs.")
 console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ntkcheck import __version__
+
+        typer.echo(f"ntkcheck {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", help="Print the version of ntkcheck and exit.",
+                                                callback=_print_version, is_eager=True)] = False):
+    """Check the NTK convergence theory of Math-L2O against real training runs."""
 FLAGS = {"early": "--fit-early", "figure": "FIGURE"}  # fields whose flag is not --<field with - for _>
 
 
-def _o(kind, panel: str, help: str, *flags: str, default=None) -> tuple:
-    """(type, typer option, default); a config field's default is the config's."""
-    return kind, typer.Option(*flags, help=help, rich_help_panel=panel), default
+def _o(kind, panel: str, help: str, *flags: str, default=None, choices: tuple[str, ...] = ()) -> tuple:
+    """(type, typer option, default); a config field's default is the config's. The help shows ``choices`` as
+    [a|b|c] and a flag without a type; the values are checked by the library (errors name the field)."""
+    metavar = f"[{'|'.join(choices)}]" if choices else "" if kind is bool else None
+    if metavar and len(metavar) > 20:  # a long list stays in the help text, which names every choice
+        metavar = "<choice>"
+    return kind, typer.Option(*flags, help=help, rich_help_panel=panel, metavar=metavar), default
 
 
 P, M, TR, PR, OUT, MACH, SW = "Problem", "Model", "Training", "Probes", "Output", "Machine", "Sweep"
@@ -40,55 +59,55 @@ OPTIONS = {
     "problem_file": _o(Optional[Path], P, ".npz/.pt with arrays M (N,b,d) and Y (N,b); overrides N, d, b."),
     "draw": _o(str, P, "ntkcheck (its own seeded draws) or paper: a compatibility mode that draws the instances and "
                        "W_0 as the authors' code does (--seed is their --seed, 118 in their runs and the *-official "
-                       "presets; data from seed + 777)."),
+                       "presets; data from seed + 777).", choices=DRAWS),
     "width": _o(int, M, "n, width of the wide layer L−1."),
     "L": _o(int, M, "Layers of the step-size network (2 → 2 → … → n → 1).", "--L"),
     "T": _o(int, M, "Unrolled optimisation steps.", "--T"),
     "e": _o(float, M, "Expansion coefficient of the deterministic initialisation."),
-    "init": _o(str, M, "deterministic, deterministic-abs or random."),
+    "init": _o(str, M, "deterministic, deterministic-abs or random.", choices=INITS),
     "bias": _o(bool, M, "Biases in every layer.", "--bias/--no-bias"),
     "detach": _o(bool, M, "Detach the network inputs (the paper's code); --no-detach trains on the true gradient.",
                  "--detach/--no-detach"),
-    "wide_layer": _o(str, M, "Wide layer: auto, dense (R×n matrix) or angular (exact prefix sums; bias-free only)."),
+    "wide_layer": _o(str, M, "Wide layer: auto, dense (R×n matrix) or angular (exact prefix sums; bias-free only).", choices=WIDE_LAYERS),
     "step_scale": _o(float, M, "s in the step s/β_i (the paper's code uses 0.9999)."),
     "init_file": _o(Optional[Path], M, ".npz/.pt with initial weights W1..WL (and b1..bL)."),
     "lr": _o(float, TR, "η, the meta learning rate.", "--lr", "--eta"),
     "iters": _o(int, TR, "K, training iterations."),
-    "optimizer": _o(str, TR, "Meta optimizer: sgd or adam."),
-    "loss": _o(str, TR, "Training loss over the unroll: last, mean or weighted."),
-    "on_divergence": _o(str, TR, "NaN/Inf loss or gradient: stop the run, or skip the update (the paper's code)."),
+    "optimizer": _o(str, TR, "Meta optimizer: sgd or adam.", choices=OPTIMIZERS),
+    "loss": _o(str, TR, "Training loss over the unroll: last, mean or weighted.", choices=LOSSES),
+    "on_divergence": _o(str, TR, "NaN/Inf loss or gradient: stop the run, or skip the update (the paper's code).", choices=ON_DIVERGENCE),
     "checkpoint_every": _o(int, TR, "Checkpoint every this many iterations."),
     "saturation_tol": _o(float, TR, "P within this of 0 or 2 counts as saturated."),
-    "dtype": _o(str, TR, "float32 or float64 (training; probes are float64)."),
+    "dtype": _o(str, TR, "float32 or float64 (training; probes are float64).", choices=DTYPES),
     "ntk_every": _o(int, PR, "Probe the NTK and α every this many iterations (0: only at k = 0 and K)."),
-    "ntk_method": _o(str, PR, "auto (dense where the kernels fit in memory), dense (K formed) or lanczos (λ_max, λ_min)."),
-    "jacobian": _o(str, PR, "Jacobian for the dense kernel: auto, func or structured."),
-    "alpha_steps": _o(str, PR, "T (α at step T) or all (also α over every step t at k = 0)."),
+    "ntk_method": _o(str, PR, "auto (dense where the kernels fit in memory), dense (K formed) or lanczos (λ_max, λ_min).", choices=NTK_METHODS),
+    "jacobian": _o(str, PR, "Jacobian for the dense kernel: auto, func or structured.", choices=JACOBIANS),
+    "alpha_steps": _o(str, PR, "T (α at step T) or all (also α over every step t at k = 0).", choices=ALPHA_STEPS),
     "early": _o(int, PR, "Early window [0, this) of the measured contraction fit.", "--fit-early"),
     "preset": _o(str, OUT, f"{' or '.join(PRESETS)}: the configuration; options given explicitly override it.",
-                 default="small"),
+                 default="small", choices=tuple(PRESETS)),
     "out": _o(Optional[Path], OUT, "Output folder (default runs/<command>-<time>; ntk: the --run folder)."),
     "resume": _o(bool, OUT, "Continue the interrupted run in --out.", "--resume", default=False),
-    "device": _o(str, MACH, "auto, cpu or cuda."),
+    "device": _o(str, MACH, "auto, cpu or cuda.", choices=DEVICES),
     "threads": _o(Optional[int], MACH, "CPU threads for torch (default: torch's); 1 is often faster on a busy machine."),
     "max_memory": _o(Optional[float], MACH, "Refuse runs estimated to need more bytes, e.g. 8e9 (default: available; inf)."),
     "strict": _o(bool, OUT, "Exit 1 when a condition the theorem needs FAILS.", "--strict", default=False),
     "figures": _o(bool, OUT, "Write figures/*.png.", "--figures/--no-figures", default=True),
     "run": _o(Optional[Path], OUT, "A finished run folder: measure at its W_0 and final weights (its own config)."),
-    "method": _o(str, PR, "Jacobian: auto (structured where it applies), func or structured.", default="auto"),
+    "method": _o(str, PR, "Jacobian: auto (structured where it applies), func or structured.", default="auto", choices=JACOBIANS),
     "t": _o(Optional[int], PR, "Step t of α = σ_min(G_{L−1,t}) (default T).", "--t"),
     "C": _o(Optional[float], PR, "Constant of the Ω(·) laws of Lemmas 5.1–5.4 (unset: C = 1, verdict undecided).", "--C"),
     "data": _o(bool, PR, "Also draw the instances (--seed) and evaluate what needs them.", "--data/--no-data", default=True),
     "grid": _o(Optional[list[str]], SW, "An axis FIELD=V1,V2,… over any configuration field (repeat for more axes).",
                "--grid"),
     "seeds": _o(Optional[str], SW, "Seeds of every grid point: a range 0-4 or a list 0,3,7 (default: --seed)."),
-    "vary": _o(str, SW, "What a seed draws: both (data and weights), data, or init (the weights).", default="both"),
+    "vary": _o(str, SW, "What a seed draws: both (data and weights), data, or init (the weights).", default="both", choices=("both", "data", "init")),
     "spec": _o(Optional[Path], SW, "A TOML sweep spec (base, grid, seeds, …); options given here override it."),
     "record_every": _o(int, SW, "Curves every this many iterations (0: about 200 points per curve).", default=0),
     "probe_at": _o(str, SW, "Probe every cell at these iterations (K: its last), e.g. 0,K.", default="0,K"),
-    "probe_method": _o(str, SW, "auto, dense, lanczos, or none (no probes).", default="auto"),
+    "probe_method": _o(str, SW, "auto, dense, lanczos, or none (no probes).", default="auto", choices=(*NTK_METHODS, "none")),
     "batch_size": _o(int, SW, "Most cells trained together in one batch.", default=32),
-    "engine": _o(str, SW, "embedded (this process) or ray (batches as Ray tasks).", default="embedded"),
+    "engine": _o(str, SW, "embedded (this process) or ray (batches as Ray tasks).", default="embedded", choices=("embedded", "ray")),
     "address": _o(Optional[str], SW, "Ray cluster address (default: a local Ray started for the sweep)."),
     "workers": _o(Optional[int], SW, "CPUs of the local Ray (default: all)."),
 }
@@ -231,6 +250,8 @@ def sweep(ctx: typer.Context, **values):
     given = {k: v for k, v in _given(ctx, values).items() if k in TrainConfig.__dataclass_fields__}
     settings = {k: values[k] for k in SWEEP if ctx.get_parameter_source(k).name != "DEFAULT"}
     axes = values["grid"] or ()
+    from ntkcheck.runfolder import partial_folder
+
     partial = partial_folder(out)
     if values["resume"] and not (partial / "sweep.toml").is_file():
         raise ConfigError("resume", f"no interrupted sweep to resume: {partial / 'sweep.toml'} does not exist")
@@ -328,19 +349,49 @@ def flag(field: str) -> str:
     return FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
+_SIGNATURES: dict = {}  # each command's signature with the declared defaults, before any preset's help changed it
+
+
+def _preset_help(argv: list[str]) -> None:
+    """With ``--help`` and ``--preset NAME``, the help shows NAME's values as the defaults (not the small preset's);
+    otherwise every command keeps its declared defaults."""
+    for command in app.registered_commands:
+        _SIGNATURES.setdefault(command.callback, inspect.signature(command.callback))
+        command.callback.__signature__ = _SIGNATURES[command.callback]
+    if not {"--help", "-h"} & set(argv):
+        return
+    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--preset"]
+    given += [a.split("=", 1)[1] for a in argv if a.startswith("--preset=")]
+    if not given or given[-1] not in PRESETS:
+        return
+    values = preset(given[-1]).to_dict() | probe_preset(given[-1]).to_dict() | {"preset": given[-1]}
+    for command in app.registered_commands:
+        sig = inspect.signature(command.callback)
+        command.callback.__signature__ = sig.replace(parameters=[
+            p.replace(default=values[p.name]) if p.name in values and p.default is not inspect.Parameter.empty else p
+            for p in sig.parameters.values()])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _preset_help(argv)
     try:
         code = app(args=argv, standalone_mode=False)  # a typer.Exit comes back as its exit code
     except ConfigError as err:
         console.print(f"[red]error[/red] {flag(err.field)}: {err.message}", highlight=False, soft_wrap=True)
         return 2
-    except (Interrupted, KeyboardInterrupt) as err:  # a bare KeyboardInterrupt: outside the training loop
-        where = f"after iteration {err.iteration}; resume with --resume --out {err.folder}" if isinstance(
-            err, Interrupted) else "outside training; a run with a checkpoint resumes with --resume --out"
-        console.print(f"[yellow]interrupted {where}[/yellow]", highlight=False, soft_wrap=True)
+    except KeyboardInterrupt:  # outside the training loop
+        console.print("[yellow]interrupted outside training; a run with a checkpoint resumes with --resume --out"
+                      "[/yellow]", highlight=False, soft_wrap=True)
         return 130
     except Exception as err:
+        from ntkcheck.runfolder import Interrupted  # imported only now: --help and errors need no torch
+
+        if isinstance(err, Interrupted):
+            console.print(f"[yellow]interrupted after iteration {err.iteration}; resume with --resume --out "
+                          f"{err.folder}[/yellow]", highlight=False, soft_wrap=True)
+            return 130
         if type(err).__name__ == "NoArgsIsHelpError":
             console.print(err.ctx.get_help(), highlight=False)
             return 0

@@ -139,3 +139,43 @@ def test_sigterm_checkpoints_the_last_iteration_and_resume_completes(tmp_path):
                        "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert pd.read_parquet(out / "metrics.parquet")["iteration"].max() == done + 3
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"ntkcheck {version('ntkcheck')}"
+
+
+def test_help_groups_options_lists_choices_and_shows_flags_without_a_type(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for panel in ("Problem", "Model", "Training", "Output", "Machine"):
+        assert f"─ {panel} " in out, panel
+    assert "[sgd|adam]" in out and "[float32|float64]" in out
+    bias = next(line for line in out.splitlines() if "--bias" in line)
+    assert "<bool>" not in bias and "--no-bias" in bias
+
+
+@pytest.mark.parametrize("name, width, T", [("small", 1024, 20), ("paper", 5120, 100)])
+def test_help_shows_the_defaults_of_the_preset_asked_for(name, width, T, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
+    assert main(["verify", "--preset", name, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"[default: {width}]" in next(line for line in out.splitlines() if "--width" in line)
+    assert f"[default: {T}]" in next(line for line in out.splitlines() if "--T " in line)
+
+
+def test_help_and_version_start_without_importing_torch():
+    code = "import sys; from ntkcheck.cli import main; main(['--help']); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_a_presets_help_does_not_change_the_next_commands_defaults(tmp_path, capsys):
+    assert main(["verify", "--preset", "paper", "--help"]) == 0
+    assert main(["train", "--N", "2", "--d", "6", "--b", "4", "--width", "8", "--T", "3", "--iters", "1",
+                 "--out", str(tmp_path / "r")]) == 0
+    config = __import__("json").loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert config["e"] == 50.0 and config["iters"] == 1  # the small preset's e, not the paper's 100
