@@ -92,7 +92,8 @@ OPTIONS = {
     "threads": _o(Optional[int], MACH, "CPU threads for torch (default: torch's); 1 is often faster on a busy machine."),
     "max_memory": _o(Optional[float], MACH, "Refuse runs estimated to need more bytes, e.g. 8e9 (default: available; inf)."),
     "strict": _o(bool, OUT, "Exit 1 when a condition the theorem needs FAILS.", "--strict", default=False),
-    "figures": _o(bool, OUT, "Write figures/*.png.", "--figures/--no-figures", default=True),
+    "figures": _o(bool, OUT, "Write the figures.", "--figures/--no-figures", default=True),
+    "format": _o(str, OUT, "The figures' file format.", default="png", choices=("png", "pdf", "svg")),
     "run": _o(Optional[Path], OUT, "A finished run folder: measure at its W_0 and final weights (its own config)."),
     "method": _o(str, PR, "Jacobian: auto (structured where it applies), func or structured.", default="auto", choices=JACOBIANS),
     "t": _o(Optional[int], PR, "Step t of α = σ_min(G_{L−1,t}) (default T).", "--t"),
@@ -186,7 +187,7 @@ def train(ctx: typer.Context, **values):
 
 
 @app.command()
-@options(*RUN, "ntk_every", "ntk_method", "jacobian", "alpha_steps", "early", "strict", "figures")
+@options(*RUN, "ntk_every", "ntk_method", "jacobian", "alpha_steps", "early", "strict", "figures", "format")
 def verify(ctx: typer.Context, **values):
     """Train, measure every quantity of the proof, evaluate every condition, compare theory and measurement."""
     from ntkcheck.report import rich_tables
@@ -194,8 +195,9 @@ def verify(ctx: typer.Context, **values):
 
     out = _machine(values, "verify")
     cfg, probes = resume_settings(out, **_given(ctx, values)) if values["resume"] else _configs(ctx, values)
+    figures = values["format"] if values["figures"] else False
     result = _tracked("verify", cfg.iters + 1, lambda show: run_verify(
-        cfg, probes, out, callback=show, **{k: values[k] for k in ("resume", "figures", "max_memory")}))
+        cfg, probes, out, callback=show, figures=figures, **{k: values[k] for k in ("resume", "max_memory")}))
     Console(width=None if sys.stdout.isatty() else 160).print(*rich_tables(result.report))  # a log gets whole tables
     console.print(f"report: {result.folder / 'report.md'}", highlight=False)
     if values["strict"] and (failed := result.failed_required()):
@@ -240,7 +242,7 @@ SWEEP = ("record_every", "probe_at", "probe_method", "batch_size", "vary")
 
 @app.command()
 @options(*[n for n in RUN if n not in ("checkpoint_every",)], "grid", "seeds", "vary", "spec", "record_every",
-         "probe_at", "probe_method", "batch_size", "engine", "address", "workers")
+         "probe_at", "probe_method", "batch_size", "engine", "address", "workers", "format")
 def sweep(ctx: typer.Context, **values):
     """Train a grid of configurations over seeds (batched, or on Ray), probe every cell, and write cells.parquet,
     curves.parquet, figures and report.md. Rerunning the same command on the same --out finishes what is missing."""
@@ -266,7 +268,7 @@ def sweep(ctx: typer.Context, **values):
         spec = make_spec(values["preset"], base=given, grid=axes, seeds=values["seeds"], **settings)
     result = _swept(lambda callback: run_sweep(spec, out, engine=values["engine"], address=values["address"],
                                                workers=values["workers"], callback=callback,
-                                               max_memory=values["max_memory"]), out)
+                                               max_memory=values["max_memory"], figures=values["format"]), out)
     console.print(", ".join(f"{n} {status}" for status, n in result.cells.status.value_counts().items()),
                   highlight=False)
     Console().print(_gain_table(result))

@@ -172,15 +172,19 @@ def probe_frame(points: dict) -> pd.DataFrame:
 
 def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path | None = None, *,
            problem: problems.Problem | None = None, model: MathL2O | None = None, resume: bool = False,
-           callback=None, figures: bool = True, max_memory: float | None = None) -> VerifyResult:
+           callback=None, figures: bool | str = True, max_memory: float | None = None) -> VerifyResult:
     """The whole verification (module docstring) of ``cfg`` with the probes ``probes`` (default
     :class:`~ntkcheck.config.ProbeConfig`). ``problem``/``model`` replace the config's (as in ``train``). In
-    memory when ``out`` is None; else the run folder ``out`` (with ``figures``), resumable with ``resume``
+    memory when ``out`` is None; else the run folder ``out`` (with ``figures``: True or a format, png, pdf or svg;
+    False for none), resumable with ``resume``
     (:func:`resume_verify` needs only the folder). The memory training and probes need is checked first
     against ``max_memory`` bytes (as in ``train``)."""
     probes = ProbeConfig() if probes is None else probes
     if resume and out is None:
         raise ConfigError("resume", "needs out, the folder of the interrupted verify")
+    figures = "png" if figures is True else figures
+    if figures and figures not in reports.FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(reports.FORMATS)} (got {figures!r})")
     resources.check(cfg, probes, limit=max_memory)
     exp = setup(cfg, problem=problem, model=model)
     if probes.jacobian == "structured" and not exp.model.angular:
@@ -204,14 +208,14 @@ def resume_settings(out: str | Path, **changes) -> tuple[TrainConfig, ProbeConfi
     return cfg, ProbeConfig(**stored["probes"])
 
 
-def resume_verify(out: str | Path, *, callback=None, figures: bool = True, max_memory: float | None = None,
+def resume_verify(out: str | Path, *, callback=None, figures: bool | str = True, max_memory: float | None = None,
                   **changes) -> VerifyResult:
     """Continue the interrupted verify in ``out`` (:func:`resume_settings`): only the folder is needed."""
     cfg, probes = resume_settings(out, **changes)
     return verify(cfg, probes, out, resume=True, callback=callback, figures=figures, max_memory=max_memory)
 
 
-def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, figures: bool) -> VerifyResult:
+def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, figures) -> VerifyResult:
     cfg = exp.config
     constants = problem_constants(exp.problem, cfg.T, cfg.step_scale)
     prober = Prober(cfg, probes, exp.problem, None if work is None else work / PROBES)
@@ -230,7 +234,7 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
                     "F_gd": constants["F_gd"].tolist()},
         "notes": notes(training.summary, points), "conditions": verdicts, "comparisons": rows,
         "probe_points": {str(k): {"iteration": k, **p.as_dict()} for k, p in sorted(points.items())},
-        "diagnostics": prober.diagnostics or {},
+        "diagnostics": prober.diagnostics or {}, "figure_format": figures or None,
     }
     metrics = training.metrics.join(probed, how="left")
     folder = None
@@ -242,7 +246,7 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
         io.write_json(work / "report.json", report)
         io.write_text(work / "report.md", reports.markdown(report))
         if figures:
-            reports.figures(report, metrics, points, curves, work / "figures")
+            reports.figures(report, metrics, points, curves, work / "figures", figures)
         folder = runfolder.finish(work)
     return VerifyResult(cfg, probes, training.status, report, metrics, points, curves, training, folder)
 

@@ -28,11 +28,11 @@ import bounds
 from ntkcheck import io
 from ntkcheck.compare import problem_constants
 from ntkcheck.config import ConfigError, TrainConfig
+from ntkcheck.report import FORMATS
 from ntkcheck.experiment import make_problem
 from ntkcheck.sweeps.report import (BASE_SHOWN, WORSE, grid_cells, number, outcomes, summary_table, symbol,
                                     value)
 
-FORMATS = ("png", "pdf", "svg")
 DPI = 150
 LABELS = {"e": "init scale e", "lr": "meta learning rate η", "width": "width n of layer L−1",
           "T": "unrolled steps T", "L": "layers L", "N": "instances N", "d": "variables d", "b": "rows b",

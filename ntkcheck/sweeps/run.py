@@ -24,6 +24,7 @@ import pandas as pd
 
 from ntkcheck import io, resources, runfolder
 from ntkcheck.config import ConfigError
+from ntkcheck.report import FORMATS
 from ntkcheck.sweeps.batched import CellRun, failed, plan, run_batch
 from ntkcheck.sweeps.spec import Cell, SweepSpec, load_spec
 
@@ -45,7 +46,8 @@ class SweepResult:
 
 
 def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embedded", address: str | None = None,
-          workers: int | None = None, callback=None, max_memory: float | None = None) -> SweepResult:
+          workers: int | None = None, callback=None, max_memory: float | None = None,
+          figures: str = "png") -> SweepResult:
     """Run every cell of ``spec`` (:class:`~ntkcheck.sweeps.spec.SweepSpec`) and gather the results.
 
     ``engine``: ``embedded`` (this process, batches one after another) or ``ray`` (batches as Ray tasks on a local
@@ -53,13 +55,15 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
     written as they end and a rerun with the same spec continues (module docstring); a finished folder with the same
     spec is read back, not rerun. ``callback(event, **info)``: ``"start"`` (cells, cell_iterations, done),
     ``"advance"`` (cell_iterations), ``"cell"`` (run: :class:`CellRun`). Batches are sized to fit ``max_memory``
-    bytes (default: the memory available now)."""
+    bytes (default: the memory available now). ``figures``: their format, png, pdf or svg."""
     if engine not in ENGINES:
         raise ConfigError("engine", f"must be one of {', '.join(ENGINES)} (got {engine!r})")
     if address is not None and engine != "ray":
         raise ConfigError("address", "needs engine ray")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ConfigError("workers", f"must be an integer ≥ 1 (got {workers!r})")
+    if figures not in FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
     resources.check(spec.base, limit=max_memory)
     callback = callback or (lambda event, **info: None)
     if out is None:
@@ -81,7 +85,7 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
         _run_cells(spec, todo, list(done.values()), engine, address, workers, callback,
                    lambda run: _write_cell(work, run), max_memory)
         result = _gather(spec, [_read_cell(work, cid) for cid in _ids(spec)], work)
-        return load_sweep(_finish(work, result))
+        return load_sweep(_finish(work, result, figures))
 
 
 def sweep_spec(folder: str | Path) -> SweepSpec:
@@ -221,12 +225,12 @@ def _gather(spec: SweepSpec, runs: list, work: Path | None) -> SweepResult:
     return SweepResult(spec, cells, curves, probes, work)
 
 
-def _finish(work: Path, result: SweepResult) -> Path:
+def _finish(work: Path, result: SweepResult, fmt: str) -> Path:
     """Write the gathered frames, the figures and the report, then rename the folder: the sweep is finished."""
     from ntkcheck.sweeps import report
 
     io.write_frame(work / "cells.parquet", result.cells, "parquet")
     io.write_frame(work / "curves.parquet", result.curves, "parquet")
     io.write_frame(work / "probes.parquet", result.probes, "parquet")
-    report.write(result, work)
+    report.write(result, work, fmt)
     return runfolder.finish(work)
