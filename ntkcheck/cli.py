@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ntkcheck.config import (ALPHA_STEPS, DEVICES, DRAWS, DTYPES, INITS, JACOBIANS, LOSSES, NTK_METHODS, ON_DIVERGENCE,
+from ntkcheck.config import (ALPHA_STEPS, DEVICES, DRAWS, DTYPES, FORMATS, INITS, JACOBIANS, LOSSES, NTK_METHODS, ON_DIVERGENCE,
                              OPTIMIZERS, PRESETS, WIDE_LAYERS, ConfigError, ProbeConfig, TrainConfig, preset,
                              probe_preset)
 
@@ -93,7 +93,9 @@ OPTIONS = {
     "max_memory": _o(Optional[float], MACH, "Refuse runs estimated to need more bytes, e.g. 8e9 (default: available; inf)."),
     "strict": _o(bool, OUT, "Exit 1 when a condition the theorem needs FAILS.", "--strict", default=False),
     "figures": _o(bool, OUT, "Write the figures.", "--figures/--no-figures", default=True),
-    "format": _o(str, OUT, "The figures' file format.", default="png", choices=("png", "pdf", "svg")),
+    "json": _o(bool, OUT, "Print the table as JSON on stdout instead (NaN and ∞ as null).", "--json", default=False),
+    "csv": _o(bool, OUT, "Print the table as CSV on stdout instead.", "--csv", default=False),
+    "format": _o(str, OUT, "The figures' file format.", default="png", choices=FORMATS),
     "run": _o(Optional[Path], OUT, "A finished run folder: measure at its W_0 and final weights (its own config)."),
     "method": _o(str, PR, "Jacobian: auto (structured where it applies), func or structured.", default="auto", choices=JACOBIANS),
     "t": _o(Optional[int], PR, "Step t of α = σ_min(G_{L−1,t}) (default T).", "--t"),
@@ -144,7 +146,11 @@ def _configs(ctx: typer.Context, values: dict) -> tuple[TrainConfig, ProbeConfig
 
 
 def _machine(values: dict, command: str) -> Path:
-    """Apply --threads; check --resume; the output folder."""
+    """Apply --threads; check --resume, --format, --json/--csv; the output folder."""
+    if values.get("json") and values.get("csv"):
+        raise ConfigError("json", "cannot be combined with --csv; choose one")
+    if values.get("format", "png") not in FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {values['format']!r})")
     if (threads := values.get("threads")) is not None:
         if not 1 <= threads <= 4096:
             raise ConfigError("threads", f"must be an integer in [1, 4096] (got {threads})")
@@ -187,10 +193,11 @@ def train(ctx: typer.Context, **values):
 
 
 @app.command()
-@options(*RUN, "ntk_every", "ntk_method", "jacobian", "alpha_steps", "early", "strict", "figures", "format")
+@options(*RUN, "ntk_every", "ntk_method", "jacobian", "alpha_steps", "early", "strict", "figures", "format", "json",
+         "csv")
 def verify(ctx: typer.Context, **values):
     """Train, measure every quantity of the proof, evaluate every condition, compare theory and measurement."""
-    from ntkcheck.report import rich_tables
+    from ntkcheck.report import rich_tables, verdict_frame
     from ntkcheck.verification import resume_settings, verify as run_verify
 
     out = _machine(values, "verify")
@@ -198,7 +205,11 @@ def verify(ctx: typer.Context, **values):
     figures = values["format"] if values["figures"] else False
     result = _tracked("verify", cfg.iters + 1, lambda show: run_verify(
         cfg, probes, out, callback=show, figures=figures, **{k: values[k] for k in ("resume", "max_memory")}))
-    Console(width=None if sys.stdout.isatty() else 160).print(*rich_tables(result.report))  # a log gets whole tables
+    report = result.report
+    if not _machine_readable(values, lambda: {k: report[k] for k in ("status", "run_id", "summary", "conditions",
+                                                                     "comparisons", "notes", "diagnostics")}
+                             | {"folder": str(result.folder)}, lambda: verdict_frame(report["conditions"])):
+        Console(width=None if sys.stdout.isatty() else 160).print(*rich_tables(report))  # a log gets whole tables
     console.print(f"report: {result.folder / 'report.md'}", highlight=False)
     if values["strict"] and (failed := result.failed_required()):
         console.print(f"[red]--strict[/red]: conditions the theorem needs fail: {', '.join(failed)}", highlight=False)
@@ -206,13 +217,13 @@ def verify(ctx: typer.Context, **values):
 
 
 @app.command()
-@options("run", "method", "t", "preset", "N", "d", "b", "seed", "init_seed", "problem_file", "draw", "width", "L", "T",
+@options("run", "method", "t", "json", "csv", "preset", "N", "d", "b", "seed", "init_seed", "problem_file", "draw", "width", "L", "T",
          "e", "init", "bias", "wide_layer", "step_scale", "init_file", "lr", "out", "device", "threads")
 def ntk(ctx: typer.Context, **values):
     """Empirical NTK (K = J Jᵀ, K̃ = J J̃ᵀ), α = σ_min(G_{L−1,t}), ranks with their tolerances, and the
     linearised rate and stability threshold, in float64, for a configuration's initial weights or a run."""
     from ntkcheck import ntk_report as kr
-    from ntkcheck.report import ntk_table
+    from ntkcheck.report import ntk_frame, ntk_table
 
     run = values["run"]
     folder = run if values["out"] is None and run is not None else _machine(values, "ntk")
@@ -220,7 +231,9 @@ def ntk(ctx: typer.Context, **values):
     report = kr.kernel_report(cfg, run=run, method=values["method"], t=values["t"],
                               device=values["device"] if run else None)
     kr.write(report, folder)
-    Console().print(ntk_table(report.as_dict(), folder))
+    numbers = report.as_dict()
+    if not _machine_readable(values, lambda: numbers | {"folder": str(folder)}, lambda: ntk_frame(numbers)):
+        Console().print(ntk_table(numbers, folder))
 
 
 @app.command()
@@ -330,20 +343,38 @@ def _swept(call, out: Path):
 
 
 @app.command("bounds")
-@options("T", "L", "e", "width", "N", "d", "b", "lr", "step_scale", "seed", "C", "data")
+@options("T", "L", "e", "width", "N", "d", "b", "lr", "step_scale", "seed", "C", "data", "json", "csv")
 def bounds_table(**values):
     """The theory's thresholds for a configuration: each condition with its source, status (stated / scaling /
     derived), confidence, threshold, the configuration's value and the verdict."""
     from ntkcheck.compare import thresholds
-    from ntkcheck.report import bounds_table as table
+    from ntkcheck.report import bounds_table as table, verdict_frame
 
-    C, data = values.pop("C"), values.pop("data")
+    C, data, as_json, as_csv = (values.pop(k) for k in ("C", "data", "json", "csv"))
     cfg = TrainConfig(**values)
     rows = thresholds(cfg, C=C, data=data)
+    if _machine_readable({"json": as_json, "csv": as_csv}, lambda: rows, lambda: verdict_frame(rows)):
+        return
     Console().print(table(rows, cfg, data))
     notes = [] if C is not None else ["scaling laws: the constant C of Ω(·) is unknown; thresholds at C = 1 (set --C)"]
     for note in notes + [f"[dim]{r['key']}[/dim] {r['note']}" for r in rows]:
         console.print(note, highlight=False, soft_wrap=True)
+
+
+def _machine_readable(values: dict, as_json, as_frame) -> bool:
+    """With --json or --csv, print ``as_json()`` (JSON, NaN and ∞ as null) or ``as_frame()`` (CSV) on stdout and say
+    so; the human table is then not printed."""
+    if values.get("json") and values.get("csv"):
+        raise ConfigError("json", "cannot be combined with --csv; choose one")
+    if values.get("json"):
+        import json
+
+        from ntkcheck.report import plain
+
+        typer.echo(json.dumps(plain(as_json()), indent=2, default=str))
+    elif values.get("csv"):
+        typer.echo(as_frame().to_csv(index=False), nl=False)
+    return bool(values.get("json") or values.get("csv"))
 
 
 def flag(field: str) -> str:

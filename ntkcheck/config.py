@@ -32,6 +32,7 @@ NTK_METHODS = ("auto", "dense", "lanczos")
 JACOBIANS = ("auto", "func", "structured")
 ALPHA_STEPS = ("T", "all")
 DRAWS = ("ntkcheck", "paper")
+FORMATS = ("png", "pdf", "svg")  # figure files
 DENSE_MAX = 4000  # ``ntk_method="auto"`` where the available memory cannot be read: dense up to N·b = 4000 outputs
 
 # The named configurations: the paper's small scale (Fig. 5) and its full scale (Fig. 4a). Every default of

@@ -15,6 +15,7 @@ import pandas as pd
 from rich.table import Table
 
 from ntkcheck import io
+from ntkcheck.config import FORMATS
 from ntkcheck.probes import ProbeResult
 
 VERDICT = {True: "holds", False: "FAILS", None: "undecided"}
@@ -59,21 +60,40 @@ CONDITION_HEADER = ["condition", "source", "status", "measured", "", "threshold"
 COMPARISON_HEADER = ["what", "theory", "predicted", "measured", "measured/predicted", "verdict"]
 
 
+STYLE = {"holds": "green", "FAILS": "red", "undecided": "yellow"}
+
+
+def verdict_table(title: str, rows: list[dict], caption: str | None = None) -> Table:
+    """Conditions in the one column order of every table: condition (with its source and status beneath), measured,
+    relation and threshold, verdict. Numbers are never wrapped or cut; the text columns fold instead."""
+    table = Table(title=title, caption=caption, title_justify="left", show_lines=True)
+    table.add_column("condition", overflow="fold", ratio=1)
+    table.add_column("measured", justify="right", no_wrap=True)
+    table.add_column("threshold", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    for r in rows:
+        v = verdict(r["holds"])
+        constant = f" (C={fmt(r['constants']['C'])})" if r.get("constants") else ""
+        about = " · ".join(x for x in (r.get("source"), r.get("status"), r.get("confidence")) if x)
+        formula = f"\n[dim]{r['formula']}[/dim]" if r.get("formula") else ""
+        table.add_row(f"{r['key']}\n[dim]{about}[/dim]{formula}", fmt(r["value"]), f"{r.get('relation', '')} "
+                      f"{fmt(r['threshold'])}{constant}", f"[{STYLE[v]}]{v}[/{STYLE[v]}]")
+    return table
+
+
 def rich_tables(report: dict) -> list[Table]:
-    """The verdict table and the comparison table for the terminal."""
-    cond = Table(title=f"conditions of the proof on run {report['run_id']} ({report['status']}); "
-                       "the gap of each is in report.md", caption=_notes(report))
-    for name in CONDITION_HEADER[:-1]:
-        cond.add_column(name, no_wrap=name in ("condition", "verdict"))
-    style = {"holds": "green", "FAILS": "red", "undecided": "yellow"}
-    for row in condition_rows(report):
-        row[6] = f"[{style[row[6]]}]{row[6]}[/{style[row[6]]}]"
-        cond.add_row(*row[:-1])
-    comp = Table(title="theory against measurement")
-    for name in COMPARISON_HEADER:
-        comp.add_column(name, overflow="fold")
-    for row in comparison_rows(report):
-        comp.add_row(*row)
+    """The verdict table and the comparison table for the terminal (80 columns and up, no number cut)."""
+    cond = verdict_table(f"conditions of the proof on run {report['run_id']} ({report['status']}); the gap of each "
+                         "is in report.md", report["conditions"], _notes(report))
+    comp = Table(title="theory against measurement", title_justify="left", show_lines=True)
+    comp.add_column("what (theory)", overflow="fold", ratio=1)
+    for name in ("predicted", "measured", "ratio"):
+        comp.add_column(name, justify="right", no_wrap=True)
+    comp.add_column("verdict", no_wrap=True)
+    for c, row in zip(report["comparisons"], comparison_rows(report)):
+        v = row[5] or "—"
+        comp.add_row(f"{c['what']}\n[dim]{c['theory']}[/dim]", row[2], row[3], row[4],
+                     f"[{STYLE[v]}]{v}[/{STYLE[v]}]" if v in STYLE else v)
     return [cond, comp]
 
 
@@ -165,9 +185,6 @@ def probe_rows(report: dict) -> list[list[str]]:
 
 
 # -- figures --------------------------------------------------------------------------------------------------
-
-FORMATS = ("png", "pdf", "svg")
-
 
 def figures(report: dict, metrics: pd.DataFrame, points: dict, curves: dict, folder: Path, fmt: str = "png") -> list[Path]:
     """figures/loss, spectrum, probes, e_eta (seaborn; ``fmt`` png, pdf or svg), from report.json's content, the
@@ -398,18 +415,37 @@ def ntk_table(report: dict, folder) -> Table:
     return table
 
 
+def ntk_frame(report: dict) -> pd.DataFrame:
+    """``ntkcheck ntk --csv``: one row per measured point, its numbers flattened (``K/lambda_max``, ``alpha/alpha``)."""
+    return pd.json_normalize([{"point": name, **{k: v for k, v in p.items() if k != "weights"}}
+                              for name, p in report["points"].items()], sep="/")
+
+
 def bounds_table(rows: list[dict], cfg, data: bool) -> Table:
-    """``ntkcheck bounds``: each condition with its source, status, confidence, formula, threshold, value, verdict."""
-    g = lambda x: "—" if x is None or x != x else f"{x:.4g}"  # noqa: E731
-    style = {True: "[green]holds[/green]", False: "[red]FAILS[/red]", None: "[yellow]undecided[/yellow]"}
+    """``ntkcheck bounds``: each condition (source, status, confidence beneath) with the configuration's value, the
+    relation and threshold, and the verdict: the column order of every verdict table."""
     title = (f"Theory of Math-L2O for T={cfg.T}, L={cfg.L}, e={cfg.e:g}, η={cfg.lr:g}, n={cfg.width}, "
              f"N={cfg.N}, d={cfg.d}, b={cfg.b}, s={cfg.step_scale:g}" + (f", data seed {cfg.seed}" if data else ""))
-    table = Table(title=title, show_lines=False)
-    for name, justify in (("key", "left"), ("source", "left"), ("status", "left"), ("confidence", "left"),
-                          ("formula", "left"), ("threshold", "right"), ("value", "right"), ("verdict", "left")):
-        table.add_column(name, justify=justify, no_wrap=name in ("key", "verdict"))
-    for r in rows:
-        constant = f" (C={r['constants']['C']:g})" if r["constants"] else ""
-        table.add_row(r["key"], r["source"], r["status"], r["confidence"], r["formula"],
-                      f"{r['relation']} {g(r['threshold'])}{constant}", g(r["value"]), style[r["holds"]])
-    return table
+    return verdict_table(title, rows)
+
+
+def plain(x):
+    """A JSON-safe value: NaN and ±∞ as None (JSON has neither), numpy scalars as Python numbers."""
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+VERDICT_FIELDS = ("key", "source", "status", "confidence", "formula", "value", "relation", "threshold", "holds", "note")
+
+
+def verdict_frame(rows: list[dict]) -> pd.DataFrame:
+    """Conditions as a table for --csv: one row each, the fields of :data:`VERDICT_FIELDS` and the constant C."""
+    return pd.DataFrame([{**{k: r.get(k) for k in VERDICT_FIELDS},
+                          "C": (r.get("constants") or {}).get("C")} for r in rows])

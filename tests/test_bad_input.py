@@ -213,6 +213,12 @@ CASES = [
     case("sweep", "--resume", flag="--resume", id="sweep --resume nothing-to-resume"),
     case("sweep", "--out", "", flag="--out", follow=False, id="sweep --out ''"),
     case("sweep", "--out", "@file", flag="--out", follow=False, id="sweep --out a-file"),
+    # -- output formats ---------------------------------------------------------------------------------------
+    case("verify", "--format", "gif", flag="--format"),
+    case("sweep", "--format", "bmp", flag="--format"),
+    case("verify", "--json", "--csv", flag="--json"),
+    case("bounds", "--json", "--csv", flag="--json"),
+    case("ntk", "--json", "--csv", flag="--json"),
 ]
 
 

@@ -27,8 +27,7 @@ from matplotlib.figure import Figure
 import bounds
 from ntkcheck import io
 from ntkcheck.compare import problem_constants
-from ntkcheck.config import ConfigError, TrainConfig
-from ntkcheck.report import FORMATS
+from ntkcheck.config import FORMATS, ConfigError, TrainConfig
 from ntkcheck.experiment import make_problem
 from ntkcheck.sweeps.report import (BASE_SHOWN, WORSE, grid_cells, number, outcomes, summary_table, symbol,
                                     value)

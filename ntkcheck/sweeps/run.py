@@ -23,8 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from ntkcheck import io, resources, runfolder
-from ntkcheck.config import ConfigError
-from ntkcheck.report import FORMATS
+from ntkcheck.config import FORMATS, ConfigError
 from ntkcheck.sweeps.batched import CellRun, failed, plan, run_batch
 from ntkcheck.sweeps.spec import Cell, SweepSpec, load_spec
 
