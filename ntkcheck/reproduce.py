@@ -14,6 +14,7 @@ CPU thread; ``paper`` presets are the published sizes (shared/research/paper_mat
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -81,7 +82,28 @@ def _row(result, **keys) -> dict:
 # -- the figures ------------------------------------------------------------------------------------
 
 
-def fig2(p: dict, seed: int, log=print) -> pd.DataFrame:
+class Steps:
+    """The sub-runs of one figure, each computed once: with a folder, every finished sub-run is written to
+    ``steps/<key>.parquet`` (a row or a frame, columns in order) and read back by a resumed run instead of run
+    again."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = None if folder is None else Path(folder) / "steps"
+
+    def row(self, key: str, compute) -> dict:
+        return self.frame(key, lambda: pd.DataFrame([compute()])).iloc[0].to_dict()
+
+    def frame(self, key: str, compute) -> pd.DataFrame:
+        path = None if self.folder is None else self.folder / f"{key}.parquet"
+        if path is not None and path.is_file():
+            return pd.read_parquet(path)
+        frame = compute()
+        if path is not None:
+            io.write_frame(path, frame, "parquet")
+        return frame
+
+
+def fig2(p: dict, seed: int, log=print, steps: Steps | None = None) -> pd.DataFrame:
     """F(X_T) at the last iteration for every (η, T), per baseline; a run that produced a non-finite
     loss or gradient stops there (status, diverged_at). LISTA-CPSS as Chen et al. define it runs on the
     shared-dictionary QP, the others on the paper's per-instance QP."""
@@ -93,56 +115,59 @@ def fig2(p: dict, seed: int, log=print) -> pd.DataFrame:
         "LISTA-CPSS W-only (NeurIPS QP variant)": (per_instance, lambda T: weight_only(p["d"], p["b"], T, seed)),
         "LISTA-CPSS (Chen et al. 2018), shared M": (shared, lambda T: LISTACPSS.from_problem(shared, T)),
     }
-    rows = []
-    for name, (problem, make) in models.items():
+    rows, steps = [], steps or Steps()
+    for i, (name, (problem, make)) in enumerate(models.items()):
         for T in p["Ts"]:
             F_gd = float(gd(problem, T).F[-1])
             for lr in p["lrs"]:
-                result = fit(make(T), problem, T, lr=lr, iters=p["iters"])
-                rows.append(_row(result, model=name, T=T, lr=lr, F_GD=F_gd))
-                log(f"fig2 {name} T={T} η={lr:g}: {result.status}")
+                rows.append(steps.row(f"model{i}-T{T}-lr{lr:g}", lambda: _row(
+                    fit(make(T), problem, T, lr=lr, iters=p["iters"]), model=name, T=T, lr=lr, F_GD=F_gd)))
+                log(f"fig2 {name} T={T} η={lr:g}: {rows[-1]['status']}")
     return pd.DataFrame(rows)
 
 
-def fig4a(p: dict, seed: int, log=print) -> pd.DataFrame:
+def fig4a(p: dict, seed: int, log=print, steps: Steps | None = None) -> pd.DataFrame:
     """F(X_T^k), gain and gain_mean at every training iteration k, per seed (seed + offset)."""
-    frames = []
+    def run(s: int) -> pd.DataFrame:
+        problem = problems.generate(p["N"], p["d"], p["b"], s)
+        wide = fit(ours(p["width"], p["e"], s), problem, p["T"], lr=p["lr"], iters=p["iters"]).metrics.reset_index()
+        wide["seed"], wide["F_GD"] = s, float(gd(problem, p["T"]).F[-1])
+        return wide[["seed", "iteration", "F_T", "F_GD", "gain", "gain_mean", "diverged"]]
+
+    frames, steps = [], steps or Steps()
     for s in p["seeds"]:
-        problem = problems.generate(p["N"], p["d"], p["b"], seed + s)
-        result = fit(ours(p["width"], p["e"], seed + s), problem, p["T"], lr=p["lr"], iters=p["iters"])
-        wide = result.metrics.reset_index()
-        wide["seed"], wide["F_GD"] = seed + s, float(gd(problem, p["T"]).F[-1])
-        frames.append(wide[["seed", "iteration", "F_T", "F_GD", "gain", "gain_mean", "diverged"]])
-        log(f"fig4a seed={seed + s}: gain {wide['gain'].iloc[-1]:.3f}")
+        frames.append(steps.frame(f"seed{seed + s}", lambda: run(seed + s)))
+        log(f"fig4a seed={seed + s}: gain {frames[-1]['gain'].iloc[-1]:.3f}")
     return pd.concat(frames, ignore_index=True)
 
 
-def fig4b(p: dict, seed: int, log=print) -> pd.DataFrame:
+def fig4b(p: dict, seed: int, log=print, steps: Steps | None = None) -> pd.DataFrame:
     """Our model's F(X_T) at the last iteration for every (η, T), with GD's."""
     problem = problems.generate(p["N"], p["d"], p["b"], seed)
-    rows = []
+    rows, steps = [], steps or Steps()
     for T in p["Ts"]:
         F_gd = float(gd(problem, T).F[-1])
         for lr in p["lrs"]:
-            result = fit(ours(p["width"], p["e"], seed), problem, T, lr=lr, iters=p["iters"])
-            rows.append(_row(result, model="ours (Song et al. 2025)", T=T, lr=lr, F_GD=F_gd))
+            rows.append(steps.row(f"T{T}-lr{lr:g}", lambda: _row(
+                fit(ours(p["width"], p["e"], seed), problem, T, lr=lr, iters=p["iters"]),
+                model="ours (Song et al. 2025)", T=T, lr=lr, F_GD=F_gd)))
             log(f"fig4b T={T} η={lr:g}: gain {rows[-1]['gain']:.3f}")
     return pd.DataFrame(rows)
 
 
-def fig5(p: dict, seed: int, log=print) -> pd.DataFrame:
+def fig5(p: dict, seed: int, log=print, steps: Steps | None = None) -> pd.DataFrame:
     """Gain (last and mean) at the last iteration for every (e, η) at one T."""
     problem = problems.generate(p["N"], p["d"], p["b"], seed)
-    rows = []
+    rows, steps = [], steps or Steps()
     for e in p["es"]:
         for lr in p["lrs"]:
-            result = fit(ours(p["width"], e, seed), problem, p["T"], lr=lr, iters=p["iters"])
-            rows.append(_row(result, e=e, lr=lr, T=p["T"]))
+            rows.append(steps.row(f"e{e:g}-lr{lr:g}", lambda: _row(
+                fit(ours(p["width"], e, seed), problem, p["T"], lr=lr, iters=p["iters"]), e=e, lr=lr, T=p["T"])))
             log(f"fig5 e={e:g} η={lr:g}: gain {rows[-1]['gain']:.3f}")
     return pd.DataFrame(rows)
 
 
-def fig8(p: dict, seed: int, log=print) -> pd.DataFrame:
+def fig8(p: dict, seed: int, log=print, steps: Steps | None = None) -> pd.DataFrame:
     """F(X_t), t = 0..T_test, on held-out instances: ours trained at each η (T steps, then run for
     T_test), GD, NAG, and Adam over the (β₁, β₂) grid at step s/β_i (best by final F, and min/max)."""
     train_set = problems.generate(p["N"], p["d"], p["b"], seed)
@@ -150,12 +175,19 @@ def fig8(p: dict, seed: int, log=print) -> pd.DataFrame:
     t = np.arange(p["T_test"] + 1)
     curves = {"GD": gd(test_set, p["T_test"]), "NAG": nag(test_set, p["T_test"])}
     rows = [pd.DataFrame({"method": name, "t": t, "F": c.F.numpy()}) for name, c in curves.items()]
-    for lr in p["lrs"]:
+    steps = steps or Steps()
+
+    def trained(lr: float) -> pd.DataFrame:
         model = ours(p["width"], p["e"], seed)
-        result = fit(model, train_set, p["T"], lr=lr, iters=p["iters"])
-        curve = evaluate(model, test_set, p["T_test"])
-        rows.append(pd.DataFrame({"method": f"ours η={lr:g}", "t": t, "F": curve.F.numpy()}))
-        log(f"fig8 ours η={lr:g}: train gain {result.last('gain'):.3f}, test F(X_T_test) {float(curve.F[-1]):.3g}")
+        gain = fit(model, train_set, p["T"], lr=lr, iters=p["iters"]).last("gain")
+        return pd.DataFrame({"method": f"ours η={lr:g}", "t": t, "F": evaluate(model, test_set, p["T_test"]).F.numpy(),
+                             "train_gain": gain})
+
+    for lr in p["lrs"]:
+        curve = steps.frame(f"ours-lr{lr:g}", lambda: trained(lr))
+        rows.append(curve.drop(columns="train_gain"))
+        log(f"fig8 ours η={lr:g}: train gain {curve['train_gain'].iloc[0]:.3f}, test F(X_T_test) "
+            f"{curve['F'].iloc[-1]:.3g}")
     grid = grid_summary(adam_grid(test_set, p["T_test"], beta1s=p["beta1s"], beta2s=p["beta2s"]))
     best = f"Adam best (β₁={grid['best_beta1'].iloc[0]}, β₂={grid['best_beta2'].iloc[0]})"
     for name, column in ((best, "F_best"), ("Adam grid min", "F_min"), ("Adam grid median", "F_median"),
@@ -220,33 +252,40 @@ def plot(figure: str, frame: pd.DataFrame, path: Path) -> None:
 # -- entry point ------------------------------------------------------------------------------------
 
 
-def run(figure: str, out: str | Path, *, preset: str = "small", seed: int = 0, log=print) -> pd.DataFrame:
-    """Reproduce ``figure`` into the new folder ``out``: ``<figure>.csv``, ``<figure>.png``, ``config.json``."""
+MARKER = "reproduce.json"  # written first: the figure, preset and seed a resume must match
+
+
+def run(figure: str, out: str | Path, *, preset: str = "small", seed: int = 0, resume: bool = False,
+        log=print) -> pd.DataFrame:
+    """Reproduce ``figure`` into the new folder ``out``: ``<figure>.csv``, ``<figure>.png``, ``config.json``.
+
+    The folder is ``<out>.partial`` until the figure is done; every finished sub-run (one training run, one curve)
+    is kept in its ``steps/``, so ``resume=True`` after an interruption runs only the sub-runs that are missing and
+    ends with the numbers an uninterrupted run gives."""
     if figure not in FIGURES:
         raise ConfigError("figure", f"must be one of {', '.join(FIGURES)} (got {figure!r})")
     if preset not in PRESET_GRIDS[figure]:
         raise ConfigError("preset", f"must be one of {', '.join(PRESET_GRIDS[figure])} (got {preset!r})")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("seed", f"must be an integer ≥ 0 (got {seed!r})")
-    out = Path(out)
-    if out.exists():
-        raise ConfigError("out", f"{out} already exists; reproduced figures are never overwritten, choose another "
-                                 "output folder")
-    work = out.with_name(out.name + ".partial")
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError("out", f"cannot create {work}: {err.strerror}") from None
-    params = PRESET_GRIDS[figure][preset]
-    started = time.perf_counter()
-    frame = FIGURES[figure](params, seed, log=log)
-    seconds = time.perf_counter() - started
-    io.write_frame(work / f"{figure}.csv", frame, "csv")
-    plot(figure, frame, work / f"{figure}.png")
-    from ntkcheck.runfolder import versions
+    from ntkcheck.runfolder import open_run, finish, versions
 
-    io.write_json(work / "config.json", {"figure": figure, "preset": preset, "seed": seed, "params": params,
-                                         "seconds": round(seconds, 1), "threads": torch.get_num_threads(),
-                                         "versions": versions()})
-    work.rename(out)
+    settings = {"figure": figure, "preset": preset, "seed": seed}
+    with open_run(out, resume, marker=MARKER) as work:
+        if resume:
+            stored = json.loads((work / MARKER).read_text())
+            if stored != settings:
+                differ = ", ".join(f"{k} ({stored.get(k)!r} there)" for k in settings if stored.get(k) != settings[k])
+                raise ConfigError("resume", f"{work} reproduces another figure or setting: {differ}")
+        else:
+            io.write_json(work / MARKER, settings)
+        params = PRESET_GRIDS[figure][preset]
+        started = time.perf_counter()
+        frame = FIGURES[figure](params, seed, log=log, steps=Steps(work))
+        seconds = time.perf_counter() - started
+        io.write_frame(work / f"{figure}.csv", frame, "csv")
+        plot(figure, frame, work / f"{figure}.png")
+        io.write_json(work / "config.json", {**settings, "params": params, "seconds": round(seconds, 1),
+                                             "threads": torch.get_num_threads(), "versions": versions()})
+        finish(work)
     return frame

@@ -56,5 +56,36 @@ def test_bad_input_exits_2_naming_the_parameter(args, param, tmp_path, capsys):
 
 def test_an_existing_output_folder_is_never_overwritten(tmp_path, capsys):
     (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "fig5.csv").write_text("someone's results\n")
     assert main(["reproduce", "fig5", "--out", str(tmp_path / "x")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_reproduce_without_a_figure_lists_them(capsys):
+    assert main(["reproduce"]) == 2
+    err = capsys.readouterr().err
+    assert all(figure in err for figure in TINY) and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("figure", ["fig5", "fig4a"])
+def test_an_interrupted_reproduce_resumes_running_only_the_missing_sub_runs(figure, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(reproduce.PRESET_GRIDS[figure], "small", TINY[figure])
+    out, calls, real_fit = tmp_path / "r", [], reproduce.fit
+
+    def fit(*args, fail_at=None, **kwargs):
+        calls.append(1)
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(reproduce, "fit", lambda *a, **k: fit(*a, fail_at=2, **k))
+    assert main(["reproduce", figure, "--out", str(out)]) == 130
+    assert not out.exists() and (tmp_path / "r.partial" / "steps").is_dir()
+    calls.clear()
+    monkeypatch.setattr(reproduce, "fit", lambda *a, **k: fit(*a, **k))
+    assert main(["reproduce", figure, "--resume", "--out", str(out)]) == 0
+    total = 4 if figure == "fig5" else 2
+    assert len(calls) == total - 1  # the one sub-run finished before the interruption is not run again
+    monkeypatch.setattr(reproduce, "fit", real_fit)
+    assert main(["reproduce", figure, "--out", str(tmp_path / "whole")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / f"{figure}.csv"), pd.read_csv(tmp_path / "whole" / f"{figure}.csv"))
