@@ -174,6 +174,12 @@ def _tracked(label: str, total: int, call):
     def show(k, metrics):
         bar.start()
         bar.update(task, completed=k + 1, loss=metrics["F_T"], gain=metrics["gain"])
+
+    def phase(text: str) -> None:  # the slow phase running now, in the bar's label
+        bar.start()
+        bar.update(task, description=f"{label}: {text}")
+
+    show.phase = phase
     try:
         return call(show)
     finally:
@@ -206,7 +212,8 @@ def verify(ctx: typer.Context, **values):
     cfg, probes = resume_settings(out, **_given(ctx, values)) if values["resume"] else _configs(ctx, values)
     figures = values["format"] if values["figures"] else False
     result = _tracked("verify", cfg.iters + 1, lambda show: run_verify(
-        cfg, probes, out, callback=show, figures=figures, **{k: values[k] for k in ("resume", "max_memory")}))
+        cfg, probes, out, callback=show, figures=figures, phase=show.phase,
+        **{k: values[k] for k in ("resume", "max_memory")}))
     report = result.report
     if not _machine_readable(values, lambda: {k: report[k] for k in ("status", "run_id", "summary", "conditions",
                                                                      "comparisons", "notes", "diagnostics")}
@@ -230,8 +237,9 @@ def ntk(ctx: typer.Context, **values):
     run = values["run"]
     folder = run if values["out"] is None and run is not None else _machine(values, "ntk")
     cfg = None if run is not None else _configs(ctx, values)[0]
-    report = kr.kernel_report(cfg, run=run, method=values["method"], t=values["t"],
-                              device=values["device"] if run else None)
+    with console.status("measuring the Jacobians, K, K̃ and α in float64 (minutes at paper scale)…"):
+        report = kr.kernel_report(cfg, run=run, method=values["method"], t=values["t"],
+                                  device=values["device"] if run else None)
     kr.write(report, folder)
     numbers = report.as_dict()
     if not _machine_readable(values, lambda: numbers | {"folder": str(folder)}, lambda: ntk_frame(numbers)):

@@ -71,8 +71,10 @@ class Prober:
     the drift from K_0. With a ``folder``, one JSON/NPZ pair per k (and K_0), so that a resumed verify skips
     what an interrupted one measured."""
 
-    def __init__(self, cfg: TrainConfig, probes: ProbeConfig, problem: problems.Problem, folder: Path | None = None):
+    def __init__(self, cfg: TrainConfig, probes: ProbeConfig, problem: problems.Problem, folder: Path | None = None,
+                 phase=None):
         self.cfg, self.probes, self.problem, self.folder = cfg, probes, problem, folder
+        self.phase = phase or (lambda text: None)
         self.steps = set(probes.steps(cfg.iters))
         self.points: dict[int, ProbeResult | ProbeFailure] = {}
         self.K0, self.diagnostics = None, None
@@ -85,9 +87,12 @@ class Prober:
 
     def __call__(self, k: int, model: MathL2O) -> None:
         if k == 0 and self.diagnostics is None:
+            self.phase("diagnostics at W_0 (freeze, dead cone, best gains)")
             self._diagnose(model)
         if k not in self.steps or k in self.points:
+            self.phase("training")
             return
+        self.phase(f"probe k={k}: K, K̃, α ({self.probes.ntk_method})")
         try:
             result = measure(model, self.problem, self.cfg.T, lr=self.cfg.lr, method=self.probes.ntk_method,
                              jacobian_method=self.probes.jacobian,
@@ -172,13 +177,14 @@ def probe_frame(points: dict) -> pd.DataFrame:
 
 def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path | None = None, *,
            problem: problems.Problem | None = None, model: MathL2O | None = None, resume: bool = False,
-           callback=None, figures: bool | str = True, max_memory: float | None = None) -> VerifyResult:
+           callback=None, figures: bool | str = True, max_memory: float | None = None, phase=None) -> VerifyResult:
     """The whole verification (module docstring) of ``cfg`` with the probes ``probes`` (default
     :class:`~ntkcheck.config.ProbeConfig`). ``problem``/``model`` replace the config's (as in ``train``). In
     memory when ``out`` is None; else the run folder ``out`` (with ``figures``: True or a format, png, pdf or svg;
     False for none), resumable with ``resume``
     (:func:`resume_verify` needs only the folder). The memory training and probes need is checked first
-    against ``max_memory`` bytes (as in ``train``)."""
+    against ``max_memory`` bytes (as in ``train``). ``phase(text)`` is called as each slow phase starts (a probe,
+    the diagnostics, the report), for a progress display."""
     probes = ProbeConfig() if probes is None else probes
     if resume and out is None:
         raise ConfigError("resume", "needs out, the folder of the interrupted verify")
@@ -191,10 +197,10 @@ def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path 
         raise ConfigError("jacobian", "structured needs the angular wide layer (bias-free, wide_layer auto or angular); "
                                       "use auto or func")
     if out is None:
-        return _verify(exp, probes, None, "memory", callback, figures)
+        return _verify(exp, probes, None, "memory", callback, figures, phase)
     with runfolder.open_run(out, resume, marker=SETTINGS) as work:
         _settings(work, resume, exp.config, probes)
-        return _verify(exp, probes, work, Path(out).name, callback, figures)
+        return _verify(exp, probes, work, Path(out).name, callback, figures, phase)
 
 
 def resume_settings(out: str | Path, **changes) -> tuple[TrainConfig, ProbeConfig]:
@@ -215,11 +221,13 @@ def resume_verify(out: str | Path, *, callback=None, figures: bool | str = True,
     return verify(cfg, probes, out, resume=True, callback=callback, figures=figures, max_memory=max_memory)
 
 
-def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, figures) -> VerifyResult:
+def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, figures, phase=None) -> VerifyResult:
     cfg = exp.config
     constants = problem_constants(exp.problem, cfg.T, cfg.step_scale)
-    prober = Prober(cfg, probes, exp.problem, None if work is None else work / PROBES)
+    prober = Prober(cfg, probes, exp.problem, None if work is None else work / PROBES, phase)
     training = _train(cfg, exp, work, prober, callback)
+    if phase is not None:
+        phase("report and figures")
 
     points = prober.points
     verdicts = evaluate_conditions(quantities(cfg, constants, points, training.metrics, training.W0))
