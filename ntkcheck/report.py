@@ -122,6 +122,8 @@ def markdown(report: dict) -> str:
                                                                  "init", "detach", "step_scale", "seed", "init_seed", "dtype")
                                 if cfg.get(k) is not None) + ".",
         f"Probes at k = {', '.join(sorted(report['probe_points'], key=int))} ({report['probe_method']}, float64).",
+        f"Training took {fmt(s.get('seconds_training'))} s ({fmt(s.get('seconds_per_iteration'))} s per iteration); "
+        + ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items()) + ".",
         *(["## Notes", "\n".join(f"- {note}" for note in report["notes"])] if report.get("notes") else []),
         "## Conditions",
         "Verdicts: **holds** (true on the measured numbers), **FAILS** (false), **undecided** (a quantity is "
@@ -178,9 +180,13 @@ def probe_rows(report: dict) -> list[list[str]]:
             rows.append([k, p["error"], "", "", "", "", "", ""])
             continue
         drift = p.get("drift") or {}
-        rows.append([k, fmt(p["loss"]), fmt(p["K"]["lambda_max"]), fmt(p["K"]["lambda_min"]), fmt(p["K"].get("rank")),
-                     fmt(p["alpha"]["alpha"]), f"{p['alpha']['rank']}/{min(p['alpha']['n_rows'], p['alpha']['n_cols'])}",
-                     fmt(drift.get("rel_change"))])
+        K, a = p["K"], p["alpha"]
+        lam_min = fmt(K["lambda_min"]) + (f" (≤ tol {fmt(K['rank_tol'])})" if "rank_tol" in K and
+                                          abs(K["lambda_min"]) <= K["rank_tol"] else "")
+        rank_K = f"{K['rank']}/{p['n_outputs']} (tol {fmt(K['rank_tol'])})" if "rank" in K else "—"
+        alpha = fmt(a["alpha"]) + (f" (≤ tol {fmt(a['tol'])})" if a["alpha"] <= a["tol"] else "")
+        rows.append([k, fmt(p["loss"]), fmt(K["lambda_max"]), lam_min, rank_K, alpha,
+                     f"{a['rank']}/{min(a['n_rows'], a['n_cols'])} (tol {fmt(a['tol'])})", fmt(drift.get("rel_change"))])
     return rows
 
 
