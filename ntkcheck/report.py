@@ -123,7 +123,7 @@ def markdown(report: dict) -> str:
                                 if cfg.get(k) is not None) + ".",
         f"Probes at k = {', '.join(sorted(report['probe_points'], key=int))} ({report['probe_method']}, float64).",
         f"Training took {fmt(s.get('seconds_training'))} s ({fmt(s.get('seconds_per_iteration'))} s per iteration); "
-        + ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items()) + ".",
+        + ", ".join(f"{k} {v}" for k, v in sorted(report.get("versions", {}).items())) + ".",
         *(["## Notes", "\n".join(f"- {note}" for note in report["notes"])] if report.get("notes") else []),
         "## Conditions",
         "Verdicts: **holds** (true on the measured numbers), **FAILS** (false), **undecided** (a quantity is "
