@@ -203,8 +203,9 @@ FIGURES = {"fig2": fig2, "fig4a": fig4a, "fig4b": fig4b, "fig5": fig5, "fig8": f
 # -- plots ------------------------------------------------------------------------------------------
 
 
-def plot(figure: str, frame: pd.DataFrame, path: Path) -> None:
-    """The figure's PNG, drawn with seaborn."""
+def plot(figure: str, frame: pd.DataFrame, path: Path, params: dict | None = None) -> None:
+    """The figure's PNG, drawn with seaborn (``params``: the grid it ran, for the title)."""
+    params = params or {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,11 +225,15 @@ def plot(figure: str, frame: pd.DataFrame, path: Path) -> None:
         sns.move_legend(grid, "center left", bbox_to_anchor=(1.0, 0.5))
         fig = grid.figure
     elif figure == "fig4a":
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        sns.lineplot(data=frame, x="iteration", y="F_T", hue="seed", ax=ax, palette="deep")
-        for _, sub in frame.groupby("seed"):
-            ax.axhline(sub["F_GD"].iloc[0], ls="--", c="gray", lw=0.8)
-        ax.set(yscale="log", xlabel="training iteration k", ylabel="F(X_T^k) (dashed: GD)")
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        palette = sns.color_palette("deep", frame["seed"].nunique())
+        for color, (seed, sub) in zip(palette, frame.groupby("seed")):
+            ax.plot(sub["iteration"], sub["F_T"], color=color, label=f"ours, seed {seed}")
+            ax.axhline(sub["F_GD"].iloc[0], ls="--", color=color, lw=0.8, label=f"GD, seed {seed}")
+        ax.set(yscale="log", xlabel="training iteration k", ylabel="F(X_T^k)",
+               title=f"Fig. 4a: N={params['N']}, {params['b']}×{params['d']}, n={params['width']}, T={params['T']}, "
+                     f"e={params['e']:g}, η={params['lr']:g}")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     elif figure == "fig5":
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
         for ax, column in zip(axes, ("gain", "gain_mean")):
@@ -284,7 +289,7 @@ def run(figure: str, out: str | Path, *, preset: str = "small", seed: int = 0, r
         frame = FIGURES[figure](params, seed, log=log, steps=Steps(work))
         seconds = time.perf_counter() - started
         io.write_frame(work / f"{figure}.csv", frame, "csv")
-        plot(figure, frame, work / f"{figure}.png")
+        plot(figure, frame, work / f"{figure}.png", params)
         io.write_json(work / "config.json", {**settings, "params": params, "seconds": round(seconds, 1),
                                              "threads": torch.get_num_threads(), "versions": versions()})
         finish(work)
