@@ -85,13 +85,13 @@ def arc_sums(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor, bounds=
     """S(h) = Σ_{c active} a_c = prefix[hi] − prefix[lo] (R, 2, float64; 0 for h = 0), and the active
     columns per row. S(h) is also ∂φ/∂h. ``bounds``: (lo, hi) from :func:`arc_bounds`, when already known."""
     S, nonzero, active = _arc_sums(h, theta, prefix, bounds)
-    return S * nonzero.unsqueeze(-1), active
+    return torch.where(nonzero.unsqueeze(-1), S, 0.0), active
 
 
 def readout_from_prefix(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor):
-    """φ(h) = h·S(h) = h₁S₁ + h₂S₂ for rows h (…, R, 2), and the number of active columns per row. A row h = 0
-    gives φ = 0 whatever S, so S is not masked here."""
-    S, _, active = _arc_sums(h, theta, prefix, None)
+    """φ(h) = h·S(h) = h₁S₁ + h₂S₂ for rows h (…, R, 2), and the number of active columns per row. S is 0 for a
+    row h = 0, so that ∂φ/∂h = 0 there, as the dense layer's ReLU'(0) = 0 gives."""
+    S, active = arc_sums(h, theta, prefix)
     h64 = h.double()
     return (h64[..., 0] * S[..., 0] + h64[..., 1] * S[..., 1]).to(h.dtype), active
 
