@@ -28,9 +28,13 @@ console = Console(stderr=True)
 
 def _print_version(value: bool) -> None:
     if value:
-        from ntkcheck import __version__
+        from importlib.metadata import PackageNotFoundError, version
 
-        typer.echo(f"ntkcheck {__version__}")
+        try:
+            found = version("ntkcheck")
+        except PackageNotFoundError:  # a source tree that was never installed
+            found = "unknown (not installed)"
+        typer.echo(f"ntkcheck {found}")
         raise typer.Exit()
 
 
