@@ -20,8 +20,9 @@ def test_table_lists_every_condition_the_configuration_decides(capsys, monkeypat
     for key in ("gd.rate", "gd.rate_s", "step.descent", "width.nd", "lemma5_1.e", "lemma5_2.e", "lemma5_3.e",
                 "lemma5_4.e", "eq14.eta_apriori", "corC1.e_eta"):
         assert key in out
-    for column in ("source", "status", "confidence", "formula", "threshold", "value", "verdict"):
+    for column in ("condition", "measured", "threshold", "verdict"):  # the column order of every verdict table
         assert column in out
+    assert "F_GD(X_T) ≤ β‖X_0 − X*‖²/(2T)" in out and "GD, standard" in out  # formula and source beneath the key
     assert "1428 (C=1)" in out and "1e+04 (C=1)" in out  # T^{306/194} and T^{4/2} at T = 100
     assert "undecided" in out and "C = 1" in err  # the unknown constant is shown, not hidden
     assert "stated" in out and "scaling" in out and "derived" in out and "NOTE" in out
