@@ -33,16 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from bench_checkpoint import status  # noqa: E402  (VmRSS/VmHWM from /proc, beside this script)
+
 E = (1.0, 5.0, 25.0, 50.0, 100.0)
 ETA = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
-
-
-def status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
 
 
 def measured(call):
