@@ -96,7 +96,7 @@ def main() -> None:
         print(json.dumps(one(json.loads(args.one))))
         return
     names = args.cases or [n for n in CASES if args.only is None or n.startswith(args.only)]
-    print(f"| case | measured GB | estimate GB | estimate/measured | driver |")
+    print("| case | measured GB | estimate GB | estimate/measured | driver |")
     print("|---|---|---|---|---|")
     for name in names:
         done = subprocess.run([sys.executable, __file__, "--one", json.dumps(CASES[name])], capture_output=True,

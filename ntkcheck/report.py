@@ -15,7 +15,6 @@ import pandas as pd
 from rich.table import Table
 
 from ntkcheck import io
-from ntkcheck.config import FORMATS
 from ntkcheck.probes import ProbeResult
 
 VERDICT = {True: "holds", False: "FAILS", None: "undecided"}

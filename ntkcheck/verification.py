@@ -27,7 +27,7 @@ import pandas as pd
 from ntkcheck import io, problems, resources, runfolder
 from ntkcheck import report as reports
 from ntkcheck.compare import comparisons, evaluate_conditions, notes, problem_constants, quantities
-from ntkcheck.config import ConfigError, ProbeConfig, TrainConfig
+from ntkcheck.config import FORMATS, ConfigError, ProbeConfig, TrainConfig
 from ntkcheck.diagnostics import at_initialisation
 from ntkcheck.experiment import setup
 from ntkcheck.linalg import kernel_drift
@@ -189,8 +189,8 @@ def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path 
     if resume and out is None:
         raise ConfigError("resume", "needs out, the folder of the interrupted verify")
     figures = "png" if figures is True else figures
-    if figures and figures not in reports.FORMATS:
-        raise ConfigError("format", f"must be one of {', '.join(reports.FORMATS)} (got {figures!r})")
+    if figures and figures not in FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
     resources.check(cfg, probes, limit=max_memory)
     exp = setup(cfg, problem=problem, model=model)
     if probes.jacobian == "structured" and not exp.model.angular:

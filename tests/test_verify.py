@@ -16,7 +16,7 @@ from ntkcheck.compare import problem_constants
 from ntkcheck.config import ConfigError, ProbeConfig, TrainConfig, hidden_widths
 from ntkcheck.model import build
 from ntkcheck.probes import measure
-from ntkcheck.runfolder import Interrupted, to_long
+from ntkcheck.runfolder import Interrupted
 from ntkcheck.verification import verify
 
 TINY = dict(N=3, d=8, b=6, width=16, T=5, e=5.0, lr=1e-3, iters=12, checkpoint_every=4)

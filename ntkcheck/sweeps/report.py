@@ -175,7 +175,7 @@ def failures(cells: pd.DataFrame, axes) -> str:
     failed = rows("failed", lambda r: [str(r["error"])])
     diverged = rows("diverged", lambda r: [value(r["diverged_at"]), value(r["error"])])
     parts = [md_table([*heads, "error"], failed)] if failed else []
-    parts += [f"Diverged (a non-finite loss or gradient; counted as worse than GD):\n\n"
+    parts += ["Diverged (a non-finite loss or gradient; counted as worse than GD):\n\n"
               + md_table([*heads, "diverged at k", "error"], diverged)] if diverged else []
     return "\n\n".join(parts) or "None: every cell completed."
 
