@@ -354,6 +354,11 @@ def _swept(call, out: Path):
         elif event == "cell":
             counts["done"] += 1
             bar.update(task, cells=f"{counts['done']}/{counts['total']}")
+            if not console.is_terminal:  # a log file gets one line per cell instead of a bar
+                run = info["run"]
+                gain = run.curve["gain"].iloc[-1] if len(run.curve) else float("nan")
+                console.print(f"cell {counts['done']}/{counts['total']} {run.cell.id} {run.status}, final gain "
+                              f"{gain:.4g}" + (f": {run.error}" if run.error else ""), highlight=False, soft_wrap=True)
     try:
         return call(callback)
     except KeyboardInterrupt:

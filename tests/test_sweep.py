@@ -246,3 +246,13 @@ def test_ray_engine_gives_the_embedded_engines_cells(tmp_path):
     a, b = embedded.cells.set_index("cell"), on_ray.cells.set_index("cell").loc[embedded.cells.cell]
     assert (a.status == b.status).all()
     assert _rel(b[numbers], a[numbers]) <= 1e-12
+
+
+def test_the_command_line_logs_one_line_per_cell_where_there_is_no_terminal(tmp_path, capsys):
+    from ntkcheck.cli import main
+
+    code = main(["sweep", "--N", "4", "--d", "10", "--b", "6", "--width", "40", "--T", "5", "--iters", "2",
+                 "--grid", "e=5,25", "--probe-method", "none", "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert sum(line.startswith("cell ") for line in err.splitlines()) == 2 and "completed, final gain" in err
