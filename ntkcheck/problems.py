@@ -98,6 +98,21 @@ def objective(problem: Problem, X: torch.Tensor) -> torch.Tensor:
     return objective_per_instance(problem, X).sum(-1)
 
 
+def objective_path(problem: Problem, Xs) -> torch.Tensor:
+    """F(X_1), …, F(X_T) of a sequence of iterates, shape (…, T); equal to :func:`objective` of each.
+
+    One matrix product per instance over all t (M_i read once, not T times): the iterates are stacked into
+    rows, (N, [C·]T, d) × (N, d, b), with a cell axis folded into the rows when the cells share their problem.
+    """
+    X = torch.stack(list(Xs), dim=-2)  # (…, N, T, d)
+    if X.ndim == problem.M.ndim + 1:  # cells (C, N, T, d) sharing one problem (N, b, d)
+        C, N, T, d = X.shape
+        R = X.movedim(0, 1).reshape(N, C * T, d) @ problem.M.mT - problem.Y[:, None, :]
+        return 0.5 * R.square().sum(-1).reshape(N, C, T).sum(0)
+    R = X @ problem.M.mT - problem.Y[..., None, :]  # (…, N, T, b)
+    return 0.5 * R.square().sum(-1).sum(-2)
+
+
 def gradient(problem: Problem, X: torch.Tensor) -> torch.Tensor:
     """∇F(X)_i = M_iᵀ(M_i x_i − y_i) = H_i x_i − c_i, shape (N, d)."""
     if problem.H is not None:

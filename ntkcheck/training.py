@@ -73,7 +73,7 @@ def training_loss(problem: problems.Problem, traj: Trajectory, kind: str) -> tor
     """The meta objective of the module docstring, from F(X_1..X_T) (one per cell for a batch of cells)."""
     if kind == "last":
         return problems.objective(problem, traj.X[-1])
-    F_t = torch.stack([problems.objective(problem, X) for X in traj.X[1:]], dim=-1)
+    F_t = problems.objective_path(problem, traj.X[1:])
     if kind == "mean":
         return F_t.mean(-1)
     t = torch.arange(1, F_t.shape[-1] + 1, dtype=F_t.dtype, device=F_t.device)
@@ -88,7 +88,7 @@ def step_metric_tensors(problem, traj: Trajectory, F_gd: torch.Tensor, tol: floa
     ratio over t = 1..T. P_saturated is the share of P entries (all t) within ``tol`` of 0 or 2.
     """
     with torch.no_grad():
-        F_t = torch.stack([problems.objective(problem, X) for X in traj.X[1:]], dim=-1)
+        F_t = problems.objective_path(problem, traj.X[1:])
         P = torch.stack(traj.P, dim=-3).flatten(-3)  # (…, T·N·d)
         return {
             "F_T": F_t[..., -1],
@@ -110,7 +110,7 @@ def step_metrics(problem, traj: Trajectory, F_gd: torch.Tensor, tol: float) -> d
 def gd_objective(problem: problems.Problem, T: int, step_scale: float) -> torch.Tensor:
     """F_GD(X_t), t = 1..T: GD with step s/β_i from X_0 = 0 (shape (…, T), one curve per problem)."""
     path = problems.gd_trajectory(problem, T, step_scale)[1:]
-    return torch.stack([problems.objective(problem, X) for X in path], dim=-1)
+    return problems.objective_path(problem, path)
 
 
 def weight_metrics(params: dict[str, torch.Tensor], W0: dict) -> dict[str, float]:

@@ -102,6 +102,30 @@ def test_objective_and_gradient_against_numpy(N, d, data, seed):
     )
 
 
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 4), d=st.integers(1, 9), T=st.integers(1, 5), C=st.integers(1, 3), data=st.data(),
+       seed=st.integers(0, 2**32 - 1))
+def test_objective_path_equals_objective_of_each_iterate(N, d, T, C, data, seed):
+    """F(X_1..X_T) in one product per instance = numpy's F of each X_t, without cells, for cells sharing one
+    problem, and for a problem per cell."""
+    b = data.draw(st.integers(1, d + 3), label="b")
+    p = random_problem(N, d, b, seed)
+    M, Y, _ = np_arrays(p)
+    rng = np.random.default_rng(seed + 1)
+    F = lambda M, Y, X: sum(0.5 * np.sum((M[i] @ X[i] - Y[i]) ** 2) for i in range(len(X)))  # noqa: E731
+    Xs = rng.standard_normal((T, N, d))
+    expected = [F(M, Y, X) for X in Xs]
+    np.testing.assert_allclose(problems.objective_path(p, torch.from_numpy(Xs)).numpy(), expected, rtol=1e-12)
+    Xc = rng.standard_normal((T, C, N, d))  # cells sharing p
+    got = problems.objective_path(p, torch.from_numpy(Xc)).numpy()
+    assert got.shape == (C, T)
+    np.testing.assert_allclose(got, [[F(M, Y, Xc[t, c]) for t in range(T)] for c in range(C)], rtol=1e-12)
+    Mc, Yc = rng.standard_normal((C, N, b, d)), rng.standard_normal((C, N, b))  # a problem per cell
+    pc = problems.Problem(torch.from_numpy(Mc), torch.from_numpy(Yc), torch.ones(C, N, dtype=torch.float64))
+    got = problems.objective_path(pc, torch.from_numpy(Xc)).numpy()
+    np.testing.assert_allclose(got, [[F(Mc[c], Yc[c], Xc[t, c]) for t in range(T)] for c in range(C)], rtol=1e-12)
+
+
 def test_gradient_matches_central_finite_differences():
     p = random_problem(3, 5, 4, seed=0)
     X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
