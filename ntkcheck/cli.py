@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ntkcheck.config import (ALPHA_STEPS, DEVICES, DRAWS, DTYPES, FORMATS, INITS, JACOBIANS, LOSSES, NTK_METHODS, ON_DIVERGENCE,
                              OPTIMIZERS, PRESETS, WIDE_LAYERS, ConfigError, ProbeConfig, TrainConfig, preset,
                              probe_preset)
+from ntkcheck.config import flag as config_flag
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Check the NTK convergence theory of Math-L2O against real training runs.")
@@ -42,7 +43,7 @@ def _print_version(value: bool) -> None:
 def _main(version: Annotated[bool, typer.Option("--version", help="Print the version of ntkcheck and exit.",
                                                 callback=_print_version, is_eager=True)] = False):
     """Check the NTK convergence theory of Math-L2O against real training runs."""
-FLAGS = {"early": "--fit-early", "figure": "FIGURE"}  # fields whose flag is not --<field with - for _>
+FLAGS = {"figure": "FIGURE", "t": "--alpha-step"}  # arguments whose name is not a flag (config fields: config.flag)
 
 
 def _o(kind, panel: str, help: str, *flags: str, default=None, choices: tuple[str, ...] = ()) -> tuple:
@@ -103,7 +104,7 @@ OPTIONS = {
     "format": _o(str, OUT, "The figures' file format.", default="png", choices=FORMATS),
     "run": _o(Optional[Path], OUT, "A finished run folder: measure at its W_0 and final weights (its own config)."),
     "method": _o(str, PR, "Jacobian: auto (structured where it applies), func or structured.", default="auto", choices=JACOBIANS),
-    "t": _o(Optional[int], PR, "Step t of α = σ_min(G_{L−1,t}) (default T).", "--t"),
+    "alpha_step": _o(Optional[int], PR, "Step t of α = σ_min(G_{L−1,t}) (default T).", "--alpha-step"),
     "C": _o(Optional[float], PR, "Constant of the Ω(·) laws of Lemmas 5.1–5.4 (unset: C = 1, verdict undecided).", "--C"),
     "data": _o(bool, PR, "Also draw the instances (--seed) and evaluate what needs them.", "--data/--no-data", default=True),
     "grid": _o(Optional[list[str]], SW, "An axis FIELD=V1,V2,… over any configuration field (repeat for more axes).",
@@ -230,7 +231,7 @@ def verify(ctx: typer.Context, **values):
 
 
 @app.command()
-@options("run", "method", "t", "json", "csv", "preset", "N", "d", "b", "seed", "init_seed", "problem_file", "draw", "width", "L", "T",
+@options("run", "method", "alpha_step", "json", "csv", "preset", "N", "d", "b", "seed", "init_seed", "problem_file", "draw", "width", "L", "T",
          "e", "init", "bias", "wide_layer", "step_scale", "init_file", "lr", "out", "device", "threads")
 def ntk(ctx: typer.Context, **values):
     """Empirical NTK (K = J Jᵀ, K̃ = J J̃ᵀ), α = σ_min(G_{L−1,t}), ranks with their tolerances, and the
@@ -242,7 +243,7 @@ def ntk(ctx: typer.Context, **values):
     folder = run if values["out"] is None and run is not None else _machine(values, "ntk")
     cfg = None if run is not None else _configs(ctx, values)[0]
     with console.status("measuring the Jacobians, K, K̃ and α in float64 (minutes at paper scale)…"):
-        report = kr.kernel_report(cfg, run=run, method=values["method"], t=values["t"],
+        report = kr.kernel_report(cfg, run=run, method=values["method"], t=values["alpha_step"],
                                   device=values["device"] if run else None)
     kr.write(report, folder)
     numbers = report.as_dict()
@@ -406,8 +407,8 @@ def _machine_readable(values: dict, as_json, as_frame) -> bool:
 
 
 def flag(field: str) -> str:
-    """The command-line flag of a config field: ``step_scale`` → ``--step-scale``."""
-    return FLAGS.get(field, "--" + field.replace("_", "-"))
+    """The command-line flag of an option or config field: ``step_scale`` → ``--step-scale``."""
+    return FLAGS.get(field) or config_flag(field)
 
 
 _SIGNATURES: dict = {}  # each command's signature with the declared defaults, before any preset's help changed it

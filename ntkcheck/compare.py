@@ -5,12 +5,15 @@ Quantities (plain floats, named as in :data:`bounds.quantities.QUANTITIES`): the
 constants (:func:`bounds.gd_quantities`), the measured loss curve F(X_T^k), the extreme step multipliers P,
 Θ_L ≥ max_k ‖W_{L,k}‖₂, and at k = 0 δ₃, α₀ with its tolerance and rank, λ_max and λ_min of K_0.
 
-Comparisons (each a row with predicted, measured and measured/predicted):
-    the measured per-iteration contraction (Theil–Sen, early and late windows) against ρ of Thm 4.3;
-    the late contraction against (1 − ηλ_min(K_0))²;
-    the eigen-projection curve ½Σ_i(1 − ηλ_i)^{2k}(u_iᵀr_0)² of K_0 against the loss at k = 10, 100, K;
-    the null-space plateau ½‖P_null(K_0) r_0‖² against the final loss;
-    η against 2/λ_max(K_k), smallest over the probes.
+Comparisons (each a row with predicted, measured, measured/predicted and a verdict):
+    bounds (verdict holds when measured ≤ predicted, FAILS otherwise):
+        the measured per-iteration contraction (Theil–Sen, early and late windows) against ρ of Thm 4.3;
+        the late contraction against (1 − ηλ_min(K_0))², the linearised dynamics' slowest rate;
+        η against 2/λ_max(K_k), smallest over the probes (linearised stability);
+    predictions (verdict agrees when |measured/predicted − 1| ≤ PREDICTION_RTOL, differs otherwise):
+        the eigen-projection curve ½Σ_i(1 − ηλ_i)^{2k}(u_iᵀr_0)² of K_0 against the loss at k = 10, 100, K;
+        the null-space plateau ½‖P_null(K_0) r_0‖² against the final loss.
+A row whose predicted or measured number is not finite is undecided.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.dynamics import fit_contraction
 from ntkcheck.experiment import make_problem
 from ntkcheck.probes import ProbeFailure, ProbeResult
+
+PREDICTION_RTOL = 0.1  # ntkcheck's own tolerance (not the paper's) for a linearised prediction to "agree"
 
 
 def problem_constants(problem: problems.Problem, T: int, step_scale: float) -> dict:
@@ -106,12 +111,12 @@ def comparisons(cfg: TrainConfig, early: int, points: dict, metrics: pd.DataFram
     for name, fit in fits.items():
         if fit is not None:
             rows.append(_row(f"contraction per iteration, {name} window [{fit['start']}, {fit['stop']})",
-                             "ρ (Thm 4.3)", rho, fit["rate"], extra=fit))
+                             "ρ (Thm 4.3)", rho, fit["rate"], kind="bound", extra=fit))
     init = points.get(0)
     if isinstance(init, ProbeResult) and init.linearised is not None:
         lin = init.linearised
         rows.append(_row("loss contraction from λ_min(K_0)", "(1 − ηλ_min)²", lin.loss_rate,
-                         fits["late"]["rate"] if fits["late"] else math.nan))
+                         fits["late"]["rate"] if fits["late"] else math.nan, kind="bound"))
         with np.errstate(over="ignore"):  # an unstable η (> 2/λ_max) predicts divergence: inf is the prediction
             curves["eigen_projection"] = 0.5 * np.sum(
                 (1 - cfg.lr * init.K.eigenvalues[None, :]) ** (2 * curves["iteration"][:, None])
@@ -119,14 +124,14 @@ def comparisons(cfg: TrainConfig, early: int, points: dict, metrics: pd.DataFram
         curves["lambda_min_rate"] = F[0] * lin.loss_rate ** curves["iteration"]
         for k in sorted({min(10, K_iters), min(100, K_iters), K_iters}):
             rows.append(_row(f"loss at k = {k}", "eigen-projection of K_0", float(curves["eigen_projection"][k]),
-                             float(F[k])))
-        rows.append(_row("plateau (loss at the end)", "½‖P_null(K_0) r_0‖²", lin.plateau, float(F[-1])))
+                             float(F[k]), kind="prediction"))
+        rows.append(_row("plateau (loss at the end)", "½‖P_null(K_0) r_0‖²", lin.plateau, float(F[-1]), kind="prediction"))
         thresholds = [(k, 2 / p.K.lambda_max) for k, p in sorted(points.items())
                       if isinstance(p, ProbeResult) and p.K.lambda_max > 0]
         if thresholds:
             k, worst = min(thresholds, key=lambda x: x[1])
             rows.append(_row(f"stability: η against 2/λ_max(K_k), smallest over probes (k = {k})",
-                             "2/λ_max", worst, cfg.lr, holds=cfg.lr < worst))
+                             "2/λ_max", worst, cfg.lr, kind="bound"))
     if math.isfinite(rho):
         curves["theorem_4_3"] = F[0] * rho ** curves["iteration"]
     return rows, curves
@@ -140,11 +145,21 @@ def fit_or_none(F: np.ndarray, start: int, stop: int) -> dict | None:
         return None
 
 
-def _row(what: str, theory: str, predicted: float, measured: float, *, holds=None, extra=None) -> dict:
-    """One comparison; ``ratio`` = measured/predicted (1 = the theory is exact)."""
+VERDICTS = {"bound": {True: "holds", False: "FAILS"}, "prediction": {True: "agrees", False: "differs"}}
+
+
+def _row(what: str, theory: str, predicted: float, measured: float, *, kind: str, extra=None) -> dict:
+    """One comparison; ``ratio`` = measured/predicted (1 = the theory is exact). ``kind`` "bound": ``holds`` is
+    measured ≤ predicted; "prediction": |measured − predicted| ≤ :data:`PREDICTION_RTOL`·|predicted|; None (undecided) where either
+    number is not finite."""
     ratio = measured / predicted if predicted != 0.0 and math.isfinite(predicted) else math.nan
-    return {"what": what, "theory": theory, "predicted": float(predicted), "measured": float(measured),
-            "ratio": float(ratio), "holds": holds, **({"fit": extra} if extra else {})}
+    holds = None
+    if math.isfinite(predicted) and math.isfinite(measured):
+        holds = (measured <= predicted if kind == "bound"
+                 else abs(measured - predicted) <= PREDICTION_RTOL * abs(predicted))
+    return {"what": what, "theory": theory, "kind": kind, "predicted": float(predicted), "measured": float(measured),
+            "ratio": float(ratio), "holds": holds, "verdict": VERDICTS[kind].get(holds, "undecided"),
+            **({"fit": extra} if extra else {})}
 
 
 def notes(summary: dict, points: dict) -> list[str]:

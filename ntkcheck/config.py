@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 from dataclasses import dataclass
 
 INITS = ("deterministic", "deterministic-abs", "random")
@@ -183,6 +184,30 @@ def probe_preset(name: str, **overrides) -> ProbeConfig:
     """The :class:`ProbeConfig` of ``PRESETS[name]`` (its probe interval) with ``overrides`` applied."""
     _choice("preset", name, tuple(PRESETS))
     return ProbeConfig(**_pick(ProbeConfig, PRESETS[name] | overrides))
+
+
+FLAG_NAMES = {"early": "--fit-early"}  # config fields whose command-line flag is not --<field with - for _>
+
+
+def flag(field: str) -> str:
+    """The command-line flag of a config field: ``step_scale`` → ``--step-scale``."""
+    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def command_line(command: str, *configs, **options) -> str:
+    """The ``ntkcheck <command>`` line that rebuilds ``configs`` (TrainConfig, ProbeConfig): a flag for each field
+    that differs from its default (the defaults are the small preset's, the command line's default), then
+    ``options`` (field → value; None is left out). Shell-quoted, so it can be pasted."""
+    words = ["ntkcheck", command]
+    pairs = [(f.name, getattr(c, f.name), f.default) for c in configs for f in dataclasses.fields(c)]
+    for name, value, default in pairs + [(k, v, None) for k, v in options.items()]:
+        if value is None or value == default:
+            continue
+        if isinstance(value, bool):
+            words.append(flag(name) if value else "--no-" + flag(name)[2:])
+        else:
+            words += [flag(name), str(value)]
+    return shlex.join(words)
 
 
 def _fields(cls) -> set[str]:

@@ -15,6 +15,7 @@ import pandas as pd
 from rich.table import Table
 
 from ntkcheck import io
+from ntkcheck.compare import PREDICTION_RTOL
 from ntkcheck.probes import ProbeResult
 
 VERDICT = {True: "holds", False: "FAILS", None: "undecided"}
@@ -52,14 +53,14 @@ def condition_rows(report: dict) -> list[list[str]]:
 
 def comparison_rows(report: dict) -> list[list[str]]:
     return [[c["what"], c["theory"], fmt(c["predicted"]), fmt(c["measured"]), fmt(c["ratio"]),
-             "" if c["holds"] is None else verdict(c["holds"])] for c in report["comparisons"]]
+             c["verdict"]] for c in report["comparisons"]]
 
 
 CONDITION_HEADER = ["condition", "source", "status", "measured", "", "threshold", "verdict", "gap"]
 COMPARISON_HEADER = ["what", "theory", "predicted", "measured", "measured/predicted", "verdict"]
 
 
-STYLE = {"holds": "green", "FAILS": "red", "undecided": "yellow"}
+STYLE = {"holds": "green", "FAILS": "red", "undecided": "yellow", "agrees": "green", "differs": "magenta"}
 
 
 def verdict_table(title: str, rows: list[dict], caption: str | None = None) -> Table:
@@ -90,9 +91,8 @@ def rich_tables(report: dict) -> list[Table]:
         comp.add_column(name, justify="right", no_wrap=True)
     comp.add_column("verdict", no_wrap=True)
     for c, row in zip(report["comparisons"], comparison_rows(report)):
-        v = row[5] or "—"
-        comp.add_row(f"{c['what']}\n[dim]{c['theory']}[/dim]", row[2], row[3], row[4],
-                     f"[{STYLE[v]}]{v}[/{STYLE[v]}]" if v in STYLE else v)
+        v = row[5]
+        comp.add_row(f"{c['what']}\n[dim]{c['theory']}[/dim]", row[2], row[3], row[4], f"[{STYLE[v]}]{v}[/{STYLE[v]}]")
     return [cond, comp]
 
 
@@ -115,6 +115,7 @@ def markdown(report: dict) -> str:
     cfg, s = report["config"], report["summary"]
     parts = [
         f"# ntkcheck verify: {report['run_id']}",
+        f"Command: `{report['command']}`",
         f"Status **{report['status']}**, {s['iterations']} iterations. F(X_T): {fmt(s['F_T_initial'])} (k = 0, "
         f"= GD under the deterministic init) → {fmt(s['F_T_final'])} (gain {fmt(s['gain_final'])}).",
         "Configuration: " + ", ".join(f"{k}={cfg[k]}" for k in ("N", "d", "b", "width", "L", "T", "e", "lr", "iters",
@@ -133,6 +134,9 @@ def markdown(report: dict) -> str:
                   [[c["key"], c["title"], f"${c['latex']}$", c["source"], c["status"], c["confidence"],
                     "yes" if c["required"] else "no"] for c in report["conditions"]]),
         "## Theory against measurement",
+        "Bounds (the theory's number bounds the measured one from above): **holds** or **FAILS**. Linearised "
+        f"predictions: **agrees** (within {PREDICTION_RTOL:.0%} of the prediction, ntkcheck's tolerance) or "
+        "**differs**. **undecided**: a number is missing.",
         md_table(COMPARISON_HEADER, comparison_rows(report)),
         "## Probes along training",
         md_table(["k", "F(X_T)", "λ_max(K)", "λ_min(K)", "rank K", "α = σ_min(G_{L−1,T})", "rank G", "‖K_k − K_0‖/‖K_0‖"],

@@ -27,7 +27,7 @@ import pandas as pd
 from ntkcheck import io, problems, resources, runfolder
 from ntkcheck import report as reports
 from ntkcheck.compare import comparisons, evaluate_conditions, notes, problem_constants, quantities
-from ntkcheck.config import FORMATS, ConfigError, ProbeConfig, TrainConfig
+from ntkcheck.config import FORMATS, ConfigError, ProbeConfig, TrainConfig, command_line
 from ntkcheck.diagnostics import at_initialisation
 from ntkcheck.experiment import setup
 from ntkcheck.linalg import kernel_drift
@@ -196,11 +196,21 @@ def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path 
     if probes.jacobian == "structured" and not exp.model.angular:
         raise ConfigError("jacobian", "structured needs the angular wide layer (bias-free, wide_layer auto or angular); "
                                       "use auto or func")
+    command = rerun_command(cfg, probes, out, figures, given=[n for n, v in (("problem", problem), ("model", model))
+                                                               if v is not None])
     if out is None:
-        return _verify(exp, probes, None, "memory", callback, figures, phase)
+        return _verify(exp, probes, None, "memory", callback, figures, phase, command)
     with runfolder.open_run(out, resume, marker=SETTINGS) as work:
         _settings(work, resume, exp.config, probes)
-        return _verify(exp, probes, work, Path(out).name, callback, figures, phase)
+        return _verify(exp, probes, work, Path(out).name, callback, figures, phase, command)
+
+
+def rerun_command(cfg: TrainConfig, probes: ProbeConfig, out, figures, given=()) -> str:
+    """The ``ntkcheck verify`` line that reruns this verification (:func:`ntkcheck.config.command_line`); a problem
+    or model passed in Python has no flag, which the line then says."""
+    line = command_line("verify", cfg, probes, out=out, format=None if figures in ("png", False) else figures,
+                        figures=None if figures else False)
+    return line + (f"  # {' and '.join(given)} given in Python, not by this line" if given else "")
 
 
 def resume_settings(out: str | Path, **changes) -> tuple[TrainConfig, ProbeConfig]:
@@ -221,7 +231,8 @@ def resume_verify(out: str | Path, *, callback=None, figures: bool | str = True,
     return verify(cfg, probes, out, resume=True, callback=callback, figures=figures, max_memory=max_memory)
 
 
-def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, figures, phase=None) -> VerifyResult:
+def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, figures, phase, command: str
+            ) -> VerifyResult:
     cfg = exp.config
     constants = problem_constants(exp.problem, cfg.T, cfg.step_scale)
     prober = Prober(cfg, probes, exp.problem, None if work is None else work / PROBES, phase)
@@ -234,7 +245,7 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
     rows, curves = comparisons(cfg, probes.early, points, training.metrics, verdicts)
     probed = probe_frame(points)
     report = {
-        "status": training.status, "run_id": run_id, "config": cfg.to_dict(),
+        "status": training.status, "run_id": run_id, "command": command, "config": cfg.to_dict(),
         "probes": probes.to_dict(), "probe_method": probe_method(points, probes), "dtype_probes": "float64",
         "versions": runfolder.versions(), "summary": training.summary,
         "problem": {"beta": constants["beta"], "beta_i": constants["beta_i"].tolist(),

@@ -152,7 +152,7 @@ CASES = [
     *[case("verify", "--jacobian", "structured", *more, flag="--jacobian")
       for more in (["--wide-layer", "dense"], ["--bias"])],
     # -- ntk ----------------------------------------------------------------------------------------------------
-    *number_cases("ntk", "--t", ("0", "99", "-1", "abc")),
+    *number_cases("ntk", "--alpha-step", ("0", "99", "-1", "abc")),
     case("ntk", "--method", "bogus", flag="--method"),
     case("ntk", "--method", "structured", "--wide-layer", "dense", flag="--method"),
     case("ntk", "--run", "@busy", flag="--run", id="ntk --run a-folder-that-is-not-a-run"),

@@ -457,8 +457,8 @@ def test_cli_ntk_on_a_diverged_run_measures_the_start_and_says_why_not_the_end(t
 @pytest.mark.parametrize(("args", "param"), [
     (["--width", "0"], "--width"),
     (["--method", "jax"], "--method"),
-    (["--t", "0"], "--t"),
-    (["--t", "9"], "--t"),
+    (["--alpha-step", "0"], "--alpha-step"),
+    (["--alpha-step", "9"], "--alpha-step"),
     (["--run", "/nonexistent-run"], "--run"),
 ])
 def test_cli_ntk_bad_input_exits_2_naming_the_parameter(args, param, tmp_path, capsys):

@@ -122,6 +122,13 @@ def test_cells_are_the_product_of_axes_and_seeds_with_stable_ids():
     assert isinstance(cells[0].config.width, int) and isinstance(cells[0].config.e, float)
 
 
+def test_eta_names_the_learning_rate_axis_as_on_the_command_line():
+    lr = make_spec("small", grid=["lr=1e-3,1e-4"]).axes
+    assert make_spec("small", grid=["eta=1e-3,1e-4"]).axes == lr == make_spec("small", grid={"eta": (1e-3, 1e-4)}).axes
+    with pytest.raises(ConfigError):
+        make_spec("small", grid=["eta=1e-3", "lr=1e-4"])
+
+
 @pytest.mark.parametrize("vary, data, weights", [("both", [0, 1], [0, 1]), ("data", [0, 1], [7, 7]),
                                                  ("init", [7, 7], [0, 1])])
 def test_vary_decides_what_a_seed_draws(vary, data, weights):

@@ -231,3 +231,43 @@ def test_verify_where_the_theory_breaks_down_still_reports_and_says_why(tmp_path
     assert says in (tmp_path / "v" / "report.md").read_text()
     for name in ("loss", "spectrum", "probes", "e_eta"):
         assert (tmp_path / "v" / "figures" / f"{name}.png").is_file()
+
+
+def test_every_comparison_has_the_verdict_its_definition_gives(run):
+    """A bound holds iff measured ≤ predicted; a linearised prediction agrees iff it is within PREDICTION_RTOL of
+    the measured number; a missing number leaves the row undecided."""
+    from ntkcheck.compare import PREDICTION_RTOL
+    rows = run.report["comparisons"]
+    assert rows and {r["kind"] for r in rows} == {"bound", "prediction"}
+    for r in rows:
+        p, m = r["predicted"], r["measured"]
+        if not (np.isfinite(p) and np.isfinite(m)):
+            assert r["verdict"] == "undecided"
+        elif r["kind"] == "bound":
+            assert r["verdict"] == ("holds" if m <= p else "FAILS")
+        else:
+            assert r["verdict"] == ("agrees" if abs(m / p - 1) <= PREDICTION_RTOL else "differs")
+    md = (run.folder / "report.md").read_text()
+    assert all(f"| {r['verdict']} |" in md for r in rows)
+
+
+@pytest.mark.parametrize("changes", [{}, dict(TINY, bias=True, detach=False, init_seed=3, dtype="float32"),
+                                     dict(TINY, draw="paper", step_scale=0.9999, optimizer="adam", loss="mean")])
+def test_the_report_command_rebuilds_the_configuration(changes, tmp_path, monkeypatch):
+    """report["command"], run through the command line, asks verify for exactly the same configuration."""
+    from ntkcheck import verification
+    cfg, probes = TrainConfig(**changes), ProbeConfig(ntk_every=3, ntk_method="lanczos", early=7)
+    command = verification.rerun_command(cfg, probes, tmp_path / "x", "svg")
+    asked = {}
+
+    def capture(cfg, probes, out, **kwargs):
+        asked.update(cfg=cfg, probes=probes, out=out, figures=kwargs["figures"])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(verification, "verify", capture)
+    words = command.split()
+    assert words[:2] == ["ntkcheck", "verify"]
+    with pytest.raises(SystemExit):
+        main(words[1:])
+    assert asked["cfg"] == cfg and asked["probes"] == probes
+    assert str(asked["out"]) == str(tmp_path / "x") and asked["figures"] == "svg"

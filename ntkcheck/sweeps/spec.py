@@ -205,10 +205,13 @@ def _convert(name: str, text: str):
     return text
 
 
+AXIS_ALIASES = {"eta": "lr"}  # η: the command line takes --lr and --eta alike, and so does an axis
+
+
 def parse_axis(text: str) -> tuple[str, tuple]:
-    """``"e=1,5,25"`` → ``("e", (1.0, 5.0, 25.0))``, the values typed as the field is."""
+    """``"e=1,5,25"`` → ``("e", (1.0, 5.0, 25.0))``, the values typed as the field is (``eta=`` is ``lr=``)."""
     name, sep, values = text.partition("=")
-    name = name.strip()
+    name = AXIS_ALIASES.get(name.strip(), name.strip())
     if not sep or not name or not values.strip():
         raise ConfigError("grid", f"must be FIELD=V1,V2,… (got {text!r})")
     if name not in FIELD_TYPES or name in SEED_FIELDS:
@@ -254,7 +257,7 @@ def make_spec(preset_name: str = "small", *, base: dict | None = None, grid=(), 
     The base's ``seed`` and ``init_seed`` are what a seed does not vary (``vary="init"`` keeps the data of ``seed``)."""
     cfg = preset(preset_name, **dict(base or {}))
     axes = grid.items() if isinstance(grid, dict) else (parse_axis(a) if isinstance(a, str) else a for a in grid)
-    axes = tuple((name, tuple(values)) for name, values in axes)
+    axes = tuple((AXIS_ALIASES.get(name, name), tuple(values)) for name, values in axes)
     default_seeds = (_weights_seed(cfg),) if settings.get("vary") == "init" else (cfg.seed,)
     if "probe_at" in settings:
         settings["probe_at"] = parse_probe_at(settings["probe_at"])
