@@ -220,8 +220,9 @@ def verify(ctx: typer.Context, **values):
         cfg, probes, out, callback=show, figures=figures, phase=show.phase,
         **{k: values[k] for k in ("resume", "max_memory")}))
     report = result.report
-    if not _machine_readable(values, lambda: {k: report[k] for k in ("status", "run_id", "summary", "conditions",
-                                                                     "comparisons", "notes", "diagnostics")}
+    if not _machine_readable(values, lambda: {k: report[k] for k in ("status", "run_id", "command", "summary",
+                                                                     "conditions", "comparisons", "notes",
+                                                                     "diagnostics")}
                              | {"folder": str(result.folder)}, lambda: verdict_frame(report["conditions"])):
         Console(width=None if sys.stdout.isatty() else 160).print(*rich_tables(report))  # a log gets whole tables
     console.print(f"report: {result.folder / 'report.md'}", highlight=False)

@@ -83,7 +83,8 @@ def test_ntk_and_verify_json_schemas(tmp_path, capsys):
     assert main(["verify", *SIZES, "--iters", "2", "--ntk-every", "1", "--no-figures", "--out", str(tmp_path / "v"),
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {"status", "summary", "conditions", "comparisons", "notes", "diagnostics", "folder"} <= set(out)
+    assert {"status", "command", "summary", "conditions", "comparisons", "notes", "diagnostics", "folder"} <= set(out)
+    assert all(c["verdict"] in ("holds", "FAILS", "agrees", "differs", "undecided") for c in out["comparisons"])
     assert {"key", "value", "relation", "threshold", "holds"} <= set(out["conditions"][0])
     assert main(["verify", *SIZES, "--iters", "2", "--no-figures", "--out", str(tmp_path / "w"), "--csv"]) == 0
     frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
