@@ -40,8 +40,7 @@ def arc_bounds(h: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torc
 
     The open arc is (ψ − π/2, ψ + π/2) with ψ = atan2(h_2, h_1) and ψ − π/2 taken in [−π, π).
     ``theta`` may carry a leading batch dimension (B, n), with rows h (R, 2) shared or (B, R, 2) per batch entry:
-    the result then has shape (B, R). Both ends come from one ``searchsorted`` over the 2R queries (the left
-    end searched from the right, the right end from the left: (ψ − π/2, ψ + π/2) is open at both).
+    the result then has shape (B, R). The arc is open at both ends: lo is searched from the right, hi from the left.
     """
     psi = torch.atan2(h[..., 1].detach(), h[..., 0].detach()).double()
     start = torch.remainder(psi - math.pi / 2 + math.pi, 2 * math.pi) - math.pi
@@ -87,6 +86,24 @@ def arc_sums(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor, bounds=
     ends = _rows_of(prefix, torch.cat((hi, lo), dim=-1))
     R = hi.shape[-1]
     return ends[..., :R, :] - ends[..., R:, :], hi - lo
+
+
+def row_norms_sq(h: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """‖ReLU(h W)‖² per row h (R, 2) for W = W_{L−1} (2, n), without forming the R×n features:
+
+        ‖ReLU(h W)‖² = Σ_{c active} (h·w_c)² = hᵀ B(h) h,    B(h) = Σ_{c active} w_c w_cᵀ,
+
+    with B(h) a difference of prefix sums of the outer products w_c w_cᵀ (entries 11, 12, 22) over the doubled
+    sorted angles, as S(h) is for the readout. float64; 0 for h = 0."""
+    theta, order = column_order(W)
+    w = W.double().take_along_dim(order.unsqueeze(-2), dim=-1)
+    outer = torch.stack((w[0] * w[0], w[0] * w[1], w[1] * w[1]), dim=-1)  # (n, 3), sorted by angle
+    prefix = torch.cat((outer.new_zeros(1, 3), torch.cumsum(torch.cat((outer, outer)), dim=0)))
+    lo, hi = arc_bounds(h, theta)
+    nonzero = (h[..., 0] != 0) | (h[..., 1] != 0)
+    B = prefix[torch.where(nonzero, hi, lo)] - prefix[lo]
+    h1, h2 = h[..., 0].double(), h[..., 1].double()
+    return h1 * h1 * B[..., 0] + 2 * h1 * h2 * B[..., 1] + h2 * h2 * B[..., 2]
 
 
 def readout_from_prefix(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor):

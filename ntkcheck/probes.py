@@ -36,6 +36,7 @@ import torch
 from scipy.sparse.linalg import ArpackError, LinearOperator, eigsh
 
 from ntkcheck import problems
+from ntkcheck.angular import row_norms_sq
 from ntkcheck.config import ProbeConfig
 from ntkcheck.dynamics import predict, stability_threshold
 from ntkcheck.features import FeatureSpectrum, alpha_table, spectrum_of, weight_spectra
@@ -378,10 +379,17 @@ def _features_along(m: MathL2O, p: problems.Problem, T: int, t: int) -> tuple[Fe
     spectrum) and δ₃ = max over s ≤ T and rows j of ‖G_{L−1,s}[j, :]‖₂; one R×n feature matrix at a time."""
     if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= T:
         raise ValueError(f"t must be an integer in [1, T = {T}] (got {t!r})")
-    X, delta3, alpha = m.unroll(p, T).X, 0.0, None
+    X, delta3 = m.unroll(p, T).X, 0.0
     for s in range(1, T + 1):
-        G = m.features(m.inputs(p, X[s - 1]))[-1]
-        delta3 = max(delta3, float(G.norm(dim=1).max()))
-        if s == t:
-            alpha = spectrum_of(G, layer=m.L - 1, t=t, N=p.N, d=p.d)
-    return alpha, delta3
+        delta3 = max(delta3, float(feature_row_norms(m, m.inputs(p, X[s - 1])).max()))
+    G = m.features(m.inputs(p, X[t - 1]))[-1]
+    return spectrum_of(G, layer=m.L - 1, t=t, N=p.N, d=p.d), delta3
+
+
+def feature_row_norms(m: MathL2O, Z: torch.Tensor) -> torch.Tensor:
+    """‖G_{L−1}[j, :]‖₂ for the input rows Z: by :func:`ntkcheck.angular.row_norms_sq` on the angular path (no R×n
+    matrix), else from the dense features."""
+    if not m.angular:
+        return m.features(Z)[-1].norm(dim=1)
+    h = m.features(Z, upto=m.L - 2)[-1] if m.L > 2 else Z
+    return row_norms_sq(h, m.layer(m.L - 1)[0]).sqrt()

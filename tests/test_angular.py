@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from torch.func import functional_call, jvp
 
 from ntkcheck import init, problems
-from ntkcheck.angular import wide_readout
+from ntkcheck.angular import row_norms_sq, wide_readout
 from ntkcheck.config import hidden_widths
 from ntkcheck.model import build
 from drawn import drawn_weights
@@ -70,6 +70,22 @@ def test_layer_value_active_count_and_derivatives_equal_dense(R, n, seed, duplic
     _, out = jvp(lambda *a: wide_readout(*a)[0], (h, W, w), tangents)
     _, out_ref = jvp(dense_readout, (h, W, w), tangents)
     close(out, out_ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(R=st.integers(1, 300), n=st.integers(1, 200), seed=st.integers(0, 2**31 - 1),
+       duplicates=st.booleans(), log_e=st.floats(0, 4))
+def test_row_norms_by_prefix_sums_equal_the_dense_features(R, n, seed, duplicates, log_e):
+    """‖ReLU(h W)‖² = hᵀB(h)h from prefix sums of w_c w_cᵀ = the squared row norms of the dense R×n features."""
+    rng = np.random.default_rng(seed)
+    h = rows_with_ties(rng, R)
+    W = 10**log_e * rng.standard_normal((2, n))
+    if duplicates and n > 1:
+        W[:, n // 2:] = W[:, : n - n // 2] * rng.uniform(0.5, 2.0, n - n // 2)
+    W = torch.from_numpy(W)
+    got, ref = row_norms_sq(h, W), torch.relu(h @ W).square().sum(1)
+    close(got, ref)
+    assert torch.equal(got[ref == 0], ref[ref == 0])  # rows h = 0, or with no active column: exactly 0
 
 
 def test_columns_on_the_axes_and_rows_on_the_axes():

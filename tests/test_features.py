@@ -195,3 +195,23 @@ def test_invalid_step_and_layer():
         features.alpha(model, p, 3, layer=3)
     with pytest.raises(ValueError, match="t must be"):
         features.features(model, p, 0)
+
+
+@pytest.mark.parametrize("L", [2, 3, 4])
+@pytest.mark.parametrize("kind", ["random", "deterministic"])
+def test_delta3_by_prefix_sums_equals_the_dense_features(L, kind):
+    """δ₃ = max_{t ≤ T, j} ‖G_{L−1,t}[j, :]‖₂ of a probe (angular path, no R×n matrix) = the same maximum over
+    the dense features G_{L−1,t} of every step, formed one by one (``features_at``), in float64."""
+    from drawn import drawn_weights
+    from ntkcheck.probes import max_feature_row_norm
+
+    p = problems.generate(3, 8, 6, seed=L)
+    widths = hidden_widths(L, 16)
+    params = drawn_weights(widths, kind, 3.0, seed=L)
+    m = build(widths, params, wide_layer="angular")
+    assert m.angular
+    T = 4
+    dense = max(float(m.features_at(p, t)[-1].norm(dim=1).max()) for t in range(1, T + 1))
+    np.testing.assert_allclose(max_feature_row_norm(m, p, T), dense, rtol=1e-12)
+    np.testing.assert_allclose(max_feature_row_norm(build(widths, params, wide_layer="dense"), p, T), dense,
+                               rtol=1e-12)
