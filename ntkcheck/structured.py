@@ -135,11 +135,12 @@ def structured_jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str =
         U = Lam * (-s * (rec["grad"] * rec["dP"])[:, None, :])
         _add_arcs(D, rec["h"].reshape(N, d, 2), U, rec["lo"].reshape(N, d), rec["hi"].reshape(N, d))
         J_early += U @ rec["E"].reshape(N, d, -1)
-        Lam_next = Lam - _times_H(problem, s * Lam * rec["P"][:, None, :])
-        if mode == "true":
+        through_H = -s * Lam * rec["P"][:, None, :]
+        if mode == "true":  # P_t's dependence on z_t = (g, x): its g-part joins the one product with H_i
             phi_z = rec["phi_z"].reshape(N, d, 2)
-            Lam_next = Lam_next + _times_H(problem, U * phi_z[:, None, :, 0]) + U * phi_z[:, None, :, 1]
-        Lam = Lam_next
+            Lam = Lam + _times_H(problem, through_H + U * phi_z[:, None, :, 0]) + U * phi_z[:, None, :, 1]
+        else:
+            Lam = Lam + _times_H(problem, through_H)
 
     C = torch.cumsum(D, dim=2)
     A_bar = torch.empty(N, b, n, 2, dtype=dtype)
