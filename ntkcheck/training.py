@@ -227,9 +227,19 @@ def restore(work: Path, cfg: TrainConfig, model: MathL2O, optimizer) -> dict:
     state = {k: saved[k] for k in STATE if k not in ("params", "optimizer")}
     state["records"] = runfolder.read_records(work, saved["k"])
     state["saved"] = saved["k"]
-    if state["status"] == "completed" and saved["k"] - 1 < cfg.iters:  # finished early, now asked for more
-        state["status"] = "running"
+    if state["status"] == "completed" and saved["k"] - 1 < cfg.iters:  # finished, now asked for more
+        reopen(work, state)
     return state
+
+
+def reopen(work: Path, state: dict) -> None:
+    """Continue a completed run of K iterations as if it had been started with more. Its iteration K was measured
+    without a step (the last iteration never steps): drop K's record, here and in the records file, so that the
+    loop measures K again and takes its step."""
+    last = state["records"].pop()
+    runfolder.read_records(work, len(state["records"]))  # cuts K's line from the file
+    state.update(status="running", k=state["k"] - 1, saved=len(state["records"]),
+                 skipped=state["skipped"] - int(last["diverged"]))
 
 
 def loop(cfg, model, optimizer, problem, F_gd, state: dict, work, stop, callback, probe) -> None:

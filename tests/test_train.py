@@ -89,6 +89,26 @@ def test_resume_may_extend_the_number_of_iterations_but_not_change_the_model(tmp
     assert wide(longer).index.max() == 9
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_completed_run_continued_to_more_iterations_equals_the_longer_run(tmp_path, optimizer, monkeypatch):
+    """A run killed after its last iteration but before its folder's rename, resumed with more iterations:
+    iteration K, which the shorter run measured without a step, takes its step; the result is the longer run,
+    bit for bit."""
+    from ntkcheck import runfolder
+
+    cfg = TrainConfig(**TINY, iters=7, optimizer=optimizer)
+    whole = train(cfg, tmp_path / "whole")
+    with monkeypatch.context() as m:
+        m.setattr(runfolder, "finish", lambda work: work)  # everything written, the rename not done
+        train(cfg.replace(iters=4), tmp_path / "run")
+    (tmp_path / "run.partial" / runfolder.LOCK).unlink()  # the killed process's lock
+    longer = train(cfg, tmp_path / "run", resume=True)
+    pd.testing.assert_frame_equal(whole.metrics, longer.metrics)
+    assert len((tmp_path / "run" / "metrics.parquet").read_bytes()) > 0
+    for name, w in whole.weights.items():
+        assert torch.equal(w, longer.weights[name])
+
+
 def test_run_folder_layout(tmp_path):
     cfg = TrainConfig(**TINY, iters=2)
     result = train(cfg, tmp_path / "run")
