@@ -64,14 +64,15 @@ def prefix_sums(W: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def _rows_of(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """table[…, index, :] for a table (…, m, 2) and indices (…, R): one ``index_select`` over the flattened cells
-    (several times faster than ``gather``/advanced indexing on CPU, forward and backward)."""
+    """table[…, index, :] for a table (…, m, 2) and indices (…, R): one ``index_select`` over the flattened cells,
+    each row read as one complex number (several times faster than ``gather``/advanced indexing on CPU, and 2–3×
+    faster than selecting rows of two reals, forward and backward; the values are the same bits)."""
     m = table.shape[-2]
     cells = index.shape[:-1]
     table = table.expand(*cells, *table.shape[-2:]) if table.ndim - 2 < len(cells) else table
     offset = (torch.arange(math.prod(cells), device=index.device) * m).reshape(*cells, 1)
-    rows = table.reshape(-1, table.shape[-1]).index_select(0, (index + offset).reshape(-1))
-    return rows.reshape(*index.shape, table.shape[-1])
+    rows = torch.view_as_complex(table.reshape(-1, 2)).index_select(0, (index + offset).reshape(-1))
+    return torch.view_as_real(rows).reshape(*index.shape, 2)
 
 
 def arc_sums(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor, bounds=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,9 +84,9 @@ def arc_sums(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor, bounds=
     lo, hi = arc_bounds(h, theta) if bounds is None else bounds
     nonzero = (h[..., 0] != 0) | (h[..., 1] != 0)
     hi = torch.where(nonzero, hi, lo)
-    ends = _rows_of(prefix, torch.cat((hi, lo), dim=-1))
-    R = hi.shape[-1]
-    return ends[..., :R, :] - ends[..., R:, :], hi - lo
+    # split, not slices: the backward of a split is one cat, a slice's zero-fills the whole lookup
+    at_hi, at_lo = _rows_of(prefix, torch.cat((hi, lo), dim=-1)).split(hi.shape[-1], dim=-2)
+    return at_hi - at_lo, hi - lo
 
 
 def row_norms_sq(h: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
