@@ -10,7 +10,7 @@ Comparisons (each a row with predicted, measured, measured/predicted and a verdi
         the measured per-iteration contraction (Theil–Sen, early and late windows) against ρ of Thm 4.3;
         the late contraction against (1 − ηλ_min(K_0))², the linearised dynamics' slowest rate;
         η against 2/λ_max(K_k), smallest over the probes (linearised stability);
-    predictions (verdict agrees when |measured/predicted − 1| ≤ PREDICTION_RTOL, differs otherwise):
+    predictions (verdict agrees when |measured − predicted| ≤ PREDICTION_RTOL·|predicted|, differs otherwise):
         the eigen-projection curve ½Σ_i(1 − ηλ_i)^{2k}(u_iᵀr_0)² of K_0 against the loss at k = 10, 100, K;
         the null-space plateau ½‖P_null(K_0) r_0‖² against the final loss.
 A row whose predicted or measured number is not finite is undecided.
@@ -125,7 +125,8 @@ def comparisons(cfg: TrainConfig, early: int, points: dict, metrics: pd.DataFram
         for k in sorted({min(10, K_iters), min(100, K_iters), K_iters}):
             rows.append(_row(f"loss at k = {k}", "eigen-projection of K_0", float(curves["eigen_projection"][k]),
                              float(F[k]), kind="prediction"))
-        rows.append(_row("plateau (loss at the end)", "½‖P_null(K_0) r_0‖²", lin.plateau, float(F[-1]), kind="prediction"))
+        rows.append(_row("plateau (loss at the end)", "½‖P_null(K_0) r_0‖²", lin.plateau, float(F[-1]),
+                         kind="prediction"))
         thresholds = [(k, 2 / p.K.lambda_max) for k, p in sorted(points.items())
                       if isinstance(p, ProbeResult) and p.K.lambda_max > 0]
         if thresholds:
@@ -149,9 +150,9 @@ VERDICTS = {"bound": {True: "holds", False: "FAILS"}, "prediction": {True: "agre
 
 
 def _row(what: str, theory: str, predicted: float, measured: float, *, kind: str, extra=None) -> dict:
-    """One comparison; ``ratio`` = measured/predicted (1 = the theory is exact). ``kind`` "bound": ``holds`` is
-    measured ≤ predicted; "prediction": |measured − predicted| ≤ :data:`PREDICTION_RTOL`·|predicted|; None (undecided) where either
-    number is not finite."""
+    """One comparison; ``ratio`` = measured/predicted (1 = the theory is exact). ``holds``: for ``kind`` "bound",
+    measured ≤ predicted; for "prediction", |measured − predicted| ≤ :data:`PREDICTION_RTOL`·|predicted|; None
+    (undecided) where either number is not finite."""
     ratio = measured / predicted if predicted != 0.0 and math.isfinite(predicted) else math.nan
     holds = None
     if math.isfinite(predicted) and math.isfinite(measured):
