@@ -79,11 +79,13 @@ def arc_sums(h: torch.Tensor, theta: torch.Tensor, prefix: torch.Tensor, bounds=
     """S(h) = Σ_{c active} a_c = prefix[hi] − prefix[lo] (R, 2, float64; 0 for h = 0), and the active
     columns per row. S(h) is also ∂φ/∂h. ``bounds``: (lo, hi) from :func:`arc_bounds`, when already known.
 
-    A row h = 0 activates nothing: its arc is made empty (hi = lo), so S = prefix[lo] − prefix[lo] = 0 exactly.
-    Both ends are read in one lookup, [hi; lo], whose backward is one accumulation into the table."""
+    An empty arc (a row h = 0, or no column within 90° of h) reads both ends at index 0, the table's constant zero
+    row: S = 0 exactly, and its ±gradient lands on that constant and is dropped, as the dense layer's is exactly 0
+    (added into a live row, +a and −a interleaved with other rows' terms leave rounding noise). Both ends are read
+    in one lookup, [hi; lo], whose backward is one accumulation into the table."""
     lo, hi = arc_bounds(h, theta) if bounds is None else bounds
-    nonzero = (h[..., 0] != 0) | (h[..., 1] != 0)
-    hi = torch.where(nonzero, hi, lo)
+    empty = (hi == lo) | ((h[..., 0] == 0) & (h[..., 1] == 0))
+    hi, lo = hi.masked_fill(empty, 0), lo.masked_fill(empty, 0)
     # split, not slices: the backward of a split is one cat, a slice's zero-fills the whole lookup
     at_hi, at_lo = _rows_of(prefix, torch.cat((hi, lo), dim=-1)).split(hi.shape[-1], dim=-2)
     return at_hi - at_lo, hi - lo

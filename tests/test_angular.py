@@ -45,16 +45,23 @@ def rows_with_ties(rng, R):
     return torch.from_numpy(h)
 
 
+def rows_and_columns(rng, R, n, duplicates, log_e):
+    """Rows h (:func:`rows_with_ties`) and a wide layer W (2, n) of scale 10^log_e; with ``duplicates`` the second
+    half of the columns repeats the first half's angles with other lengths."""
+    h = rows_with_ties(rng, R)
+    W = 10**log_e * rng.standard_normal((2, n))
+    if duplicates and n > 1:
+        W[:, n // 2:] = W[:, : n - n // 2] * rng.uniform(0.5, 2.0, n - n // 2)
+    return h, torch.from_numpy(W)
+
+
 @settings(max_examples=60, deadline=None)
 @given(R=st.integers(1, 300), n=st.integers(1, 200), seed=st.integers(0, 2**31 - 1),
        duplicates=st.booleans(), log_e=st.floats(0, 4))
 def test_layer_value_active_count_and_derivatives_equal_dense(R, n, seed, duplicates, log_e):
     rng = np.random.default_rng(seed)
-    h = rows_with_ties(rng, R)
-    W = 10**log_e * rng.standard_normal((2, n))
-    if duplicates and n > 1:
-        W[:, n // 2:] = W[:, : n - n // 2] * rng.uniform(0.5, 2.0, n - n // 2)  # same angles, other lengths
-    W, w = torch.from_numpy(W), torch.from_numpy(rng.standard_normal(n))
+    h, W = rows_and_columns(rng, R, n, duplicates, log_e)
+    w = torch.from_numpy(rng.standard_normal(n))
 
     phi, active = wide_readout(h, W, w)
     close(phi, dense_readout(h, W, w))
@@ -77,15 +84,26 @@ def test_layer_value_active_count_and_derivatives_equal_dense(R, n, seed, duplic
        duplicates=st.booleans(), log_e=st.floats(0, 4))
 def test_row_norms_by_prefix_sums_equal_the_dense_features(R, n, seed, duplicates, log_e):
     """‖ReLU(h W)‖² = hᵀB(h)h from prefix sums of w_c w_cᵀ = the squared row norms of the dense R×n features."""
-    rng = np.random.default_rng(seed)
-    h = rows_with_ties(rng, R)
-    W = 10**log_e * rng.standard_normal((2, n))
-    if duplicates and n > 1:
-        W[:, n // 2:] = W[:, : n - n // 2] * rng.uniform(0.5, 2.0, n - n // 2)
-    W = torch.from_numpy(W)
+    h, W = rows_and_columns(np.random.default_rng(seed), R, n, duplicates, log_e)
     got, ref = row_norms_sq(h, W), torch.relu(h @ W).square().sum(1)
     close(got, ref)
     assert torch.equal(got[ref == 0], ref[ref == 0])  # rows h = 0, or with no active column: exactly 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_rows_with_empty_arcs_give_exactly_zero_gradients_as_dense_does(n):
+    """Every row outside all columns' half-planes (and some h = 0): φ = 0 and every gradient is exactly 0 in the
+    dense layer, so it must be exactly 0 here, not rounding noise of +a − a summed in the table."""
+    rng = np.random.default_rng(n)
+    W = torch.from_numpy(np.abs(rng.standard_normal((2, n))))  # every column in the first quadrant
+    h = -torch.from_numpy(np.abs(rng.standard_normal((50, 2))) * rng.uniform(1e-3, 1e3, (50, 1)))  # third quadrant
+    h[::7] = 0.0
+    args = [h.requires_grad_(), W.requires_grad_(), torch.from_numpy(rng.standard_normal(n)).requires_grad_()]
+    weights = torch.from_numpy(rng.standard_normal(50))
+    phi, active = wide_readout(*args)
+    assert torch.equal(phi, torch.zeros(50, dtype=torch.float64)) and int(active.sum()) == 0
+    for grad in torch.autograd.grad((phi * weights).sum(), args):
+        assert torch.equal(grad, torch.zeros_like(grad))
 
 
 def test_columns_on_the_axes_and_rows_on_the_axes():
