@@ -39,6 +39,8 @@ QUANTITIES: dict[str, str] = {
     "alpha0": "α₀ = σ_min(G_{L−1,T}) at W_0 (rows: the N·d coordinates at step T)",
     "alpha0_tol": "tolerance below which a singular value of G_{L−1,T} counts as zero",
     "alpha0_rank": "numerical rank of G_{L−1,T} at that tolerance",
+    "alpha0_rank_bound": "rank G_{L−1,T} ≤ this, from its activation patterns (DERIVATIONS.md §3b): below min(N·d, n), "
+                         "α₀ is exactly 0",
     "beta0": "β₀ = s · min_i σ_min(M_i) · min_{i,j} |∇F_i(X_{T−1})_j| (derived definition, DERIVATIONS.md §4)",
     "delta3": "δ₃ = max over steps t ≤ T and rows j of ‖G_{L−1,t}[j, :]‖₂ (derived definition, §4)",
     "Theta_L": "Θ_L = bound on ‖W_L‖₂ over the training trajectory (derived definition, §4)",

@@ -76,8 +76,13 @@ def _alpha0(q, c) -> Outcome:
     tol = optional(q, "alpha0_tol")
     zero = a <= (float(tol) if tol is not None else 0.0)
     extra = _alpha_note(q)
+    bound = optional(q, "alpha0_rank_bound")
+    exact = bound is not None and all(optional(q, k) is not None for k in ("N", "d", "n")) and \
+        int(bound) < min(int(scalar(q, "N")) * int(scalar(q, "d")), int(scalar(q, "n")))
+    how = (f"exactly zero: its activation patterns bound rank G_{{L−1,T}} ≤ {int(bound)}" if exact
+           else "zero to working precision")
     note = (f"α₀ = {a:.3g}" + (f" ({extra})" if extra else "") +
-            (": zero to working precision, so the rate of Thm 4.3 is 1 (vacuous)" if zero else ""))
+            (f": {how}, so the rate of Thm 4.3 is 1 (vacuous)" if zero else ""))
     return Outcome(a, float(tol) if tol is not None else 0.0, not zero, note)
 
 

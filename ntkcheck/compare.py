@@ -77,7 +77,7 @@ def quantities(cfg: TrainConfig, constants: dict, points: dict, metrics: pd.Data
     init = points.get(0)
     if isinstance(init, ProbeResult):
         q |= {"delta3": init.delta3, "alpha0": init.alpha.alpha, "alpha0_tol": init.alpha.rank.tol,
-              "alpha0_rank": init.alpha.rank.rank, "lambda_max": init.K.lambda_max, "lambda_min": init.K.lambda_min}
+              "alpha0_rank": init.alpha.rank.rank, "alpha0_rank_bound": init.alpha.rank_bound, "lambda_max": init.K.lambda_max, "lambda_min": init.K.lambda_min}
     return q
 
 

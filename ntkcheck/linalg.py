@@ -122,12 +122,14 @@ class KernelSpectrum:
                 **{f"rank_{k}" if k != "rank" else "rank": v for k, v in self.rank.as_dict().items()}}
 
 
-def kernel_spectrum(K) -> KernelSpectrum:
-    """Dense eigen-decomposition (eigvalsh, float64) of a symmetric kernel, with its numerical rank."""
+def kernel_spectrum(K, eigenvalues=None) -> KernelSpectrum:
+    """Dense eigen-decomposition (eigvalsh, float64) of a symmetric kernel, with its numerical rank.
+    ``eigenvalues``: those of ½(K + Kᵀ) (ascending), when already computed (e.g. by :func:`eigh`)."""
     K_t = torch.as_tensor(K)
     eps = torch.finfo(K_t.dtype).eps
     K64 = K_t.double()
-    lam = torch.linalg.eigvalsh(0.5 * (K64 + K64.T)).cpu().numpy()
+    lam = (torch.linalg.eigvalsh(0.5 * (K64 + K64.T)).cpu().numpy() if eigenvalues is None
+           else np.asarray(eigenvalues, dtype=np.float64))
     return KernelSpectrum(lam, numerical_rank(lam, tuple(K_t.shape), eps=eps), float(torch.trace(K64)))
 
 

@@ -39,7 +39,7 @@ from ntkcheck import problems
 from ntkcheck.angular import row_norms_sq
 from ntkcheck.config import ProbeConfig
 from ntkcheck.dynamics import predict, stability_threshold
-from ntkcheck.features import FeatureSpectrum, alpha_table, spectrum_of, weight_spectra
+from ntkcheck.features import FeatureSpectrum, alpha_table, layer_spectrum, weight_spectra
 from ntkcheck.linalg import KernelDrift, KernelSpectrum, Rank, extreme_eigenvalues, kernel_drift, kernel_spectrum
 from ntkcheck.model import MathL2O
 from ntkcheck.ntk import gram, jacobian, ntk_operator, parameters, with_mode
@@ -274,10 +274,10 @@ def _dense(m: MathL2O, p: problems.Problem, T: int, lr: float, jacobian_method: 
     G, Gt = gram(J, N=p.N), gram(J, Jt, N=p.N)
     if not (torch.isfinite(G.K).all() and torch.isfinite(Gt.K).all()):
         raise NonFiniteKernel("K or K̃ has non-finite entries at these weights (a diverged run?)")
-    spec, spec_t = kernel_spectrum(G.K), kernel_spectrum(Gt.symmetric_part())
     with torch.no_grad():
         r = problems.residual(p, m.unroll(p, T).X[-1]).reshape(-1)
-    pred = predict(G.K, r, lr, 0)
+    pred = predict(G.K, r, lr, 0)  # eigh(K): its eigenvalues are K's spectrum too
+    spec, spec_t = kernel_spectrum(G.K, pred.eigenvalues), kernel_spectrum(Gt.symmetric_part())
     norm_t = float(torch.linalg.norm(Gt.K))
     asymmetry = float(torch.linalg.norm(Gt.K - Gt.K.T)) / norm_t if norm_t > 0 else 0.0
     linearised = Linearised(pred.lr, float(pred.eigenvalues[0]), float(pred.eigenvalues[-1]), pred.rate,
@@ -382,8 +382,7 @@ def _features_along(m: MathL2O, p: problems.Problem, T: int, t: int) -> tuple[Fe
     X, delta3 = m.unroll(p, T).X, 0.0
     for s in range(1, T + 1):
         delta3 = max(delta3, float(feature_row_norms(m, m.inputs(p, X[s - 1])).max()))
-    G = m.features(m.inputs(p, X[t - 1]))[-1]
-    return spectrum_of(G, layer=m.L - 1, t=t, N=p.N, d=p.d), delta3
+    return layer_spectrum(m, m.inputs(p, X[t - 1]), t=t, N=p.N, d=p.d), delta3
 
 
 def feature_row_norms(m: MathL2O, Z: torch.Tensor) -> torch.Tensor:

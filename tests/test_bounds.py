@@ -380,6 +380,19 @@ def test_geometric_predictions_against_geometric_losses(alpha0, K, ratio):
         assert "vacuous" in theorem.RATE.evaluate(q).note and "vacuous" in theorem.ALPHA0.evaluate(q).note
 
 
+@covers("thm4_3.alpha0")
+@pytest.mark.parametrize("bound, exact", [(None, False), (9, True), (12, False), (40, False)])
+def test_alpha0_is_called_exactly_zero_only_when_the_pattern_bound_proves_it(bound, exact):
+    """α₀ = 0 below its tolerance is "exactly zero" when the activation patterns bound rank G below
+    min(N·d, n) = 12 (DERIVATIONS §3b), and "zero to working precision" otherwise."""
+    q = {"alpha0": 0.0, "alpha0_tol": 1e-13, "alpha0_rank": 4, "N": 3, "d": 4, "n": 16}
+    if bound is not None:
+        q["alpha0_rank_bound"] = bound
+    note = theorem.ALPHA0.evaluate(q).note
+    assert ("exactly zero" in note) == exact and ("working precision" in note) == (not exact)
+    assert not theorem.ALPHA0.evaluate(q).holds
+
+
 # -- width ----------------------------------------------------------------------------------------------
 
 @covers("width.nd")
@@ -429,8 +442,8 @@ def test_condition_declares_its_theory_and_never_raises_on_missing_quantities(co
 def _full_quantities():
     M, Y = make_qp(2, 5, 3, seed=4)
     q = {**data_q(M, Y, 6, 1.0), "N": 2, "d": 5, "b": 3, "n": 16, "L": 3, "e": 5.0, "eta": 1e-3, "k": 3,
-         "alpha0": 0.0, "alpha0_tol": 1e-13, "alpha0_rank": 4, "F0": 1.0, "F_k": np.array([1.0, 0.6, 0.5, 0.5]),
-         "P_min": 0.7, "P_max": 1.4, "lambda_max": 10.0, "lambda_min": 0.0, "delta3": 2.0, "Theta_L": 0.3,
+         "alpha0": 0.0, "alpha0_tol": 1e-13, "alpha0_rank": 4, "alpha0_rank_bound": 6, "F0": 1.0,
+         "F_k": np.array([1.0, 0.6, 0.5, 0.5]), "P_min": 0.7, "P_max": 1.4, "lambda_max": 10.0, "lambda_min": 0.0, "delta3": 2.0, "Theta_L": 0.3,
          "sigma_min_sq_i": np.array([0.1, 0.2]), "grad_T_min": 0.01, "gd_gz": np.ones((2, 6))}
     return q
 
@@ -501,7 +514,7 @@ def _check_verdicts(verdicts):
 def test_every_condition_evaluates_on_huge_and_tiny_inputs(e, T, L, eta, scale, data_scale, C):
     """Every condition of the registry, with every quantity given: no exception, whatever the magnitudes; a
     value or threshold beyond float64 is inf or 0, and a decided verdict agrees with them."""
-    q = {k: (v * scale if k not in ("N", "d", "b", "n", "k", "alpha0_rank", "P_min", "P_max", "step_scale")
+    q = {k: (v * scale if k not in ("N", "d", "b", "n", "k", "alpha0_rank", "alpha0_rank_bound", "P_min", "P_max", "step_scale")
              and isinstance(v, float) else v) for k, v in FULL.items()}
     q |= {"e": e, "T": T, "L": L, "eta": eta, "eps": 1.1920929e-07, "F_k": FULL["F_k"] * scale,
           **{k: FULL[k] * data_scale for k in ("beta_i", "dist_sq_i", "sigma_min_sq_i", "gd_gz")}}

@@ -215,3 +215,59 @@ def test_delta3_by_prefix_sums_equals_the_dense_features(L, kind):
     np.testing.assert_allclose(max_feature_row_norm(m, p, T), dense, rtol=1e-12)
     np.testing.assert_allclose(max_feature_row_norm(build(widths, params, wide_layer="dense"), p, T), dense,
                                rtol=1e-12)
+
+
+# -- singular values through the activation patterns ----------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(rays=st.integers(1, 6), rows=st.integers(1, 40), n=st.integers(1, 30), fan_in=st.integers(1, 3),
+       bias=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_singular_values_through_activation_patterns_equal_the_dense_svd(rays, rows, n, fan_in, bias, seed):
+    """G = ReLU(G_in W + b): the pattern factor C (G = Q·C) has G's singular values, and the rest are exact zeros.
+    Inputs on a few rays (the model's G_{L−2} rows: many rows, few patterns) mixed with generic rows; checked against
+    numpy's SVD of the dense G to 1e-13·σ_max, and the rank bound against numpy's numerical rank."""
+    rng = np.random.default_rng(seed)
+    directions = rng.standard_normal((rays, fan_in))
+    G_in = np.abs(rng.standard_normal((rows, 1))) * directions[rng.integers(0, rays, rows)]
+    G_in[rng.random(rows) < 0.2] = rng.standard_normal(fan_in)  # some generic rows
+    G_in[rng.random(rows) < 0.1] = 0.0  # and some zero rows
+    W, b = rng.standard_normal((fan_in, n)), (rng.standard_normal(n) if bias else None)
+    G = np.maximum(G_in @ W + (0.0 if b is None else b), 0.0)
+    t = lambda x: None if x is None else torch.from_numpy(x)  # noqa: E731
+    dense = np.linalg.svd(G, compute_uv=False)
+    factor = features.pattern_factor(t(G_in), t(W), t(b), t(G))
+    live_patterns = {tuple(row) for row in (G > 0) if row.any()}
+    bound = sum(min(sum(tuple(r) == pat for r in (G > 0)), fan_in + bias) for pat in live_patterns)
+    assert (factor is None) == (bound >= min(G.shape))
+    if factor is None:
+        return
+    C, patterns = factor
+    by_patterns = np.zeros(min(G.shape))
+    by_patterns[:min(C.shape)] = np.linalg.svd(C, compute_uv=False) if C.size else 0.0
+    scale = max(dense[0], 1e-300)
+    np.testing.assert_allclose(by_patterns, dense, rtol=0, atol=1e-13 * scale)
+    assert patterns == len(live_patterns) and C.shape[0] == bound
+    assert np.linalg.matrix_rank(G) <= C.shape[0]
+    spec = features.spectrum_of(t(G), layer=1, t=1, N=1, d=rows, G_in=t(G_in), W=t(W), b=t(b))
+    np.testing.assert_allclose(spec.singular_values, dense, rtol=0, atol=1e-13 * scale)
+    assert spec.rank_bound == C.shape[0] < min(G.shape)  # the pattern route ran: the singular values past C's are 0
+    assert (spec.singular_values[spec.rank_bound:] == 0).all()
+
+
+@pytest.mark.parametrize("L", [2, 3, 4])
+def test_alpha_through_activation_patterns_equals_the_dense_features_svd(L):
+    """On the model, along a trained-like (random last layer) trajectory: α, σ_max, rank and every singular value
+    of G_{L−1,t} agree with the SVD of the dense features; with L = 3 the pattern route runs and proves α = 0."""
+    p = problems.generate(4, 16, 12, seed=L)
+    widths = hidden_widths(256, L)
+    params = inits.deterministic(widths, 3.0, seed=1)
+    params[f"W{L}"] = torch.from_numpy(np.random.default_rng(L).standard_normal((widths[-1], 1)) * 1e-3)
+    model = build(widths, params)
+    for t in (1, 3, 6):
+        a = features.alpha(model, p, 6, t=t)
+        s, rank = linalg.singular_spectrum(features.features(model, p, t))
+        np.testing.assert_allclose(a.singular_values, s, rtol=0, atol=1e-13 * s[0])
+        assert (a.rank.rank, a.rank.tol) == (rank.rank, pytest.approx(rank.tol, rel=1e-12))
+        if L == 3:
+            assert a.rank_bound is not None and a.rank_bound < 64 and a.alpha == 0.0
