@@ -377,3 +377,74 @@ def test_gd_reference_at_paper_scale(seed):
     # the start of the curve: F(X_0) = ½Σ‖y_i‖², and E‖M_i x*_i‖² = tr(M_iᵀM_i) = d (unit columns) → ≈ ½·N·d
     F0 = problems.objective(p, path[0]).item()
     np.testing.assert_allclose(F0, 0.5 * 10 * 512, rtol=0.1)
+
+
+# -- the symmetric product by BLAS symv ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def symv_from(monkeypatch):
+    """Set the d from which gradient() takes the symv product (1: always; 10**9: never)."""
+    return lambda d: monkeypatch.setattr(problems, "SYMV_MIN_D", d)
+
+
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(1, 4), d=st.integers(1, 12), dtype=st.sampled_from([torch.float64, torch.float32]),
+       seed=st.integers(0, 2**32 - 1))
+def test_symv_product_and_its_derivatives_equal_the_batched_product(N, d, dtype, seed):
+    """H_i x_i by symv (one triangle read) = numpy's H_i x_i, and its VJP, JVP and vmapped Jacobian are the same
+    product: checked against the batched matmul path (SYMV_MIN_D past d) and numpy, float64 and float32."""
+    p = random_problem(N, d, d, seed).to(dtype=dtype)  # d < 2b: H is kept
+    X = torch.from_numpy(np.random.default_rng(seed + 1).standard_normal((N, d))).to(dtype)
+    V = torch.randn(N, d, dtype=dtype, generator=torch.Generator().manual_seed(seed % 2**31))
+    H = p.H.double().numpy()
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    f = lambda X: problems.gradient(p, X)  # noqa: E731
+    saved, symv, calls = problems.SYMV_MIN_D, problems._symv, [0]
+
+    def counted(*args):
+        calls[0] += 1
+        return symv(*args)
+
+    results = []
+    for threshold in (1, 10**9):
+        problems.SYMV_MIN_D, problems._symv = threshold, counted
+        try:
+            Xg = X.clone().requires_grad_(True)
+            y = f(Xg)
+            (vjp,) = torch.autograd.grad(y, Xg, V)
+            _, jvp = torch.func.jvp(f, (X,), (V,))
+            jac = torch.func.vmap(torch.func.jacrev(f))(torch.stack((X, 2 * X)))  # vjp under vmap: the vmap rule
+            results.append((y.detach(), vjp, jvp, jac))
+        finally:
+            problems.SYMV_MIN_D, problems._symv = saved, symv
+        if threshold == 1:
+            assert calls[0] >= 3, "the symv path was not taken"
+    y, vjp, jvp, jac = results[0]
+    np.testing.assert_allclose(y.double().numpy(), np.einsum("nde,ne->nd", H, X.double().numpy()) - p.c.double().numpy(), **tol)
+    np.testing.assert_allclose(vjp.double().numpy(), np.einsum("nde,ne->nd", H, V.double().numpy()), **tol)
+    for got, ref in zip(results[0], results[1]):
+        np.testing.assert_allclose(got.double().numpy(), ref.double().numpy(), **tol)
+    assert y.dtype == dtype and vjp.dtype == dtype
+
+
+@pytest.mark.parametrize("method", ["func", "structured"])
+def test_training_gradient_and_ntk_jacobian_are_the_same_through_symv(symv_from, method):
+    """One unroll's loss, its BPTT gradient and the NTK Jacobian (func: vmap of jacrev; structured) with the
+    symv product equal those with the batched product to rounding."""
+    from ntkcheck import init as inits, ntk, training
+    from ntkcheck.model import build
+    p = random_problem(3, 12, 8, seed=5)
+    widths = (2, 24)
+    params = inits.deterministic(widths, 3.0, seed=2)
+    params["W3"] = torch.from_numpy(np.random.default_rng(0).standard_normal((24, 1)) * 0.1)
+    out = []
+    for d_min in (1, 10**9):
+        symv_from(d_min)
+        model = build(widths, params)
+        loss = training.training_loss(p, model.unroll(p, 4), "last")
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        J = ntk.jacobian(model, p, 4, mode="true", method=method)
+        out.append((loss.detach(), *grads, *J.values()))
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12 * float(b.abs().max()))
