@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from scipy.linalg import get_blas_funcs
 from scipy.sparse.linalg import LinearOperator
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
@@ -249,13 +250,24 @@ class Gram:
         return 0.5 * (self.K + self.K.T)
 
 
+def self_gram(A: torch.Tensor) -> torch.Tensor:
+    """A Aᵀ, exactly symmetric. On the CPU in float32/64 by BLAS syrk (through scipy), which computes one triangle:
+    half the multiply-adds of the general product ``A @ A.T`` (torch has no syrk); elsewhere ``A @ A.T``."""
+    if A.device.type != "cpu" or A.dtype not in (torch.float32, torch.float64) or A.requires_grad or 0 in A.shape:
+        return A @ A.T
+    syrk = get_blas_funcs("syrk", dtype=np.float64 if A.dtype == torch.float64 else np.float32)
+    upper = syrk(1.0, A.T.numpy(), trans=1)  # Aᵀ is Fortran-ordered: no copy; (Aᵀ)ᵀAᵀ = A Aᵀ, upper triangle
+    return torch.from_numpy(np.triu(upper) + np.triu(upper, 1).T)
+
+
 def gram(J: dict[str, torch.Tensor], Jt: dict[str, torch.Tensor] | None = None, *, N: int,
          kind: str | None = None) -> Gram:
     """K = Σ_p J_p J'_pᵀ with J' = ``Jt`` (default J). ``N`` instances split the rows evenly."""
+    same = Jt is None or Jt is J
     Jt = J if Jt is None else Jt
     if set(J) != set(Jt):
         raise ValueError(f"J and Jt must have the same parameters (got {sorted(J)} and {sorted(Jt)})")
-    blocks = {k: J[k] @ Jt[k].T for k in J}
+    blocks = {k: self_gram(J[k]) if same else J[k] @ Jt[k].T for k in J}
     values = list(blocks.values())
     K = sum(values[1:], values[0].clone())
     n = K.shape[0]
