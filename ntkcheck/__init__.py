@@ -73,6 +73,7 @@ _WHERE = {  # public name → the module that defines it; imported on first use,
     "RunResult": "ntkcheck.training",
     "load_run": "ntkcheck.training",
     "resume_run": "ntkcheck.training",
+    "continue_run": "ntkcheck.training",
     "train": "ntkcheck.training",
     "VerifyResult": "ntkcheck.verification",
     "resume_verify": "ntkcheck.verification",
@@ -85,7 +86,7 @@ __all__ = [
     # the objects
     "Problem", "MathL2O", "Experiment", "setup", "make_problem", "build_model", "initial_weights",
     # runs
-    "train", "resume_run", "RunResult", "load_run", "Interrupted", "verify", "resume_verify", "VerifyResult",
+    "train", "resume_run", "continue_run", "RunResult", "load_run", "Interrupted", "verify", "resume_verify", "VerifyResult",
     # sweeps: grids of configurations over seeds
     "SweepSpec", "make_spec", "load_spec", "sweep", "SweepResult", "load_sweep",
     # instruments

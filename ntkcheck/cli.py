@@ -94,6 +94,8 @@ OPTIONS = {
                  default="small", choices=tuple(PRESETS)),
     "out": _o(Optional[Path], OUT, "Output folder (default runs/<command>-<time>; ntk: the --run folder)."),
     "resume": _o(bool, OUT, "Continue the interrupted run in --out.", "--resume", default=False),
+    "continue_from": _o(Optional[Path], OUT, "A completed run folder to continue to --iters iterations, into --out "
+                        "(a new folder; the finished one is only read).", "--continue-from"),
     "device": _o(str, MACH, "auto, cpu or cuda.", choices=DEVICES),
     "threads": _o(Optional[int], MACH, "CPU threads for torch (default: torch's); 1 is often faster on a busy machine."),
     "max_memory": _o(Optional[float], MACH, "Refuse runs estimated to need more bytes, e.g. 8e9 (default: available; inf)."),
@@ -192,16 +194,27 @@ def _tracked(label: str, total: int, call):
 
 
 @app.command()
-@options(*RUN)
+@options(*RUN, "continue_from")
 def train(ctx: typer.Context, **values):
     """Train Math-L2O and record every iteration (default: the paper's small configuration)."""
     from ntkcheck.report import run_table
-    from ntkcheck.training import resume_config, train as run_training
+    from ntkcheck.training import continue_config, continue_run, resume_config, train as run_training
 
     out = _machine(values, "train")  # a resume needs only --out: the stored config is the truth
-    cfg = resume_config(out, **_given(ctx, values)) if values["resume"] else _configs(ctx, values)[0]
-    result = _tracked("training", cfg.iters + 1, lambda show: run_training(
-        cfg, out, resume=values["resume"], callback=show, max_memory=values["max_memory"]))
+    finished = values["continue_from"]
+    if finished is not None:
+        if values["resume"]:
+            raise ConfigError("continue_from", "cannot be combined with --resume: --continue-from starts a new folder "
+                                               "from a finished run, --resume continues an interrupted one")
+        if "iters" not in _given(ctx, values):
+            raise ConfigError("iters", "give the new number of iterations with --continue-from (more than the run's)")
+        cfg = continue_config(finished, **_given(ctx, values))
+        result = _tracked("training", cfg.iters + 1, lambda show: continue_run(
+            finished, out, callback=show, max_memory=values["max_memory"], **_given(ctx, values)))
+    else:
+        cfg = resume_config(out, **_given(ctx, values)) if values["resume"] else _configs(ctx, values)[0]
+        result = _tracked("training", cfg.iters + 1, lambda show: run_training(
+            cfg, out, resume=values["resume"], callback=show, max_memory=values["max_memory"]))
     Console().print(run_table(result.summary, result.folder))
 
 

@@ -200,9 +200,9 @@ def stored_settings(out: Path, marker: str) -> dict:
         raise ConfigError("resume", f"{path} is corrupt or unreadable ({type(err).__name__})") from None
 
 
-def resumed_config(saved: dict, changes: dict) -> TrainConfig:
+def resumed_config(saved: dict, changes: dict, made_with: str = "the interrupted run used") -> TrainConfig:
     """The stored configuration with ``changes`` to :data:`RESUMABLE` fields; any other field must keep its value."""
-    check_same_config(saved, {k: v for k, v in changes.items() if k not in RESUMABLE}, "the interrupted run used")
+    check_same_config(saved, {k: v for k, v in changes.items() if k not in RESUMABLE}, made_with)
     return TrainConfig.from_dict(saved | changes)
 
 
@@ -210,7 +210,7 @@ def check_same_config(saved: dict, given: dict, made_with: str) -> None:
     """Every field outside :data:`RESUMABLE` must equal the interrupted run's."""
     for name, value in given.items():
         if name not in RESUMABLE and saved.get(name) != value:
-            raise ConfigError(name, f"{made_with} {saved.get(name)!r}, not {value!r}; resume with the same value")
+            raise ConfigError(name, f"{made_with} {saved.get(name)!r}, not {value!r}; keep the same value")
 
 
 # -- metrics ------------------------------------------------------------------------------------------------

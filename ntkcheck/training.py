@@ -191,6 +191,45 @@ def resume_run(out: str | Path, *, callback=None, probe=None, max_memory: float 
                  max_memory=max_memory)
 
 
+def continue_config(finished: str | Path, **changes) -> TrainConfig:
+    """The configuration of the completed run in ``finished`` with ``changes``: ``iters`` (more than the run's K) and
+    the other fields a resume can change (:data:`ntkcheck.runfolder.RESUMABLE`); any other field must keep its value."""
+    return _continued(finished, changes)[0]
+
+
+def continue_run(finished: str | Path, out: str | Path, *, callback=None, probe=None,
+                 max_memory: float | None = None, **changes) -> RunResult:
+    """Continue the completed run in ``finished`` to ``iters`` iterations (:func:`continue_config`), in the new folder
+    ``out``; ``finished`` is only read. The result equals the run started with those iterations: the new folder
+    starts with the finished run's records and checkpoint (under the new configuration), and iteration K, which
+    ended the run without a step, is measured again and takes its step (:func:`reopen`). Interrupted, it resumes
+    like any run (``resume=True`` with ``out``)."""
+    cfg, run = _continued(finished, changes)
+    resources.check(cfg, limit=max_memory)
+    exp = setup(cfg)
+    state = torch.load(Path(finished) / CHECKPOINT, map_location="cpu", weights_only=True)
+    with runfolder.open_run(out, resume=False) as work:
+        runfolder.append_records(work, run.metrics.to_dict("records"))  # records first: the checkpoint marks it resumable
+        runfolder.save_checkpoint(work, cfg, {k: v for k, v in state.items() if k != "config"})
+        return _run(exp, work, True, callback, probe)
+
+
+def _continued(finished: str | Path, changes: dict) -> tuple[TrainConfig, RunResult]:
+    """The continued configuration and the completed run in ``finished`` (ConfigErrors on ``continue_from``,
+    ``iters`` and the fields that must not change)."""
+    try:
+        run = load_run(finished)
+    except ConfigError as err:
+        raise ConfigError("continue_from", err.message) from None
+    if run.status != "completed":
+        raise ConfigError("continue_from", f"{finished} ended {run.status}; only a completed run can be continued")
+    cfg = runfolder.resumed_config(run.config.to_dict(), changes, "the finished run used")
+    K = int(run.metrics.index[-1])
+    if cfg.iters <= K:
+        raise ConfigError("iters", f"{finished} already has iterations 0..{K}; continue it with iters > {K}")
+    return cfg, run
+
+
 def _run(exp, work: Path | None, resume: bool, callback, probe) -> RunResult:
     cfg, model, problem = exp.config, exp.model, exp.problem
     optimizer = meta_optimizer(cfg.optimizer, model.parameters(), cfg.lr)

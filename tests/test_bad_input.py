@@ -94,6 +94,18 @@ CASES = [
     case("train", "--out", "@busy", flag="--out", follow=False, id="train --out non-empty-folder"),
     case("train", "--resume", flag="--resume", out=False, id="train --resume without --out"),
     case("train", "--resume", flag="--resume", id="train --resume with nothing to resume"),
+    case("train", "--continue-from", "@finished", flag="--iters", contains=("0..2",),
+         id="train --continue-from without more iterations"),
+    case("train", "--continue-from", "@finished", "--iters", "5", "--resume", flag="--continue-from",
+         contains=("--resume",), id="train --continue-from with --resume"),
+    case("train", "--continue-from", "@finished", "--iters", "5", "--e", "4", flag="--e",
+         id="train --continue-from changing e"),
+    case("train", "--continue-from", "@diverged", "--iters", "9", flag="--continue-from", contains=("diverged",),
+         id="train --continue-from a diverged run"),
+    *[case("train", "--continue-from", f"@{name}", "--iters", "5", flag="--continue-from",
+           id=f"train --continue-from {why}")
+      for name, why in [("busy", "a folder that is not a run"), ("file", "a file"), ("absent", "a missing path"),
+                        ("finished/checkpoint.pt", "a run's checkpoint file")]],
     # -- input files (ntkcheck/io.py, problems.py, init.py) ------------------------------------------------------
     *[case("train", "--problem-file", f"@{name}", flag="--problem-file", contains=tuple(words),
            id=f"train --problem-file {why}")
@@ -268,6 +280,8 @@ def files(tmp_path_factory) -> Path:
     (root / "typo.toml").write_text("seed = [0, 1]\n")
     (root / "grid_scalar.toml").write_text("grid = 3\n")
     (root / "badaxis.toml").write_text("[grid]\nwdith = [1, 2]\n")
+    assert main(["train", *TINY["train"], "--out", str(root / "finished")]) == 0
+    assert main(["train", *TINY["train"], "--lr", "1e300", "--init", "random", "--out", str(root / "diverged")]) == 0
     return root
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ntkcheck import problems
-from ntkcheck.config import TrainConfig
+from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.runfolder import Interrupted, to_long
 from ntkcheck.training import train
 
@@ -107,6 +107,55 @@ def test_a_completed_run_continued_to_more_iterations_equals_the_longer_run(tmp_
     assert len((tmp_path / "run" / "metrics.parquet").read_bytes()) > 0
     for name, w in whole.weights.items():
         assert torch.equal(w, longer.weights[name])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_finished_run_continued_into_a_new_folder_equals_the_longer_run(tmp_path, optimizer):
+    """continue_run: a finished 4-iteration run continued to 7 in a new folder is the 7-iteration run, bit for bit
+    (metrics and weights), the finished folder is left byte for byte as it was, and a continuation interrupted
+    half-way resumes to the same numbers."""
+    from ntkcheck.training import continue_run, resume_run
+
+    cfg = TrainConfig(**TINY, iters=7, optimizer=optimizer)
+    whole = train(cfg, tmp_path / "whole")
+    train(cfg.replace(iters=4), tmp_path / "short")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "short").iterdir()}
+    longer = continue_run(tmp_path / "short", tmp_path / "longer", iters=7)
+    assert before == {p.name: p.read_bytes() for p in (tmp_path / "short").iterdir()}
+    pd.testing.assert_frame_equal(whole.metrics, longer.metrics)
+    for name, w in whole.weights.items():
+        assert torch.equal(w, longer.weights[name])
+    assert longer.config == cfg and longer.folder == tmp_path / "longer"
+
+    def stop_at_5(k, metrics):
+        if k == 5:
+            raise KeyboardInterrupt
+    with pytest.raises(Interrupted):
+        continue_run(tmp_path / "short", tmp_path / "cut", iters=7, callback=stop_at_5)
+    assert (tmp_path / "cut.partial" / "checkpoint.pt").is_file() and not (tmp_path / "cut").exists()
+    resumed = resume_run(tmp_path / "cut")
+    pd.testing.assert_frame_equal(whole.metrics, resumed.metrics)
+    for name, w in whole.weights.items():
+        assert torch.equal(w, resumed.weights[name])
+
+
+def test_only_a_completed_run_continues_and_only_to_more_iterations(tmp_path):
+    """continue_config refuses a folder that is not a finished run, a diverged run, iters ≤ K and a changed field
+    outside the resumable ones, naming the parameter; nothing is written."""
+    from ntkcheck.training import continue_config, continue_run
+
+    train(TrainConfig(**TINY, iters=3), tmp_path / "short")
+    train(TrainConfig(**{**TINY, "lr": 1e300}, iters=4, init="random", on_divergence="stop"), tmp_path / "bad")
+    for folder, changes, field in [(tmp_path, {"iters": 9}, "continue_from"),
+                                   (tmp_path / "bad", {"iters": 9}, "continue_from"),
+                                   (tmp_path / "short", {"iters": 3}, "iters"),
+                                   (tmp_path / "short", {"iters": 9, "lr": 0.5}, "lr")]:
+        with pytest.raises(ConfigError) as err:
+            continue_config(folder, **changes)
+        assert err.value.field == field
+        with pytest.raises(ConfigError):
+            continue_run(folder, tmp_path / "new", **changes)
+        assert not (tmp_path / "new").exists() and not (tmp_path / "new.partial").exists()
 
 
 def test_run_folder_layout(tmp_path):
