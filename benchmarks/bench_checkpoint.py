@@ -219,8 +219,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    torch.set_num_threads(args.threads)
+    from ntkcheck.resources import set_threads
     from ntkcheck.runfolder import versions
+
+    set_threads(args.threads)  # torch and the BLAS pools of numpy/scipy
 
     folder = Path(tempfile.mkdtemp(prefix="bench_checkpoint-", dir=args.dir))
     print(f"ntkcheck {versions()['ntkcheck']}, torch {torch.__version__}, Python "

@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 import torch  # noqa: E402
 
 from ntkcheck import problems  # noqa: E402
+from ntkcheck.resources import set_threads  # noqa: E402
 
 
 def per_product(problem: problems.Problem, repeats: int, path: str) -> float:
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--T", type=int, default=100)
     args = parser.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)  # torch and the BLAS pools of numpy/scipy
     full = problems.generate(10, 512, 400, seed=0)
     print(f"{torch.get_num_threads()} thread(s); H_i is 512×512; a training iteration takes 2·T = {2 * args.T} "
           "products")

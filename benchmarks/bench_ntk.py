@@ -65,6 +65,7 @@ from ntkcheck import init as inits  # noqa: E402
 from ntkcheck import linalg, ntk, problems  # noqa: E402
 from ntkcheck.config import hidden_widths  # noqa: E402
 from ntkcheck.model import build  # noqa: E402
+from ntkcheck.resources import set_threads  # noqa: E402
 
 CONFIGS = {
     "small": dict(N=32, d=32, b=25, width=1024, T=20, e=50.0),
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-lanczos", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # torch and the BLAS pools of numpy/scipy
     p, model, T = setup(args.config, args.weights, args.wide_layer)
     n = p.N * p.b
     n_params = sum(v.numel() for v in model.parameters())

@@ -144,7 +144,9 @@ def run_one(name: str, path: str, repeats: int, threads: int | None) -> dict:
     from ntkcheck.model import build
 
     if threads:
-        torch.set_num_threads(threads)
+        from ntkcheck.resources import set_threads
+
+        set_threads(threads)  # torch and the BLAS pools of numpy/scipy
     out = {
         "name": name,
         "path": path,
@@ -592,9 +594,9 @@ def main(argv=None) -> int:
 
     if "gd" in parts:
         if args.threads:
-            import torch
+            from ntkcheck.resources import set_threads
 
-            torch.set_num_threads(args.threads[0])
+            set_threads(args.threads[0])
         report["gd_reference"] = gd_reference(args.gd_seeds, args.gd_step_scale)
         print_gd(report["gd_reference"])
 

@@ -163,9 +163,9 @@ def _machine(values: dict, command: str) -> Path:
     if (threads := values.get("threads")) is not None:
         if not 1 <= threads <= 4096:
             raise ConfigError("threads", f"must be an integer in [1, 4096] (got {threads})")
-        import torch
+        from ntkcheck.resources import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
     if values.get("resume") and values.get("out") is None:
         raise ConfigError("resume", "needs --out, the folder of the interrupted run")
     return values.get("out") or Path("runs") / time.strftime(f"{command}-%Y%m%d-%H%M%S")

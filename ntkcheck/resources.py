@@ -177,6 +177,18 @@ class MemoryLimitError(ConfigError):
                                 f"{lower}{hint} or pass max_memory=inf to insist")
 
 
+def set_threads(n: int) -> None:
+    """Use at most ``n`` CPU threads for linear algebra: torch's intra-op threads and the BLAS/OpenMP pools of numpy
+    and scipy (through threadpoolctl), which ``torch.set_num_threads`` does not reach (scipy's BLAS runs the
+    symmetric Gram products and syrk, numpy's LAPACK the eigendecompositions)."""
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS: threadpoolctl limits only the libraries already loaded)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(limits=n)
+
+
 def _sci(n: int) -> str:
     """A huge integer as ``1.23e+45`` (or ``10^400`` beyond the range of floats)."""
     return f"{float(n):.3g}" if n < 10**300 else f"10^{len(str(n)) - 1}"

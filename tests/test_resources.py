@@ -3,6 +3,7 @@ sizes, sizes beyond what numpy/torch can index refused, and errors that name the
 
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -219,3 +220,23 @@ def test_available_memory_respects_the_address_space_limit():
                           preexec_fn=_capped)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 0 < int(done.stdout) < CAP
+
+
+def test_set_threads_limits_torch_and_every_blas_pool():
+    """--threads reaches torch and the BLAS pools of numpy and scipy (scipy's BLAS runs the symmetric Gram products,
+    numpy's LAPACK the eigendecompositions), not torch alone; checked in a child, so the suite keeps its own limits."""
+    code = textwrap.dedent("""
+        import json
+        from threadpoolctl import threadpool_info
+        import torch
+        from ntkcheck.resources import set_threads
+        set_threads(1)
+        print(json.dumps([torch.get_num_threads()] + [p["num_threads"] for p in threadpool_info()]
+                         + [sorted({p["internal_api"] for p in threadpool_info()})]))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr
+    *counts, apis = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "openblas" in apis or "mkl" in apis
+    assert counts == [1] * len(counts) and len(counts) >= 3  # torch, and at least numpy's and scipy's BLAS

@@ -2,7 +2,7 @@
 
 A local Ray is started for the sweep (``workers`` CPUs, default all) and shut down after it; with ``address`` the
 tasks go to an existing cluster (``ray.init(address=...)``), whose workers need ntkcheck installed. A task runs
-:func:`~ntkcheck.sweeps.batched.run_batch` with one torch thread per CPU it holds, and is retried when its worker is
+:func:`~ntkcheck.sweeps.batched.run_batch` with one thread (torch and BLAS) per CPU it holds, and is retried when its worker is
 lost (``max_retries``); a cell's own error is recorded in its result, not raised, so it is never retried.
 """
 
@@ -17,9 +17,9 @@ RETRIES = 3  # a task whose worker dies is run again this many times
 
 
 def _batch_task(cells: list[Cell], spec: SweepSpec) -> list[CellRun]:
-    import torch
+    from ntkcheck.resources import set_threads
 
-    torch.set_num_threads(1)
+    set_threads(1)
     runs: list[CellRun] = []
     run_batch(cells, spec, runs.append)
     return runs
