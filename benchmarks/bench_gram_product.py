@@ -11,13 +11,8 @@ busy, and a paper-scale iteration slows with it.
     python benchmarks/bench_gram_product.py                 # --threads 1
     python benchmarks/bench_gram_product.py --threads 0     # torch's default
 
-Two paths, timed in the same run: ``batched`` (one batched matrix product, reads all of H) and ``symv`` (BLAS symv
-per instance, reads one triangle of each H_i; what :func:`ntkcheck.problems.gradient` takes for one CPU run once H
-has ``SYMV_MIN_BYTES``). A second table times both over d = 64…512 at N = 10 and 32: the crossover behind
-``SYMV_MIN_BYTES``.
-
-Nothing is asserted: the tables print milliseconds per product, GB/s (all of H, for the batched path), the ratio
-batched/symv, and the implied seconds per training iteration (2·T products) for N = 10.
+Nothing is asserted: the table prints milliseconds per product, GB/s, and the implied seconds per training
+iteration (2·T products) for N = 10.
 """
 
 from __future__ import annotations
@@ -37,22 +32,17 @@ from ntkcheck import problems  # noqa: E402
 from ntkcheck.resources import set_threads  # noqa: E402
 
 
-def per_product(problem: problems.Problem, repeats: int, path: str) -> float:
-    """Seconds per ∇F(X) at a random X on ``path`` (median of ``repeats`` timed batches of 20, after a warm-up)."""
-    saved = problems.SYMV_MIN_BYTES
-    problems.SYMV_MIN_BYTES = 1 if path == "symv" else 10**12
-    try:
-        X = torch.randn(problem.N, problem.d, dtype=problem.M.dtype)
-        problems.gradient(problem, X)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            for _ in range(20):
-                problems.gradient(problem, X)
-            times.append((time.perf_counter() - started) / 20)
-        return sorted(times)[len(times) // 2]
-    finally:
-        problems.SYMV_MIN_BYTES = saved
+def per_product(problem: problems.Problem, repeats: int) -> float:
+    """Seconds per ∇F(X) at a random X (median of ``repeats`` timed batches of 20, after a warm-up)."""
+    X = torch.randn(problem.N, problem.d, dtype=problem.M.dtype)
+    problems.gradient(problem, X)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(20):
+            problems.gradient(problem, X)
+        times.append((time.perf_counter() - started) / 20)
+    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -66,26 +56,17 @@ def main() -> None:
     full = problems.generate(10, 512, 400, seed=0)
     print(f"{torch.get_num_threads()} thread(s); H_i is 512×512; a training iteration takes 2·T = {2 * args.T} "
           "products")
-    print("| dtype | N | MB of H | batched ms | GB/s | symv ms | batched/symv | s per iteration batched, symv |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| dtype | N | MB of H | ms per product | GB/s | s per iteration (2T products) |")
+    print("|---|---|---|---|---|---|")
     for dtype in (torch.float64, torch.float32):
         for N in (1, 2, 4, 6, 8, 10):
             p = problems.from_tensors(full.M[:N], full.Y[:N]).to(dtype=dtype)
             assert p.H is not None  # d < 2b: the gradient goes through H
-            batched, symv = (per_product(p, args.repeats, path) for path in ("batched", "symv"))
+            seconds = per_product(p, args.repeats)
             size = p.H.numel() * p.H.element_size()
-            per_iteration = f"{2 * args.T * batched:.3f}, {2 * args.T * symv:.3f}" if N == 10 else ""
-            print(f"| {str(dtype).removeprefix('torch.')} | {N} | {size / 1e6:.1f} | {batched * 1e3:.3f} | "
-                  f"{size / batched / 1e9:.1f} | {symv * 1e3:.3f} | {batched / symv:.2f} | {per_iteration} |")
-    print(f"\nCrossover, float64 (gradient() takes symv from {problems.SYMV_MIN_BYTES / 1e6:g} MB of H):")
-    print("| N | d | MB of H | batched ms | symv ms | batched/symv |")
-    print("|---|---|---|---|---|---|")
-    for N in (10, 32):
-        for d in (64, 128, 256, 512):
-            p = problems.generate(N, d, d, seed=1)
-            batched, symv = (per_product(p, args.repeats, path) for path in ("batched", "symv"))
-            print(f"| {N} | {d} | {N * d * d * 8 / 1e6:.1f} | {batched * 1e3:.3f} | {symv * 1e3:.3f} | "
-                  f"{batched / symv:.2f} |")
+            per_iteration = f"{2 * args.T * seconds:.3f}" if N == 10 else ""
+            print(f"| {str(dtype).removeprefix('torch.')} | {N} | {size / 1e6:.1f} | {seconds * 1e3:.3f} | "
+                  f"{size / seconds / 1e9:.1f} | {per_iteration} |")
 
 
 if __name__ == "__main__":

@@ -82,9 +82,7 @@ def _rows_times(X: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return (X[..., None, :] @ A)[..., 0, :]
 
 
-# From this size of H (bytes) on, H_i x_i by BLAS symv beats one batched product on CPU: H no longer stays in the
-# cache, and symv reads half of it (benchmarks/bench_gram_product.py: 1.4–4.8× from 8 MB, slower below 5 MB).
-SYMV_MIN_BYTES = 8_000_000
+SYMV_MIN_D = 256  # from this d on, x_iᵀH_i by BLAS symv beats a batched product on CPU (benchmarks/bench_gram_product.py)
 
 
 def _symv(H: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
@@ -125,10 +123,9 @@ class GramProduct(torch.autograd.Function):
 
 
 def _gram_times(X: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
-    """H_i x_i per instance (X (…, N, d), H (…, N, d, d) symmetric): :class:`GramProduct` for one CPU run with a
-    large H (X (N, d), H constant, at least ``SYMV_MIN_BYTES``), else the batched product :func:`_rows_times`.
-    Equal to rounding."""
-    if (X.ndim == 2 and H.ndim == 3 and X.device.type == "cpu" and H.numel() * H.element_size() >= SYMV_MIN_BYTES
+    """H_i x_i per instance (X (…, N, d), H (…, N, d, d) symmetric): :class:`GramProduct` for one CPU run of a
+    large d (X (N, d), H constant), else the batched product :func:`_rows_times`. Equal to rounding."""
+    if (X.ndim == 2 and H.ndim == 3 and X.device.type == "cpu" and H.shape[-1] >= SYMV_MIN_D
             and H.dtype in (torch.float32, torch.float64) and X.dtype == H.dtype and not H.requires_grad):
         return GramProduct.apply(X, H)
     return _rows_times(X, H)

@@ -384,8 +384,8 @@ def test_gd_reference_at_paper_scale(seed):
 
 @pytest.fixture
 def symv_from(monkeypatch):
-    """Set the size of H (bytes) from which gradient() takes the symv product (1: always; 10**12: never)."""
-    return lambda d: monkeypatch.setattr(problems, "SYMV_MIN_BYTES", d)
+    """Set the d from which gradient() takes the symv product (1: always; 10**9: never)."""
+    return lambda d: monkeypatch.setattr(problems, "SYMV_MIN_D", d)
 
 
 @settings(max_examples=25, deadline=None)
@@ -393,22 +393,22 @@ def symv_from(monkeypatch):
        seed=st.integers(0, 2**32 - 1))
 def test_symv_product_and_its_derivatives_equal_the_batched_product(N, d, dtype, seed):
     """H_i x_i by symv (one triangle read) = numpy's H_i x_i, and its VJP, JVP and vmapped Jacobian are the same
-    product: checked against the batched matmul path (SYMV_MIN_BYTES past H's size) and numpy, float64 and float32."""
+    product: checked against the batched matmul path (SYMV_MIN_D past d) and numpy, float64 and float32."""
     p = random_problem(N, d, d, seed).to(dtype=dtype)  # d < 2b: H is kept
     X = torch.from_numpy(np.random.default_rng(seed + 1).standard_normal((N, d))).to(dtype)
     V = torch.randn(N, d, dtype=dtype, generator=torch.Generator().manual_seed(seed % 2**31))
     H = p.H.double().numpy()
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
     f = lambda X: problems.gradient(p, X)  # noqa: E731
-    saved, symv, calls = problems.SYMV_MIN_BYTES, problems._symv, [0]
+    saved, symv, calls = problems.SYMV_MIN_D, problems._symv, [0]
 
     def counted(*args):
         calls[0] += 1
         return symv(*args)
 
     results = []
-    for threshold in (1, 10**12):
-        problems.SYMV_MIN_BYTES, problems._symv = threshold, counted
+    for threshold in (1, 10**9):
+        problems.SYMV_MIN_D, problems._symv = threshold, counted
         try:
             Xg = X.clone().requires_grad_(True)
             y = f(Xg)
@@ -417,7 +417,7 @@ def test_symv_product_and_its_derivatives_equal_the_batched_product(N, d, dtype,
             jac = torch.func.vmap(torch.func.jacrev(f))(torch.stack((X, 2 * X)))  # vjp under vmap: the vmap rule
             results.append((y.detach(), vjp, jvp, jac))
         finally:
-            problems.SYMV_MIN_BYTES, problems._symv = saved, symv
+            problems.SYMV_MIN_D, problems._symv = saved, symv
         if threshold == 1:
             assert calls[0] >= 3, "the symv path was not taken"
     y, vjp, jvp, jac = results[0]
@@ -439,8 +439,8 @@ def test_training_gradient_and_ntk_jacobian_are_the_same_through_symv(symv_from,
     params = inits.deterministic(widths, 3.0, seed=2)
     params["W3"] = torch.from_numpy(np.random.default_rng(0).standard_normal((24, 1)) * 0.1)
     out = []
-    for min_bytes in (1, 10**12):
-        symv_from(min_bytes)
+    for d_min in (1, 10**9):
+        symv_from(d_min)
         model = build(widths, params)
         loss = training.training_loss(p, model.unroll(p, 4), "last")
         grads = torch.autograd.grad(loss, list(model.parameters()))
