@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.linalg import get_blas_funcs
 
 from ntkcheck.config import ConfigError
 from ntkcheck.io import read_arrays
@@ -82,55 +81,6 @@ def _rows_times(X: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return (X[..., None, :] @ A)[..., 0, :]
 
 
-SYMV_MIN_D = 256  # from this d on, x_iᵀH_i by BLAS symv beats a batched product on CPU (benchmarks/bench_gram_product.py)
-
-
-def _symv(H: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-    """H_i x_i for every instance by BLAS symv, which reads one triangle of the symmetric H_i: half the memory
-    traffic of a general product (CPU, float32 or float64; no autograd)."""
-    symv = get_blas_funcs("symv", dtype=np.float64 if H.dtype == torch.float64 else np.float32)
-    Hn, Xn = H.detach().numpy(), X.detach().contiguous().numpy()
-    return torch.from_numpy(np.stack([symv(1.0, Hn[i].T, Xn[i]) for i in range(Hn.shape[0])]))
-
-
-class GramProduct(torch.autograd.Function):
-    """y_i = H_i x_i for symmetric H_i (N, d, d), X (N, d), by :func:`_symv`. It is linear in X with a symmetric
-    matrix, so its reverse- and forward-mode derivatives are the same product; under ``torch.func.vmap`` it is the
-    batched product :func:`_rows_times`. H is data: no derivative reaches it."""
-
-    @staticmethod
-    def forward(X, H):
-        return _symv(H, X)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.H = inputs[1]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return GramProduct.apply(grad, ctx.H), None
-
-    @staticmethod
-    def jvp(ctx, tangent, _):
-        return GramProduct.apply(tangent, ctx.H)
-
-    @staticmethod
-    def vmap(info, in_dims, X, H):
-        X = X.movedim(in_dims[0], 0) if in_dims[0] is not None else X
-        H = H.movedim(in_dims[1], 0) if in_dims[1] is not None else H
-        batched = in_dims[0] is not None or in_dims[1] is not None
-        return (X[..., None, :] @ H)[..., 0, :], (0 if batched else None)
-
-
-def _gram_times(X: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
-    """H_i x_i per instance (X (…, N, d), H (…, N, d, d) symmetric): :class:`GramProduct` for one CPU run of a
-    large d (X (N, d), H constant), else the batched product :func:`_rows_times`. Equal to rounding."""
-    if (X.ndim == 2 and H.ndim == 3 and X.device.type == "cpu" and H.shape[-1] >= SYMV_MIN_D
-            and H.dtype in (torch.float32, torch.float64) and X.dtype == H.dtype and not H.requires_grad):
-        return GramProduct.apply(X, H)
-    return _rows_times(X, H)
-
-
 def residual(problem: Problem, X: torch.Tensor) -> torch.Tensor:
     """r(X) = M X − Y, per instance: r_i = M_i x_i − y_i, shape (…, N, b).
 
@@ -166,7 +116,7 @@ def objective_path(problem: Problem, Xs) -> torch.Tensor:
 def gradient(problem: Problem, X: torch.Tensor) -> torch.Tensor:
     """∇F(X)_i = M_iᵀ(M_i x_i − y_i) = H_i x_i − c_i, shape (N, d)."""
     if problem.H is not None:
-        return _gram_times(X, problem.H) - problem.c
+        return _rows_times(X, problem.H) - problem.c  # H_i is symmetric: x_iᵀH_i = (H_i x_i)ᵀ
     return _rows_times(residual(problem, X), problem.M)
 
 
