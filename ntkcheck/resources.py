@@ -181,10 +181,12 @@ def set_threads(n: int) -> None:
     """Use at most ``n`` CPU threads for linear algebra: torch's intra-op threads and the BLAS/OpenMP pools of numpy
     and scipy (through threadpoolctl), which ``torch.set_num_threads`` does not reach (scipy's BLAS runs the
     symmetric Gram products and syrk, numpy's LAPACK the eigendecompositions)."""
-    import scipy.linalg  # noqa: F401  (loads scipy's BLAS: threadpoolctl limits only the libraries already loaded)
+    import importlib
+
     import torch
     from threadpoolctl import threadpool_limits
 
+    importlib.import_module("scipy.linalg")  # loads scipy's BLAS: threadpoolctl limits only the libraries loaded
     torch.set_num_threads(n)
     threadpool_limits(limits=n)
 
