@@ -122,7 +122,8 @@ def markdown(report: dict) -> str:
                                                                  "init", "detach", "step_scale", "seed", "init_seed", "dtype")
                                 if cfg.get(k) is not None) + ".",
         f"Probes at k = {', '.join(sorted(report['probe_points'], key=int))} ({report['probe_method']}, float64).",
-        f"Training took {fmt(s.get('seconds_training'))} s ({fmt(s.get('seconds_per_iteration'))} s per iteration); "
+        f"Training took {fmt(s.get('seconds_training'))} s ({fmt(s.get('seconds_per_iteration'))} s per iteration)"
+        + _other_seconds(report.get("seconds") or {}) + "; "
         + ", ".join(f"{k} {v}" for k, v in sorted(report.get("versions", {}).items())) + ".",
         *(["## Notes", "\n".join(f"- {note}" for note in report["notes"])] if report.get("notes") else []),
         "## Conditions",
@@ -146,6 +147,15 @@ def markdown(report: dict) -> str:
           if report.get("figure_format") else []),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def _other_seconds(seconds: dict) -> str:
+    """", the diagnostics at W_0 … s, the 6 probes … s (… s each at most)" from report.json's ``seconds``."""
+    probes = [v for k, v in seconds.items() if k.startswith("k=")]
+    out = f", the diagnostics at W_0 {fmt(seconds['diagnostics'])} s" if "diagnostics" in seconds else ""
+    if probes:
+        out += f", the {len(probes)} probes {fmt(sum(probes))} s ({fmt(max(probes))} s each at most)"
+    return out
 
 
 def diagnostics_section(report: dict) -> list[str]:

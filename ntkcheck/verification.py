@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,7 @@ class Prober:
         self.phase = phase or (lambda text: None)
         self.steps = set(probes.steps(cfg.iters))
         self.points: dict[int, ProbeResult | ProbeFailure] = {}
+        self.seconds: dict[str, float] = {}  # wall time of "diagnostics" and of each probe ("k=…"), kept on disk
         self.K0, self.diagnostics = None, None
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -84,6 +86,7 @@ class Prober:
             self.K0 = np.load(folder / "K0.npy") if (folder / "K0.npy").exists() else None
             if (folder / DIAGNOSTICS).exists():
                 self.diagnostics = json.loads((folder / DIAGNOSTICS).read_text())
+                self.seconds["diagnostics"] = self.diagnostics.pop("seconds", math.nan)
 
     def __call__(self, k: int, model: MathL2O) -> None:
         if k == 0 and self.diagnostics is None:
@@ -93,6 +96,7 @@ class Prober:
             self.phase("training")
             return
         self.phase(f"probe k={k}: K, K̃, α ({self.probes.ntk_method})")
+        started = time.perf_counter()
         try:
             result = measure(model, self.problem, self.cfg.T, lr=self.cfg.lr, method=self.probes.ntk_method,
                              jacobian_method=self.probes.jacobian,
@@ -102,13 +106,15 @@ class Prober:
         else:
             result = self._with_drift(k, result)
         self.points[k] = result
+        self.seconds[f"k={k}"] = time.perf_counter() - started
         if self.folder is not None:
             io.write_npz(self._path(k, "npz"), result.arrays())
-            io.write_json(self._path(k, "json"), {"iteration": k, **result.as_dict()})
+            io.write_json(self._path(k, "json"), {"iteration": k, "seconds": self.seconds[f"k={k}"], **result.as_dict()})
 
     def _diagnose(self, model: MathL2O) -> None:
         """The freeze predictor, the dead cone and the best gains at W_0 (:func:`ntkcheck.diagnostics.at_initialisation`;
         {} away from the deterministic initialisation, or when the features overflow there)."""
+        started = time.perf_counter()
         try:
             found = at_initialisation(model, self.problem, self.cfg.T, lr=self.cfg.lr, loss=self.cfg.loss,
                                       tol=self.cfg.saturation_tol)
@@ -117,8 +123,9 @@ class Prober:
         self.diagnostics = found or {}
         if self.diagnostics.get("freeze") and self.cfg.optimizer != "sgd":
             self.diagnostics["freeze"]["note"] = "predicts plain SGD's first step; this run trains with Adam"
+        self.seconds["diagnostics"] = time.perf_counter() - started
         if self.folder is not None:
-            io.write_json(self.folder / DIAGNOSTICS, self.diagnostics)
+            io.write_json(self.folder / DIAGNOSTICS, self.diagnostics | {"seconds": self.seconds["diagnostics"]})
 
     def _with_drift(self, k: int, result: ProbeResult) -> ProbeResult:
         """‖K_k − K_0‖_F/‖K_0‖_F where K is dense and K_0 ≠ 0; the dense kernels are not kept."""
@@ -139,6 +146,7 @@ class Prober:
         points = {}
         for path in sorted(self.folder.glob("k*.json")):
             k, numbers = int(path.stem[1:]), json.loads(path.read_text())
+            self.seconds[f"k={k}"] = numbers.get("seconds", math.nan)
             points[k] = (ProbeFailure(numbers["error"]) if "error" in numbers
                          else ProbeResult.from_dict(numbers, dict(np.load(self._path(k, "npz")))))
         return points
@@ -254,6 +262,7 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
         "notes": notes(training.summary, points), "conditions": verdicts, "comparisons": rows,
         "probe_points": {str(k): {"iteration": k, **p.as_dict()} for k, p in sorted(points.items())},
         "diagnostics": prober.diagnostics or {}, "figure_format": figures or None,
+        "seconds": {"training": training.summary["seconds_training"], **prober.seconds},
     }
     metrics = training.metrics.join(probed, how="left")
     folder = None

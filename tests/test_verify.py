@@ -136,6 +136,19 @@ def test_interrupted_verify_resumes_to_the_uninterrupted_numbers(tmp_path, run):
     a, b = run.metrics, resumed.metrics
     pd.testing.assert_frame_equal(a[sorted(a.columns)], b[sorted(b.columns)])
     assert [c["holds"] for c in resumed.report["conditions"]] == [c["holds"] for c in run.report["conditions"]]
+    # the time of the probes and diagnostics measured before the interruption is read back, not lost
+    first = json.loads((tmp_path / "run" / "probes" / "k000004.json").read_text())["seconds"]
+    assert resumed.report["seconds"]["k=4"] == first and set(resumed.report["seconds"]) == set(run.report["seconds"])
+
+
+def test_the_report_says_where_the_time_went(run):
+    """report.json's seconds: training, the diagnostics and every probe, each positive; report.md reads them out."""
+    seconds = run.report["seconds"]
+    assert set(seconds) == {"training", "diagnostics", *(f"k={k}" for k in run.probes)}
+    assert all(v > 0 for v in seconds.values())
+    assert seconds["training"] == run.report["summary"]["seconds_training"]
+    md = (run.folder / "report.md").read_text()
+    assert f"the {len(run.probes)} probes" in md and "the diagnostics at W_0" in md
 
 
 def test_a_diverged_run_still_writes_its_report(tmp_path):
