@@ -55,17 +55,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--sample", type=int, default=5, help="cells timed one by one")
     parser.add_argument("--batch-size", type=int, default=125)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (0: the libraries' defaults)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     import torch
 
     from ntkcheck import preset, train
+    from ntkcheck.resources import set_threads
     from ntkcheck.sweeps import make_spec, sweep
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)  # torch and the BLAS pools of numpy/scipy
     spec = make_spec("small", base={"iters": args.iters}, grid={"e": E, "lr": ETA}, seeds=f"0-{args.seeds - 1}",
                      probe_method="none", record_every=25, batch_size=args.batch_size)
     cells = spec.cells()
