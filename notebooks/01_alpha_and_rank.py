@@ -71,6 +71,7 @@ def measure(n, N, d):
     spec = linalg.kernel_spectrum(ntk.empirical_ntk(net, problem, T).K)
     return {"n": n, "N": N, "d": d, "rows_Nd": N * d, "alpha0": a.alpha, "sigma_max": a.sigma_max,
             "tol_G": a.rank.tol, "rank_G": a.rank.rank, "min_shape_G": min(a.shape),
+            "rank_bound": a.rank_bound if a.rank_bound is not None else min(a.shape),
             "patterns": activation_patterns(net, problem, T), "rank_G_all_t": linalg.matrix_rank(stacked).rank,
             "n_outputs_Nb": N * b_of(d), "rank_K": spec.rank.rank, "tol_K": spec.rank.tol,
             "lambda_max": spec.lambda_max, "lambda_min": spec.lambda_min}
@@ -125,8 +126,11 @@ plt.show()
 
 # %%
 assert (table.rank_G <= 2 * table.patterns).all()  # the 2-D-input bound (a mathematical fact)
+# features.alpha uses this bound itself (bounds/DERIVATIONS.md §3b): the SVD of a factor with Σ_k min(rows_k, 2)
+# rows, then exact zeros. Its bound (over layer L−1's patterns alone) is at most 2·patterns and at least the rank:
+assert (table.rank_G <= table.rank_bound).all() and (table.rank_bound <= 2 * table.patterns).all()
 assert (table.rank_K <= table.rank_G_all_t).all()  # K's rows live in the span of all steps' features
-table[["n", "N", "d", "rows_Nd", "patterns", "rank_G", "rank_G_all_t", "rank_K", "n_outputs_Nb"]].tail(9)
+table[["n", "N", "d", "rows_Nd", "patterns", "rank_bound", "rank_G", "rank_G_all_t", "rank_K", "n_outputs_Nb"]].tail(9)
 
 # %% [markdown]
 # Along the unroll, for the largest configuration: the rank of G_{L−1,t} per step t. At t = 1 all inputs lie
