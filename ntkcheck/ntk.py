@@ -263,11 +263,12 @@ def self_gram(A: torch.Tensor) -> torch.Tensor:
 def gram(J: dict[str, torch.Tensor], Jt: dict[str, torch.Tensor] | None = None, *, N: int,
          kind: str | None = None) -> Gram:
     """K = Σ_p J_p J'_pᵀ with J' = ``Jt`` (default J). ``N`` instances split the rows evenly."""
-    same = Jt is None or Jt is J
     Jt = J if Jt is None else Jt
     if set(J) != set(Jt):
         raise ValueError(f"J and Jt must have the same parameters (got {sorted(J)} and {sorted(Jt)})")
-    blocks = {k: self_gram(J[k]) if same else J[k] @ Jt[k].T for k in J}
+    # a block whose J̃_p equals J_p (all of them at W_L = 0, where detaching changes nothing) is J_p J_pᵀ: the same
+    # syrk as K's, so that K̃ = K there exactly
+    blocks = {k: self_gram(J[k]) if Jt[k] is J[k] or torch.equal(J[k], Jt[k]) else J[k] @ Jt[k].T for k in J}
     values = list(blocks.values())
     K = sum(values[1:], values[0].clone())
     n = K.shape[0]
