@@ -423,6 +423,8 @@ def ntk_table(report: dict, folder) -> Table:
     row(f"α = σ_min(G_{{L−1,{a['t']}}}) ({a['n_rows']}×{a['n_cols']})", lambda p: g(p["alpha"]["alpha"]))
     row("σ_max(G_{L−1,t})", lambda p: g(p["alpha"]["sigma_max"]))
     row("rank G_{L−1,t} (tol)", lambda p: f"{p['alpha']['rank']} ({p['alpha']['tol']:.2g})")
+    row("rank G_{L−1,t} ≤ (activation patterns)", lambda p: "—" if p["alpha"].get("rank_bound") is None
+        else f"{p['alpha']['rank_bound']} ({p['alpha']['patterns']})")
     row(f"η = {report['lr']:.3g} < 2/λ_max(K)", lambda p: f"{g(p['linearised']['threshold'])} "
         f"({'stable' if p['linearised']['stable'] else 'UNSTABLE'})")
     row("2/λ_max(½(K̃ + K̃ᵀ))", lambda p: g(p["threshold_training"]))

@@ -426,7 +426,10 @@ def test_cli_ntk_writes_the_kernel_of_the_configured_model(tmp_path, capsys):
     assert point["linearised"]["threshold"] == pytest.approx(2 / lam[-1], rel=1e-12)
     assert point["linearised"]["stable"] == (0.5 < 2 / lam[-1])
     assert point["alpha"]["t"] == 3 and point["alpha"]["n_rows"] == 12 and point["alpha"]["n_cols"] == 8
-    assert "λ_max" in capsys.readouterr().out
+    bound = point["alpha"]["rank_bound"]  # from the activation patterns, where that factor is the smaller one
+    assert bound is None or point["alpha"]["rank"] <= bound < 8
+    printed = capsys.readouterr().out
+    assert "λ_max" in printed and "activation patterns" in printed
 
 
 def test_cli_ntk_on_a_finished_run_measures_both_ends_and_the_drift(tmp_path):
