@@ -197,9 +197,13 @@ def probe_rows(report: dict) -> list[list[str]]:
         lam_min = fmt(K["lambda_min"]) + (f" (≤ tol {fmt(K['rank_tol'])})" if "rank_tol" in K and
                                           abs(K["lambda_min"]) <= K["rank_tol"] else "")
         rank_K = f"{K['rank']}/{p['n_outputs']} (tol {fmt(K['rank_tol'])})" if "rank" in K else "—"
-        alpha = fmt(a["alpha"]) + (f" (≤ tol {fmt(a['tol'])})" if a["alpha"] <= a["tol"] else "")
+        exact = a.get("rank_bound") is not None  # the pattern bound makes the trailing singular values exact zeros
+        alpha = fmt(a["alpha"]) + (" (exactly)" if exact and a["alpha"] == 0 else
+                                   f" (≤ tol {fmt(a['tol'])})" if a["alpha"] <= a["tol"] else "")
+        bound = f"; ≤ {a['rank_bound']} from {a['patterns']} patterns" if exact else ""
         rows.append([k, fmt(p["loss"]), fmt(K["lambda_max"]), lam_min, rank_K, alpha,
-                     f"{a['rank']}/{min(a['n_rows'], a['n_cols'])} (tol {fmt(a['tol'])})", fmt(drift.get("rel_change"))])
+                     f"{a['rank']}/{min(a['n_rows'], a['n_cols'])} (tol {fmt(a['tol'])}{bound})",
+                     fmt(drift.get("rel_change"))])
     return rows
 
 

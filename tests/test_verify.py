@@ -208,6 +208,22 @@ def test_table_numbers_keep_the_distance_from_one():
     assert fmt(None) == "—" and fmt(float("inf")) == "∞" and fmt(3.2e-9) == "3.2e-09"
 
 
+def test_probe_table_calls_alpha_exactly_zero_only_under_the_pattern_bound(run):
+    """The probes table of report.md: α = 0 reads "exactly" where the activation patterns bound rank G below
+    min(N·d, n) (the singular values past the bound are exact zeros), and "≤ tol" otherwise."""
+    import copy
+
+    from ntkcheck.report import markdown
+
+    report = copy.deepcopy(run.report)
+    point = report["probe_points"]["0"]["alpha"]
+    point.update(alpha=0.0, rank_bound=3, patterns=2)
+    assert "0 (exactly)" in markdown(report) and "≤ 3 from 2 patterns" in markdown(report)
+    for p in report["probe_points"].values():
+        p["alpha"].update(rank_bound=None, patterns=None)
+    assert "0 (exactly)" not in markdown(report) and "0 (≤ tol" in markdown(report)
+
+
 def test_report_md_is_rendered_from_report_json(run):
     """report.md carries nothing that report.json does not: rendering the JSON gives the same file."""
     from ntkcheck.report import markdown
