@@ -197,16 +197,17 @@ def continue_config(finished: str | Path, **changes) -> TrainConfig:
     return _continued(finished, changes)[0]
 
 
-def continue_run(finished: str | Path, out: str | Path, *, callback=None, probe=None,
-                 max_memory: float | None = None, **changes) -> RunResult:
+def continue_run(finished: str | Path, out: str | Path, *, problem: problems.Problem | None = None, callback=None,
+                 probe=None, max_memory: float | None = None, **changes) -> RunResult:
     """Continue the completed run in ``finished`` to ``iters`` iterations (:func:`continue_config`), in the new folder
     ``out``; ``finished`` is only read. The result equals the run started with those iterations: the new folder
     starts with the finished run's records and checkpoint (under the new configuration), and iteration K, which
-    ended the run without a step, is measured again and takes its step (:func:`reopen`). Interrupted, it resumes
-    like any run (``resume=True`` with ``out``)."""
+    ended the run without a step, is measured again and takes its step (:func:`reopen`). ``problem``: the one the
+    run was trained on, when it was passed in Python (as to :func:`train`). Interrupted, it resumes like any run
+    (``resume=True`` with ``out``)."""
     cfg, run = _continued(finished, changes)
     resources.check(cfg, limit=max_memory)
-    exp = setup(cfg)
+    exp = setup(cfg, problem=problem)
     state = torch.load(Path(finished) / CHECKPOINT, map_location="cpu", weights_only=True)
     with runfolder.open_run(out, resume=False) as work:
         runfolder.append_records(work, run.metrics.to_dict("records"))  # records first: the checkpoint marks it resumable

@@ -139,6 +139,18 @@ def test_a_finished_run_continued_into_a_new_folder_equals_the_longer_run(tmp_pa
         assert torch.equal(w, resumed.weights[name])
 
 
+def test_a_run_on_a_problem_given_in_python_continues_on_that_problem(tmp_path):
+    """A run trained on a problem passed in Python continues on it when it is passed again."""
+    from ntkcheck.training import continue_run
+
+    cfg = TrainConfig(**TINY, iters=5)
+    p = problems.generate(cfg.N, cfg.d, cfg.b, seed=123)
+    whole = train(cfg, tmp_path / "whole", problem=p)
+    train(cfg.replace(iters=2), tmp_path / "short", problem=p)
+    longer = continue_run(tmp_path / "short", tmp_path / "longer", problem=p, iters=5)
+    pd.testing.assert_frame_equal(whole.metrics, longer.metrics)
+
+
 def test_only_a_completed_run_continues_and_only_to_more_iterations(tmp_path):
     """continue_config refuses a folder that is not a finished run, a diverged run, iters ≤ K and a changed field
     outside the resumable ones, naming the parameter; nothing is written."""
