@@ -1,6 +1,6 @@
 """Benchmark: the cost of one checkpoint does not grow with the iteration count k.
 
-A checkpoint (:func:`ntkcheck.training.save_checkpoint`) appends the metrics of the iterations since the last one
+A checkpoint (:func:`ntkcheck.engine.training.save_checkpoint`) appends the metrics of the iterations since the last one
 to ``metrics.jsonl`` (fsync'd) and writes ``checkpoint.pt`` (weights, optimizer, W_0, counters) through a temporary
 file and a rename. Neither part should depend on how many iterations the run has already recorded. Two
 measurements, in one process (``--threads 1`` by default):
@@ -88,8 +88,9 @@ def fmt(x: float, digits: int = 3) -> str:
 
 
 def bench_train(iters: list[int], folder: Path) -> list[dict]:
-    from ntkcheck import runfolder, training
     from ntkcheck.config import TrainConfig
+    from ntkcheck.engine import training
+    from ntkcheck.results import runfolder
 
     calls: list[tuple[int, float]] = []
     original_save, original_write = training.save_checkpoint, runfolder.write_metrics
@@ -152,9 +153,10 @@ def print_train(rows: list[dict]) -> None:
 def bench_direct(ks: list[int], repeats: int, folder: Path) -> list[dict]:
     import torch
 
-    from ntkcheck import runfolder, training
+    from ntkcheck.build.experiment import setup
     from ntkcheck.config import TrainConfig
-    from ntkcheck.experiment import setup
+    from ntkcheck.engine import training
+    from ntkcheck.results import runfolder
 
     cfg = TrainConfig(**TINY, iters=max(ks), checkpoint_every=EVERY)
     exp = setup(cfg)
@@ -191,7 +193,7 @@ def bench_direct(ks: list[int], repeats: int, folder: Path) -> list[dict]:
 
 def print_direct(rows: list[dict], repeats: int) -> None:
     ref, old_ref = rows[0]["median"], rows[0]["old_median"]
-    print(f"\n### direct: `ntkcheck.training.save_checkpoint` at k, {repeats} calls each (reference: k = "
+    print(f"\n### direct: `ntkcheck.engine.training.save_checkpoint` at k, {repeats} calls each (reference: k = "
           f"{rows[0]['k']}, {ref * 1e3:.3f} ms)\n")
     print("| k | median ms | min ms | max ms | median / reference | checkpoint.pt bytes | metrics.jsonl MB | "
           "contrast: all records in the checkpoint, ms | contrast / its k = 25 |")
@@ -220,7 +222,7 @@ def main(argv=None) -> int:
     import torch
 
     from ntkcheck.resources import set_threads
-    from ntkcheck.runfolder import versions
+    from ntkcheck.results.runfolder import versions
 
     set_threads(args.threads)  # torch and the BLAS pools of numpy/scipy
 

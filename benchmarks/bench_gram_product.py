@@ -1,6 +1,6 @@
 """Benchmark: the per-step product with the Gram matrices H_i = M_iᵀM_i, the floor of a paper-scale iteration.
 
-Every unrolled step computes ∇F(X)_i = H_i x_i − c_i (:func:`ntkcheck.problems.gradient`), and its backward another
+Every unrolled step computes ∇F(X)_i = H_i x_i − c_i (:func:`ntkcheck.problems.qp.gradient`), and its backward another
 product with H_i: 2·T = 200 products per training iteration at the paper's scale (N = 10, d = 512, b = 400, T = 100).
 One product reads all of H (N·d² numbers: 21 MB in float64, 10.5 MB in float32) for N·d² multiply-adds, so it runs
 at the speed at which memory delivers H. This script times one product for N = 1, 2, 4, 6, 8, 10 instances in both
@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from ntkcheck import problems  # noqa: E402
+from ntkcheck.problems import qp as problems  # noqa: E402
 from ntkcheck.resources import set_threads  # noqa: E402
 
 

@@ -67,9 +67,9 @@ def one(spec: dict) -> dict:
 
     torch.set_num_threads(1)
     from ntkcheck import resources
+    from ntkcheck.apps.verify import verify
     from ntkcheck.config import ProbeConfig, TrainConfig
-    from ntkcheck.training import train
-    from ntkcheck.verification import verify
+    from ntkcheck.engine.training import train
 
     probes = None if spec.get("probes") is None else ProbeConfig(**spec["probes"])
     cfg = TrainConfig(**spec["config"])

@@ -4,7 +4,7 @@ The Fig. 5 grid: e ∈ {1, 5, 25, 50, 100} × η ∈ {1e-3, …, 1e-7}, the smal
 n = 1024, T = 20), ``--iters`` iterations (default 200), ``--seeds`` seeds (default 1: 25 cells). In one process,
 one after the other:
 
-``batched``     :func:`ntkcheck.sweeps.sweep` with the embedded engine (all cells of a seed share their data, so
+``batched``     :func:`ntkcheck.apps.sweep.sweep` with the embedded engine (all cells of a seed share their data, so
                 a batch holds all 25·seeds cells up to ``--batch-size``), probes off, curves every 25 iterations;
 ``one by one``  :func:`ntkcheck.train` on each cell in turn, as the cells would run without the sweep engine
                 (every iteration recorded, as ``train`` does). ``--sample`` cells are timed (default 5, spread
@@ -62,8 +62,8 @@ def main() -> None:
     import torch
 
     from ntkcheck import preset, train
+    from ntkcheck.apps.sweep import make_spec, sweep
     from ntkcheck.resources import set_threads
-    from ntkcheck.sweeps import make_spec, sweep
 
     if args.threads:
         set_threads(args.threads)  # torch and the BLAS pools of numpy/scipy

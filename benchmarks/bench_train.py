@@ -1,8 +1,8 @@
 """Benchmark: seconds per training iteration and peak memory of the Math-L2O trainer.
 
-One training iteration is what :func:`ntkcheck.training.run_iteration` does: unroll T steps, evaluate
+One training iteration is what :func:`ntkcheck.engine.training.run_iteration` does: unroll T steps, evaluate
 F(X_T), backpropagate through all T steps (BPTT), record the iteration's metrics, take one SGD step.
-The script calls the library (``ntkcheck.training``, ``ntkcheck.model``, ``ntkcheck.problems``); it does
+The script calls the library (``ntkcheck.engine.training``, ``ntkcheck.models.math_l2o``, ``ntkcheck.problems.qp``); it does
 not re-implement the model.
 
 Every (configuration, wide-layer path) runs in a fresh subprocess (``bench_train.py --one NAME --path
@@ -135,13 +135,15 @@ def dense_need_bytes(fields: dict) -> int:
 
 
 def run_one(name: str, path: str, repeats: int, threads: int | None) -> dict:
-    """Build the configuration as ``ntkcheck.training.train`` does, then time ``run_iteration``."""
+    """Build the configuration as ``ntkcheck.engine.training.train`` does, then time ``run_iteration``."""
     started = time.perf_counter()
     import torch
 
-    from ntkcheck import experiment, problems, training
+    from ntkcheck.build import experiment
     from ntkcheck.config import TrainConfig, hidden_widths
-    from ntkcheck.model import build
+    from ntkcheck.engine import training
+    from ntkcheck.models.math_l2o import build
+    from ntkcheck.problems import qp as problems
 
     if threads:
         from ntkcheck.resources import set_threads
@@ -345,7 +347,7 @@ def _git_head() -> str | None:
 
 def gd_reference(seeds: list[int], step_scale: float) -> dict:
     """F(X_T) of plain GD (step s/β_i, X_0 = 0) on the paper-scale training set, float64."""
-    from ntkcheck import problems
+    from ntkcheck.problems import qp as problems
 
     rows = {}
     for seed in seeds:
@@ -408,7 +410,7 @@ def print_training(results: dict, baseline: dict | None) -> None:
         if "error" in baseline:
             print(f"\nimport baseline: {baseline['error']}")
         else:
-            print(f"\nimport baseline (torch + ntkcheck.training, fresh process): peak RSS "
+            print(f"\nimport baseline (torch + ntkcheck.engine.training, fresh process): peak RSS "
                   f"{_gb(baseline['peak_rss_bytes'])} GB, import {baseline['import_seconds']:.2f} s")
     columns = ["config", "path", "dtype", "thr", "N", "d×b", "n", "T", "e", "reps", "median s/iter", "min s/iter",
                "warm-up s", "sys s/iter", "faults/iter", "setup s", "peak RSS GB", "Δ import GB", "others' CPU", "steal",
@@ -425,7 +427,7 @@ def print_training(results: dict, baseline: dict | None) -> None:
                      f"{r['median_minor_faults'] / 1000:.0f}k", f"{r['setup_seconds']:.2f}", _gb(r["peak_rss_bytes"]),
                      _gb(r["increment_bytes"]), _pct(r.get("other_cpu_share")), _pct(r.get("steal_share")),
                      f"{r['F_T_iter0']:.4g} / {r['F_T_gd']:.4g}"])
-    _table("Training iteration (unroll + BPTT + SGD step: ntkcheck.training.run_iteration)", columns, rows)
+    _table("Training iteration (unroll + BPTT + SGD step: ntkcheck.engine.training.run_iteration)", columns, rows)
     print("sys s/iter, faults/iter: median system CPU time and minor page faults of one timed iteration; peak RSS: "
           "VmHWM of the child; GB = 1e9 bytes; others' CPU, steal: share of all CPUs used by other processes and kernel "
           "threads, and stolen by the hypervisor, while the child ran. The machine is shared: above a few %, and "

@@ -13,8 +13,8 @@ python - <<'PY'
 import json, os, time
 import torch
 from ntkcheck import empirical_ntk, preset
-from ntkcheck.experiment import setup
-from ntkcheck.training import meta_optimizer, run_iteration, gd_objective
+from ntkcheck.build.experiment import setup
+from ntkcheck.engine.training import meta_optimizer, run_iteration, gd_objective
 
 def timed(fn, repeats):
     fn(); torch.cuda.synchronize()

@@ -38,9 +38,12 @@ import seaborn as sns
 
 import bounds
 from bounds.local import lambda_max_of_e
-from ntkcheck import init, linalg, model, ntk, problems
 from ntkcheck.config import TrainConfig, hidden_widths
-from ntkcheck.training import train
+from ntkcheck.engine.training import train
+from ntkcheck.measure import linalg, ntk
+from ntkcheck.models import init
+from ntkcheck.models import math_l2o as model
+from ntkcheck.problems import qp as problems
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.width", 160)
@@ -175,7 +178,7 @@ print(f"e ≥ 5, η > 3·(2/λ_max): gain {far.gain.min():.3f} … {far.gain.max
 print(f"best gain for e ≥ 5: {best.gain:.3f} at η/(2/λ_max) = {best.eta_over_threshold:.3g}, e = {best.e:g}")
 print(f"non-finite runs: {(grid.outcome == 'non-finite').sum()} of {len(grid)}; "
       f"small e (< 5): gains {grid[grid.e < 5].gain.min():.3f} … {grid[grid.e < 5].gain.max():.3f}")
-print(f"Lemma thresholds at C = 1: " + ", ".join(f"{k} {v:.3g}" for k, v in lemma_e.items()))
+print("Lemma thresholds at C = 1: " + ", ".join(f"{k} {v:.3g}" for k, v in lemma_e.items()))
 gap = (2.0 / lambda_max_of_e(lam_at_1, 50.0, base.L)) / eta_apriori(50.0)
 print(f"Eq. 14 a priori bound 1/Λ̄₀² lies {gap:.3g}× below 2/λ_max(K_0) (the same factor at every e)")
 assert gap > 1  # Λ̄₀² ≥ λ_max(K_0): the a-priori step is always the safer one

@@ -39,8 +39,11 @@ import pandas as pd
 import seaborn as sns
 
 import ntkcheck
-from ntkcheck import dynamics, init, linalg, model, ntk, problems
 from ntkcheck.config import hidden_widths
+from ntkcheck.measure import dynamics, linalg, ntk
+from ntkcheck.models import init
+from ntkcheck.models import math_l2o as model
+from ntkcheck.problems import qp as problems
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.width", 160)

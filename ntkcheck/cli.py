@@ -8,18 +8,42 @@ from __future__ import annotations
 
 import inspect
 import sys
-import typing
 import time
+import typing
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from ntkcheck.config import (ALPHA_STEPS, DEVICES, DRAWS, DTYPES, FORMATS, INITS, JACOBIANS, LOSSES, NTK_METHODS, ON_DIVERGENCE,
-                             OPTIMIZERS, PRESETS, WIDE_LAYERS, ConfigError, ProbeConfig, TrainConfig, preset,
-                             probe_preset)
+from ntkcheck.config import (
+    ALPHA_STEPS,
+    DEVICES,
+    DRAWS,
+    DTYPES,
+    FORMATS,
+    INITS,
+    JACOBIANS,
+    LOSSES,
+    NTK_METHODS,
+    ON_DIVERGENCE,
+    OPTIMIZERS,
+    PRESETS,
+    WIDE_LAYERS,
+    ConfigError,
+    ProbeConfig,
+    TrainConfig,
+    preset,
+    probe_preset,
+)
 from ntkcheck.config import flag as config_flag
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -197,8 +221,9 @@ def _tracked(label: str, total: int, call):
 @options(*RUN, "continue_from")
 def train(ctx: typer.Context, **values):
     """Train Math-L2O and record every iteration (default: the paper's small configuration)."""
-    from ntkcheck.report import run_table
-    from ntkcheck.training import continue_config, continue_run, resume_config, train as run_training
+    from ntkcheck.engine.training import continue_config, continue_run, resume_config
+    from ntkcheck.engine.training import train as run_training
+    from ntkcheck.report.run import run_table
 
     out = _machine(values, "train")  # a resume needs only --out: the stored config is the truth
     finished = values["continue_from"]
@@ -223,8 +248,9 @@ def train(ctx: typer.Context, **values):
          "csv")
 def verify(ctx: typer.Context, **values):
     """Train, measure every quantity of the proof, evaluate every condition, compare theory and measurement."""
-    from ntkcheck.report import rich_tables, verdict_frame
-    from ntkcheck.verification import resume_settings, verify as run_verify
+    from ntkcheck.apps.verify import resume_settings
+    from ntkcheck.apps.verify import verify as run_verify
+    from ntkcheck.report.run import rich_tables, verdict_frame
 
     out = _machine(values, "verify")
     cfg, probes = resume_settings(out, **_given(ctx, values)) if values["resume"] else _configs(ctx, values)
@@ -250,8 +276,8 @@ def verify(ctx: typer.Context, **values):
 def ntk(ctx: typer.Context, **values):
     """Empirical NTK (K = J Jᵀ, K̃ = J J̃ᵀ), α = σ_min(G_{L−1,t}), ranks with their tolerances, and the
     linearised rate and stability threshold, in float64, for a configuration's initial weights or a run."""
-    from ntkcheck import ntk_report as kr
-    from ntkcheck.report import ntk_frame, ntk_table
+    from ntkcheck.apps import ntk as kr
+    from ntkcheck.report.run import ntk_frame, ntk_table
 
     run = values["run"]
     folder = run if values["out"] is None and run is not None else _machine(values, "ntk")
@@ -278,7 +304,7 @@ def reproduce(figure: Annotated[Optional[str], typer.Argument(help=FIGURE_HELP, 
                                                   rich_help_panel=OUT)] = "small", **values):
     """Rerun one of the paper's comparisons (baselines, GD, Adam) and write its CSV and PNG into a new folder;
     an interrupted one continues with --resume --out DIR, keeping every finished sub-run."""
-    from ntkcheck.reproduce import run
+    from ntkcheck.apps.reproduce import run
 
     if figure is None:
         raise ConfigError("figure", "missing; choose one of " + "; ".join(f"{k} ({v})" for k, v in FIGURES.items()))
@@ -297,13 +323,14 @@ SWEEP = ("record_every", "probe_at", "probe_method", "batch_size", "vary")
 def sweep(ctx: typer.Context, **values):
     """Train a grid of configurations over seeds (batched, or on Ray), probe every cell, and write cells.parquet,
     curves.parquet, figures and report.md. Rerunning the same command on the same --out finishes what is missing."""
-    from ntkcheck.sweeps import load_spec, make_spec, sweep as run_sweep, sweep_spec
+    from ntkcheck.apps.sweep import load_spec, make_spec, sweep_spec
+    from ntkcheck.apps.sweep import sweep as run_sweep
 
     out = _machine(values, "sweep")
     given = {k: v for k, v in _given(ctx, values).items() if k in TrainConfig.__dataclass_fields__}
     settings = {k: values[k] for k in SWEEP if ctx.get_parameter_source(k).name != "DEFAULT"}
     axes = values["grid"] or ()
-    from ntkcheck.runfolder import partial_folder
+    from ntkcheck.results.runfolder import partial_folder
 
     partial = partial_folder(out)
     if values["resume"] and not (partial / "sweep.toml").is_file():
@@ -327,11 +354,11 @@ def sweep(ctx: typer.Context, **values):
 
 
 def _gain_table(result):
-    """The final gain per grid cell over its seeds (:func:`ntkcheck.sweeps.report.summary_table`)."""
+    """The final gain per grid cell over its seeds (:func:`ntkcheck.report.sweep.summary_table`)."""
     from rich import box
     from rich.table import Table
 
-    from ntkcheck.sweeps.report import gain_rows, heading, summary_table
+    from ntkcheck.report.sweep import gain_rows, heading, summary_table
 
     axes = list(result.spec.axes)
     table = Table(title="final gain over GD, per grid cell over its seeds", title_justify="left", box=box.SIMPLE_HEAD)
@@ -346,7 +373,7 @@ def _gain_table(result):
 
 
 def _axes(axes) -> list:
-    from ntkcheck.sweeps.spec import parse_axis
+    from ntkcheck.apps.sweep.spec import parse_axis
 
     return [parse_axis(a) for a in axes]
 
@@ -390,8 +417,9 @@ def _swept(call, out: Path):
 def bounds_table(**values):
     """The theory's thresholds for a configuration: each condition with its source, status (stated / scaling /
     derived), confidence, threshold, the configuration's value and the verdict."""
-    from ntkcheck.compare import thresholds
-    from ntkcheck.report import bounds_table as table, verdict_frame
+    from ntkcheck.report.run import bounds_table as table
+    from ntkcheck.report.run import verdict_frame
+    from ntkcheck.theory import thresholds
 
     C, data, as_json, as_csv = (values.pop(k) for k in ("C", "data", "json", "csv"))
     cfg = TrainConfig(**values)
@@ -412,7 +440,7 @@ def _machine_readable(values: dict, as_json, as_frame) -> bool:
     if values.get("json"):
         import json
 
-        from ntkcheck.report import plain
+        from ntkcheck.report.run import plain
 
         typer.echo(json.dumps(plain(as_json()), indent=2, default=str))
     elif values.get("csv"):
@@ -462,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
                       "[/yellow]", highlight=False, soft_wrap=True)
         return 130
     except Exception as err:
-        from ntkcheck.runfolder import Interrupted  # imported only now: --help and errors need no torch
+        from ntkcheck.results.runfolder import (
+            Interrupted,  # imported only now: --help and errors need no torch
+        )
 
         if isinstance(err, Interrupted):
             console.print(f"[yellow]interrupted after iteration {err.iteration}; resume with --resume --out "

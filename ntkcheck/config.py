@@ -8,9 +8,9 @@ Errors name the config field as it is spelled here (``width``, ``step_scale``); 
 to its flag (``--width``, ``--step-scale``).
 
 ``draw`` says how the training instances and the initial weights are drawn: ``"ntkcheck"`` (the default) from
-ntkcheck's seeded numpy streams (:mod:`ntkcheck.problems`, :mod:`ntkcheck.init`); ``"paper"``, a compatibility
+ntkcheck's seeded numpy streams (:mod:`ntkcheck.problems.qp`, :mod:`ntkcheck.models.init`); ``"paper"``, a compatibility
 mode, with torch's generator in the order, shapes and dtypes of the authors' released code
-(:mod:`ntkcheck.paper_draw`), so that their numbers can be rerun exactly. With ``draw="paper"``, ``seed`` is their
+(:mod:`ntkcheck.build.paper_draw`), so that their numbers can be rerun exactly. With ``draw="paper"``, ``seed`` is their
 ``--seed`` (118 in all their runs and in the ``-official`` presets) and the instances come from seed + 777, as in
 their code.
 """
@@ -110,7 +110,7 @@ class ProbeConfig:
     """What ``verify`` measures along training. ``ntk_every`` = 0 probes only at k = 0 and k = K.
 
     ``ntk_method``: ``dense`` (K formed: spectrum, rank, drift, plateau), ``lanczos`` (λ_max, λ_min only) or
-    ``auto`` (dense whenever the dense kernels fit in half the available memory: :meth:`method_for`); ``jacobian``: the Jacobian behind the dense kernel;
+    ``auto`` (dense whenever the dense kernels fit in half the available memory: :func:`ntkcheck.resources.kernel_method`); ``jacobian``: the Jacobian behind the dense kernel;
     ``alpha_steps="all"`` adds α over every step t at k = 0; ``early``: the window [0, early) of the early
     contraction fit."""
 
@@ -132,43 +132,6 @@ class ProbeConfig:
         if self.ntk_every == 0:
             return sorted({0, iters})
         return sorted(set(range(0, iters + 1, self.ntk_every)) | {iters})
-
-    def method_for(self, n_outputs: int, n_params: int | None = None, *, memory: float | None = None,
-                   explain: bool = False):
-        """The kernel method for Q = N·b = ``n_outputs`` outputs and P = ``n_params`` parameters (``explain``:
-        the pair (method, reason), the reason one short line).
-
-        ``auto`` forms K densely whenever the dense probe fits in half of ``memory`` bytes (default: the memory
-        available now, :func:`ntkcheck.resources.available_memory`): it needs 8·(20·Q² + 2·Q·P)
-        bytes, twenty Q×Q float64 arrays (K and K̃, their per-parameter blocks and symmetric parts, the
-        eigenvectors and eigh's workspace, the kernels kept for the drift) and the Jacobians J and J̃ (Q×P each;
-        not counted when P is not given). Otherwise Lanczos (λ_max, λ_min only). Where the memory cannot be read,
-        ``auto`` keeps the fixed rule Q ≤ :data:`DENSE_MAX`. ``dense`` and ``lanczos`` are taken as asked."""
-        Q = int(n_outputs)
-        if self.ntk_method != "auto":
-            return (self.ntk_method, f"{self.ntk_method}: asked for") if explain else self.ntk_method
-
-        def available() -> float | None:
-            from ntkcheck.resources import available_memory  # same layer; resources imports this module
-
-            found = available_memory()
-            return None if found >= 2 ** 63 else float(found)  # 2^63: nothing could be read
-
-        def size(x: float) -> str:
-            return f"{x / 1e9:.3g} GB" if x >= 1e8 else f"{x / 1e6:.3g} MB"
-
-        memory = available() if memory is None else float(memory)
-        if memory is None:
-            method = "dense" if Q <= DENSE_MAX else "lanczos"
-            reason = (f"auto → {method}: N·b = {Q} {'≤' if method == 'dense' else '>'} {DENSE_MAX} (the available "
-                      "memory could not be read)")
-        else:
-            need = 8.0 * (20.0 * Q * Q + 2.0 * Q * (n_params or 0))
-            method = "dense" if need <= memory / 2 else "lanczos"
-            what = "K, K̃" + (" and J, J̃" if n_params else "")
-            reason = (f"auto → {method}: the dense {what} need {size(need)}, "
-                      f"{'within' if method == 'dense' else 'more than'} half of the {size(memory)} available")
-        return (method, reason) if explain else method
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -35,7 +35,7 @@ and per iteration (freed when it ends):
 
 ``training_bytes`` is the sum of both. The probes of ``verify`` (float64 whatever the training dtype) run in
 phases one after the other; ``probe_bytes`` is the largest phase, each with ``constants``. The method is
-``probes.method_for(Q, P)`` (``auto``: dense where the kernels fit in half the available memory):
+``kernel_method(probes.ntk_method, Q, P)`` (``auto``: dense where the kernels fit in half the available memory):
 
     constants         16·N·b·d                                     σ(M_i) and the minimum-norm X* (bounds.gd)
     features          blocks(C_FEAT, C_FEAT_HEAP, 8·R·n)           G_{L−1,t} and its SVD (α), row norms (δ₃)
@@ -105,7 +105,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ntkcheck.config import PRESETS, ConfigError, ProbeConfig, TrainConfig
+from ntkcheck.config import DENSE_MAX, PRESETS, ConfigError, ProbeConfig, TrainConfig
 
 INDEX_MAX = 2**62  # the largest array (in elements) this module lets numpy and torch form
 GB = 1e9
@@ -338,7 +338,7 @@ def estimate(cfg: TrainConfig, probes: ProbeConfig | None = None) -> Estimate:
         constants = Term("constants", 2 * 8 * N * b * d, {"N": 1, "b": 1, "d": 1})
         theil = Term("contraction fits", C_THEIL * 8 * (late * late + early * early), {"iters": 2})
         probe += [features, constants, theil]
-        method = probes.method_for(Q, P)
+        method = kernel_method(probes.ntk_method, Q, P)
         if method == "dense":  # (Lanczos falls back to dense only where that fits in half the available memory)
             hint = "use ntk_method=lanczos"
             if angular and probes.jacobian != "func":  # the structured Jacobian
@@ -375,6 +375,42 @@ def estimate(cfg: TrainConfig, probes: ProbeConfig | None = None) -> Estimate:
 
 
 # -- the limit ---------------------------------------------------------------------------------------------
+
+
+def kernel_method(ntk_method: str, n_outputs: int, n_params: int | None = None, *, memory: float | None = None,
+              explain: bool = False):
+    """The kernel method ``ntk_method`` (``auto``, ``dense``, ``lanczos``) resolves to for Q = N·b = ``n_outputs`` outputs and P = ``n_params`` parameters (``explain``:
+    the pair (method, reason), the reason one short line).
+
+    ``auto`` forms K densely whenever the dense probe fits in half of ``memory`` bytes (default: the memory
+    available now, :func:`available_memory`): it needs 8·(20·Q² + 2·Q·P)
+    bytes, twenty Q×Q float64 arrays (K and K̃, their per-parameter blocks and symmetric parts, the
+    eigenvectors and eigh's workspace, the kernels kept for the drift) and the Jacobians J and J̃ (Q×P each;
+    not counted when P is not given). Otherwise Lanczos (λ_max, λ_min only). Where the memory cannot be read,
+    ``auto`` keeps the fixed rule Q ≤ :data:`DENSE_MAX`. ``dense`` and ``lanczos`` are taken as asked."""
+    Q = int(n_outputs)
+    if ntk_method != "auto":
+        return (ntk_method, f"{ntk_method}: asked for") if explain else ntk_method
+
+    def available() -> float | None:
+        found = available_memory()
+        return None if found >= 2 ** 63 else float(found)  # 2^63: nothing could be read
+
+    def size(x: float) -> str:
+        return f"{x / 1e9:.3g} GB" if x >= 1e8 else f"{x / 1e6:.3g} MB"
+
+    memory = available() if memory is None else float(memory)
+    if memory is None:
+        method = "dense" if Q <= DENSE_MAX else "lanczos"
+        reason = (f"auto → {method}: N·b = {Q} {'≤' if method == 'dense' else '>'} {DENSE_MAX} (the available "
+                  "memory could not be read)")
+    else:
+        need = 8.0 * (20.0 * Q * Q + 2.0 * Q * (n_params or 0))
+        method = "dense" if need <= memory / 2 else "lanczos"
+        what = "K, K̃" + (" and J, J̃" if n_params else "")
+        reason = (f"auto → {method}: the dense {what} need {size(need)}, "
+                  f"{'within' if method == 'dense' else 'more than'} half of the {size(memory)} available")
+    return (method, reason) if explain else method
 
 
 def available_memory(device: str = "cpu") -> int:

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from ntkcheck import init
+from ntkcheck.models import init
 
 
 def drawn_weights(widths, kind: str, e: float, seed: int) -> dict:

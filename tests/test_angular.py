@@ -10,15 +10,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from drawn import drawn_weights
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call, jvp
 
-from ntkcheck import init, problems
-from ntkcheck.angular import row_norms_sq, wide_readout
 from ntkcheck.config import hidden_widths
-from ntkcheck.model import build
-from drawn import drawn_weights
+from ntkcheck.models import init
+from ntkcheck.models.angular import row_norms_sq, wide_readout
+from ntkcheck.models.math_l2o import build
+from ntkcheck.problems import qp as problems
 
 RTOL = 1e-10
 

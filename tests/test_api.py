@@ -139,7 +139,8 @@ def test_every_config_field_maps_to_a_flag_of_the_command_that_sets_it():
 
 
 def test_verify_builds_the_problem_and_the_model_once(monkeypatch):
-    from ntkcheck import experiment, problems
+    from ntkcheck.build import experiment
+    from ntkcheck.problems import qp as problems
 
     calls = {"generate": 0, "build_model": 0}
 

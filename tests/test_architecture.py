@@ -1,5 +1,6 @@
-"""The layers of docs/ARCHITECTURE.md, enforced: a module imports only from its own layer or the ones below, and
-the theory (bounds/) imports neither torch nor ntkcheck."""
+"""The stages of docs/ARCHITECTURE.md, enforced on the folders: a module imports only from its own stage or the ones
+below it, no two modules import each other (directly or around a loop, imports inside functions included), and the
+theory (bounds/) imports neither torch nor ntkcheck."""
 
 import ast
 from pathlib import Path
@@ -7,44 +8,71 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {
-    "model": ["config", "io", "problems", "init", "angular", "model", "resources", "paper_draw"],
-    "instruments": ["linalg", "ntk", "structured", "features", "dynamics", "probes", "diagnostics"],
-    "runs": ["experiment", "runfolder", "training", "compare", "report", "verification", "ntk_report"],
-    "applications": ["baselines", "sweeps", "reproduce", "cli", "__init__"],
-}
-RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
+PACKAGE = ROOT / "ntkcheck"
+# The stages from the bottom up: the data flow config → build → engine → measure/theory → report, as a floor plan.
+STAGES = ["config", "resources", "results", "problems", "models", "build", "measure", "engine", "theory", "report",
+          "apps", "cli", "__init__"]
+RANK = {stage: rank for rank, stage in enumerate(STAGES)}
+MODULES = sorted(PACKAGE.rglob("*.py"))
 
 
-def imported_modules(path: Path, package: str) -> set[str]:
-    """First component after ``package.`` of every import of the package in ``path``."""
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def stage(module: str) -> str:
+    parts = module.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every ntkcheck module ``path`` imports (``from ntkcheck.a import b`` names ntkcheck.a.b when that is a module)."""
+    known = {module_name(p) for p in MODULES}
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            parts = node.module.split(".")
-            if parts[0] == package:
-                found |= {parts[1]} if len(parts) > 1 else {alias.name for alias in node.names}
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("ntkcheck"):
+            subs = {f"{node.module}.{a.name}" for a in node.names} & known
+            found |= subs or {node.module}
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith(package + ".")}
-            found |= {package for a in node.names if a.name == package}
+            found |= {a.name for a in node.names if a.name.startswith("ntkcheck.")}
     return found
 
 
-def top_module(path: Path) -> str:
-    rel = path.relative_to(ROOT / "ntkcheck")
-    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+def test_every_folder_is_a_stage():
+    assert {stage(module_name(p)) for p in MODULES} == set(RANK)
 
 
-def test_every_module_has_a_layer():
-    modules = {top_module(p) for p in (ROOT / "ntkcheck").rglob("*.py")}
-    assert modules == set(RANK), modules ^ set(RANK)
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_go_down_the_stages_only(path):
+    here = stage(module_name(path))
+    for module in imported_modules(path):
+        if module == "ntkcheck":
+            continue  # the package's own lazy API (only cli and the package itself use it)
+        there = stage(module)
+        assert RANK[there] <= RANK[here], f"{here} (floor {RANK[here]}) imports {module} (floor {RANK[there]})"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "ntkcheck").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
-def test_imports_go_down_the_layers_only(path):
-    here = top_module(path)
-    for module in imported_modules(path, "ntkcheck"):
-        assert RANK[module] <= RANK[here], f"{here} ({RANK[here]}) imports {module} ({RANK[module]})"
+def test_no_import_cycles():
+    """Within a stage modules may import each other, but never around a loop."""
+    graph = {module_name(p): {m for m in imported_modules(p) if m != "ntkcheck"} for p in MODULES}
+    graph = {m: {d for d in deps if d in graph and d != m and not m.startswith(d + ".")} for m, deps in graph.items()}
+    done, path = set(), []
+
+    def visit(m):
+        if m in path:
+            raise AssertionError("import cycle: " + " → ".join(path[path.index(m):] + [m]))
+        if m in done:
+            return
+        path.append(m)
+        for d in sorted(graph[m]):
+            visit(d)
+        path.pop()
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "bounds").rglob("*.py")), ids=lambda p: p.name)

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from ntkcheck import init as inits
-from ntkcheck import problems
 from ntkcheck.cli import main
+from ntkcheck.models import init as inits
+from ntkcheck.problems import qp as problems
 
 SIZES = ["--N", "2", "--d", "6", "--b", "4", "--width", "8", "--T", "3", "--e", "3"]
 TINY = {  # the smallest correct command of each kind, followed by the bad options of a case
@@ -106,7 +106,7 @@ CASES = [
            id=f"train --continue-from {why}")
       for name, why in [("busy", "a folder that is not a run"), ("file", "a file"), ("absent", "a missing path"),
                         ("finished/checkpoint.pt", "a run's checkpoint file")]],
-    # -- input files (ntkcheck/io.py, problems.py, init.py) ------------------------------------------------------
+    # -- input files (ntkcheck/results/io.py, problems.py, init.py) ------------------------------------------------------
     *[case("train", "--problem-file", f"@{name}", flag="--problem-file", contains=tuple(words),
            id=f"train --problem-file {why}")
       for name, why, words in [

@@ -8,14 +8,21 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ntkcheck import init as inits
-from ntkcheck import problems
-from ntkcheck.baselines import LISTACPSS, MathL2OLSTM, adam, evaluate, fit, gd, nag, weight_only
-from ntkcheck.baselines.classical import iterate
-from ntkcheck.baselines.lista import shared_dictionary, shrink_ss, soft_threshold
 from ntkcheck.config import TrainConfig, hidden_widths
-from ntkcheck.model import build
-from ntkcheck.training import train
+from ntkcheck.engine.learned import evaluate, fit
+from ntkcheck.engine.training import train
+from ntkcheck.models import init as inits
+from ntkcheck.models.lista import (
+    LISTACPSS,
+    shared_dictionary,
+    shrink_ss,
+    soft_threshold,
+    weight_only,
+)
+from ntkcheck.models.lstm import MathL2OLSTM
+from ntkcheck.models.math_l2o import build
+from ntkcheck.problems import qp as problems
+from ntkcheck.problems.solvers import adam, gd, iterate, nag
 
 diagonals = st.lists(st.floats(0.2, 3.0), min_size=2, max_size=6)
 

@@ -595,7 +595,8 @@ def test_rounding_bound_holds_for_float32_unrolls_of_the_model(N, d, frac, T, s,
     bound σ(eps32) + σ(eps64), c = d + 1, with b from 1 (where the inner products round coherently) to d."""
     import torch
 
-    from ntkcheck import TrainConfig, build_model, problems as probs
+    from ntkcheck import TrainConfig, build_model
+    from ntkcheck.problems import qp as probs
 
     b = max(1, round(frac * d))
     cfg = TrainConfig(N=N, d=d, b=b, width=6, T=T, L=L, e=e, step_scale=s, seed=seed, dtype="float32",
@@ -616,7 +617,7 @@ def test_rounding_bound_holds_for_float32_unrolls_of_the_model(N, d, frac, T, s,
 
 def _float32_run():
     import ntkcheck
-    from ntkcheck.compare import problem_constants, quantities
+    from ntkcheck.theory import problem_constants, quantities
 
     cfg = ntkcheck.TrainConfig(N=3, d=8, b=6, width=16, T=5, e=5.0, lr=1e-3, iters=4, dtype="float32")
     run = ntkcheck.verify(cfg, ntkcheck.ProbeConfig(ntk_every=2), figures=False)

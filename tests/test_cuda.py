@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ntkcheck import empirical_ntk, preset, train
-from ntkcheck.experiment import setup
-from ntkcheck.sweeps import make_spec, sweep
-from ntkcheck.training import training_loss
+from ntkcheck.apps.sweep import make_spec, sweep
+from ntkcheck.build.experiment import setup
+from ntkcheck.engine.training import training_loss
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

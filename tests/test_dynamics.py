@@ -1,7 +1,7 @@
-"""Kernel drift, linearised predictions and the measured rate (ntkcheck.dynamics), in float64.
+"""Kernel drift, linearised predictions and the measured rate (ntkcheck.measure.dynamics), in float64.
 
 The central test holds the linearised prediction r_{k+1} = (I − ηK̃) r_k against the real trainer
-(ntkcheck.training.train). Why its tolerance is what it is: one SGD step moves W by ΔW = −ηJ̃ᵀr, and
+(ntkcheck.engine.training.train). Why its tolerance is what it is: one SGD step moves W by ΔW = −ηJ̃ᵀr, and
 
     r(W + ΔW) = r + JΔW + ½ΔWᵀ∇²r ΔW + O(‖ΔW‖³) = (I − ηK̃) r + O(η²),
 
@@ -20,12 +20,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntkcheck import dynamics, linalg, ntk, problems
-from ntkcheck import init as inits
+from ntkcheck.build.experiment import initial_weights, make_problem
 from ntkcheck.config import TrainConfig, hidden_widths
-from ntkcheck.model import build
-from ntkcheck.experiment import initial_weights, make_problem
-from ntkcheck.training import train
+from ntkcheck.engine.training import train
+from ntkcheck.measure import dynamics, linalg, ntk
+from ntkcheck.models import init as inits
+from ntkcheck.models.math_l2o import build
+from ntkcheck.problems import qp as problems
 
 
 def psd(n, r, seed, spread=(0.5, 2.0)):

@@ -1,4 +1,4 @@
-"""Layer features and α = σ_min(G_{L−1,t}) (ntkcheck.features), in float64.
+"""Layer features and α = σ_min(G_{L−1,t}) (ntkcheck.measure.features), in float64.
 
 Properties tested: exact scaling α(e) = e^{L−1}·α(1) of the deterministic init (ReLU homogeneity, and
 P ≡ 1 makes the trajectory independent of e), interlacing of singular values under the removal of a row
@@ -13,11 +13,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntkcheck import features, linalg, problems
-from ntkcheck import init as inits
 from ntkcheck.config import hidden_widths
-from ntkcheck.model import build
-
+from ntkcheck.measure import features, linalg
+from ntkcheck.models import init as inits
+from ntkcheck.models.math_l2o import build
+from ntkcheck.problems import qp as problems
 
 # -- α(e) = e^{L−1} α(1) ----------------------------------------------------------------------------------------
 
@@ -203,7 +203,8 @@ def test_delta3_by_prefix_sums_equals_the_dense_features(L, kind):
     """δ₃ = max_{t ≤ T, j} ‖G_{L−1,t}[j, :]‖₂ of a probe (angular path, no R×n matrix) = the same maximum over
     the dense features G_{L−1,t} of every step, formed one by one (``features_at``), in float64."""
     from drawn import drawn_weights
-    from ntkcheck.probes import max_feature_row_norm
+
+    from ntkcheck.measure.probes import max_feature_row_norm
 
     p = problems.generate(3, 8, 6, seed=L)
     widths = hidden_widths(L, 16)

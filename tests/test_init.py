@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntkcheck import init as inits
+from ntkcheck.build.experiment import initial_weights
 from ntkcheck.config import TrainConfig, hidden_widths
-from ntkcheck.experiment import initial_weights
+from ntkcheck.models import init as inits
 
 
 def expected_shapes(widths):

@@ -27,10 +27,10 @@ import pandas as pd
 import pytest
 import torch
 
-from ntkcheck import runfolder
 from ntkcheck.cli import main
 from ntkcheck.config import preset, probe_preset
-from ntkcheck.runfolder import Interrupted
+from ntkcheck.results import runfolder
+from ntkcheck.results.runfolder import Interrupted
 
 TINY = ["--N", "2", "--d", "6", "--b", "4", "--width", "8", "--T", "3", "--e", "3", "--init", "random", "--lr", "1e-3"]
 ITERS = 400
@@ -247,7 +247,7 @@ def test_stale_temporary_files_and_records_past_the_checkpoint(tmp_path, capsys,
             raise Killed
 
     out = tmp_path / "run"
-    from ntkcheck.training import train
+    from ntkcheck.engine.training import train
 
     with pytest.raises(Killed):
         train(cfg, out, callback=kill_at_60)
@@ -271,7 +271,7 @@ def test_kill_between_the_last_cleanup_and_the_rename(tmp_path, capsys, referenc
     right before the rename (simulated) must leave a run that --resume finishes."""
     cfg = preset("small", **TINY_FIELDS)
     out = tmp_path / "run"
-    from ntkcheck.training import train
+    from ntkcheck.engine.training import train
 
     def killed_rename(self, target):
         raise Killed
@@ -432,7 +432,7 @@ def test_verify_sigint_in_the_middle(tmp_path, capsys, children, verify_referenc
 def test_verify_killed_while_writing_K0(tmp_path, capsys, verify_reference):
     """The state of a kill during the write of probes/K0.npy at k = 0, built directly: the k = 0 training checkpoint,
     no probe file, and the first bytes of K0.npy in the temporary file the atomic write was filling."""
-    from ntkcheck.verification import verify
+    from ntkcheck.apps.verify import verify
 
     cfg = preset("small", **VERIFY_FIELDS)
     probes = probe_preset("small", ntk_every=10, jacobian="func")
@@ -458,7 +458,7 @@ def test_verify_killed_while_writing_K0(tmp_path, capsys, verify_reference):
 
 def test_a_sigint_ended_verify_reports_the_verify_folder(tmp_path):
     """The library's Interrupted of a verify names the verify folder (what --resume --out needs)."""
-    from ntkcheck.verification import verify
+    from ntkcheck.apps.verify import verify
 
     cfg = preset("small", N=2, d=6, b=4, width=8, T=3, e=3.0, iters=6, checkpoint_every=2)
     probes = probe_preset("small", ntk_every=2)

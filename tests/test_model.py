@@ -1,4 +1,4 @@
-"""Math-L2O (ntkcheck.model) against an independent numpy implementation, closed-form properties and
+"""Math-L2O (ntkcheck.models.math_l2o) against an independent numpy implementation, closed-form properties and
 finite differences, in float64.
 
 The numpy reference below is written from these equations alone (docs/ARCHITECTURE.md §1), not from the model:
@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ntkcheck import init as inits
-from ntkcheck import problems
 from ntkcheck.config import hidden_widths
-from ntkcheck.model import build
-from ntkcheck.training import training_loss
+from ntkcheck.engine.training import training_loss
+from ntkcheck.models import init as inits
+from ntkcheck.models.math_l2o import build
+from ntkcheck.problems import qp as problems
 
 # -- the independent numpy reference ---------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``draw="paper"``: the authors' torch draws of the instances and of W_0 (ntkcheck/paper_draw.py), checked by the
+"""``draw="paper"``: the authors' torch draws of the instances and of W_0 (ntkcheck/build/paper_draw.py), checked by the
 facts their draw order implies, without their code: float32 values, unit-norm columns, Y = M x*, a scaled
 orthogonal init with a zero last layer (so P ≡ 1 and k = 0 is GD with step 0.9999/β_i), determinism, the global
 generator left alone, and ntkcheck's own default draws unchanged."""
@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import ntkcheck
-from ntkcheck import init as inits
-from ntkcheck import paper_draw, problems
+from ntkcheck.apps.sweep.batched import data_key
+from ntkcheck.build import paper_draw
+from ntkcheck.build.experiment import initial_weights, make_problem, setup
 from ntkcheck.config import PRESETS, ConfigError, TrainConfig, hidden_widths, preset
-from ntkcheck.experiment import initial_weights, make_problem, setup
-from ntkcheck.sweeps.batched import data_key
+from ntkcheck.models import init as inits
+from ntkcheck.problems import qp as problems
 
 TINY = dict(N=3, d=6, b=4, width=8, T=4, e=3.0, device="cpu")
 PAPER = dict(TINY, draw="paper", seed=118, step_scale=0.9999)

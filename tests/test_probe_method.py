@@ -9,10 +9,11 @@ import pytest
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-import ntkcheck.probes as probes
+import ntkcheck.measure.probes as probes
 from ntkcheck import ProbeConfig, TrainConfig, build_model, make_problem, verify
 from ntkcheck.config import DENSE_MAX
-from ntkcheck.probes import ProbeResult, measure
+from ntkcheck.measure.probes import ProbeResult, measure
+from ntkcheck.resources import kernel_method
 
 # bias and random init: every layer is active and K has a moderate rank with a spread spectrum, so Lanczos needs
 # 400–900 products for λ_min of K where N·b = 100 (measured; 42 suffice at the deterministic init)
@@ -21,18 +22,17 @@ GB = 1e9
 
 
 def test_auto_is_dense_whenever_the_kernels_fit_not_only_up_to_4000_outputs():
-    auto = ProbeConfig()
     Q = 2 * DENSE_MAX  # 8000 outputs: 8·20·Q² = 10 GB of kernels
-    assert auto.method_for(Q, memory=64 * GB) == "dense"
-    assert auto.method_for(Q, memory=8 * GB) == "lanczos"
+    assert kernel_method("auto", Q, memory=64 * GB) == "dense"
+    assert kernel_method("auto", Q, memory=8 * GB) == "lanczos"
     # the Jacobians count too: Q × P float64 twice
-    assert auto.method_for(1000, 10, memory=2 * 8 * (20 * 1000 ** 2 + 2 * 1000 * 10)) == "dense"
-    assert auto.method_for(1000, 10 ** 7, memory=2 * 8 * (20 * 1000 ** 2 + 2 * 1000 * 10)) == "lanczos"
-    method, reason = auto.method_for(Q, memory=8 * GB, explain=True)
+    assert kernel_method("auto", 1000, 10, memory=2 * 8 * (20 * 1000 ** 2 + 2 * 1000 * 10)) == "dense"
+    assert kernel_method("auto", 1000, 10 ** 7, memory=2 * 8 * (20 * 1000 ** 2 + 2 * 1000 * 10)) == "lanczos"
+    method, reason = kernel_method("auto", Q, memory=8 * GB, explain=True)
     assert method == "lanczos" and "10.2 GB" in reason and "half of the 8 GB" in reason
     for asked in ("dense", "lanczos"):
-        assert ProbeConfig(ntk_method=asked).method_for(10 ** 6, memory=1.0) == asked
-    assert auto.method_for(100) in ("dense", "lanczos")  # the machine's own memory, read without raising
+        assert kernel_method(asked, 10 ** 6, memory=1.0) == asked
+    assert kernel_method("auto", 100) in ("dense", "lanczos")  # the machine's own memory, read without raising
 
 
 def counted_operators(monkeypatch):

@@ -11,7 +11,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ntkcheck import problems
+from ntkcheck.problems import qp as problems
 
 
 def np_arrays(p: problems.Problem):

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ntkcheck import reproduce
+from ntkcheck.apps import reproduce
 from ntkcheck.cli import main
 
 TINY = {

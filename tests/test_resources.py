@@ -29,8 +29,8 @@ CHILD = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from ntkcheck.config import ProbeConfig, TrainConfig
-    from ntkcheck.training import train
-    from ntkcheck.verification import verify
+    from ntkcheck.engine.training import train
+    from ntkcheck.apps.verify import verify
 
     def status(key):
         with open("/proc/self/status") as f:

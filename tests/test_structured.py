@@ -2,15 +2,16 @@
 
 import pytest
 import torch
+from drawn import drawn_weights
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call, jacrev
 
-from ntkcheck import init, problems
 from ntkcheck.config import hidden_widths
-from ntkcheck.model import build
-from ntkcheck.structured import structured_jacobian
-from drawn import drawn_weights
+from ntkcheck.measure.structured import structured_jacobian
+from ntkcheck.models import init
+from ntkcheck.models.math_l2o import build
+from ntkcheck.problems import qp as problems
 
 
 def reference_jacobian(widths, params, problem, T, mode):

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from ntkcheck import ConfigError, dead_cone, freeze, measure, preset, train
-from ntkcheck.experiment import build_model, initial_weights, make_problem
-from ntkcheck.sweeps import load_spec, load_sweep, make_spec, sweep
-from ntkcheck.sweeps.batched import plan
+from ntkcheck.apps.sweep import load_spec, load_sweep, make_spec, sweep
+from ntkcheck.apps.sweep.batched import plan
+from ntkcheck.build.experiment import build_model, initial_weights, make_problem
 
 TINY = dict(N=4, d=10, b=6, width=40, T=5, iters=12)
 DIVERGES = 1e150  # e at which the features overflow after the first update (the run diverges at k = 1)
@@ -209,7 +209,7 @@ def test_folder_holds_the_results_and_a_rerun_reads_them_back(tmp_path):
 SCRIPT = """
 import sys, torch
 torch.set_num_threads(1)
-from ntkcheck.sweeps import make_spec, sweep
+from ntkcheck.apps.sweep import make_spec, sweep
 spec = make_spec("small", base=dict(N=4, d=10, b=6, width=40, T=5, iters=int(sys.argv[2])),
                  grid={"e": (5.0, 25.0, 50.0), "lr": (1e-3, 1e-2)}, batch_size=1, probe_method="none")
 sweep(spec, sys.argv[1], engine=sys.argv[3], workers=2)

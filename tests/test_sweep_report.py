@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 
 import bounds
+from ntkcheck.apps.sweep import SweepResult, figures, make_spec, report, sweep
 from ntkcheck.config import ConfigError
-from ntkcheck.sweeps import SweepResult, make_spec, sweep
-from ntkcheck.sweeps import figures, report
 
 BASE = dict(N=2, d=4, b=3, width=8, T=3, iters=4)
 EPS = np.finfo(np.float64).eps

@@ -13,8 +13,8 @@ from rich.console import Console
 
 from ntkcheck import preset
 from ntkcheck.cli import main
-from ntkcheck.compare import thresholds
-from ntkcheck.report import bounds_table, fmt, ntk_table, rich_tables, run_table
+from ntkcheck.report.run import bounds_table, fmt, ntk_table, rich_tables, run_table
+from ntkcheck.theory import thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ["--N", "3", "--d", "6", "--b", "4", "--width", "8", "--T", "3"]

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from ntkcheck import problems
 from ntkcheck.config import ConfigError, TrainConfig
-from ntkcheck.runfolder import Interrupted, to_long
-from ntkcheck.training import train
+from ntkcheck.engine.training import train
+from ntkcheck.problems import qp as problems
+from ntkcheck.results.runfolder import Interrupted, to_long
 
 TINY = dict(N=3, d=8, b=6, width=16, T=5, e=5.0, lr=1e-4, checkpoint_every=3)
 
@@ -94,7 +94,7 @@ def test_a_completed_run_continued_to_more_iterations_equals_the_longer_run(tmp_
     """A run killed after its last iteration but before its folder's rename, resumed with more iterations:
     iteration K, which the shorter run measured without a step, takes its step; the result is the longer run,
     bit for bit."""
-    from ntkcheck import runfolder
+    from ntkcheck.results import runfolder
 
     cfg = TrainConfig(**TINY, iters=7, optimizer=optimizer)
     whole = train(cfg, tmp_path / "whole")
@@ -114,7 +114,7 @@ def test_a_finished_run_continued_into_a_new_folder_equals_the_longer_run(tmp_pa
     """continue_run: a finished 4-iteration run continued to 7 in a new folder is the 7-iteration run, bit for bit
     (metrics and weights), the finished folder is left byte for byte as it was, and a continuation interrupted
     half-way resumes to the same numbers."""
-    from ntkcheck.training import continue_run, resume_run
+    from ntkcheck.engine.training import continue_run, resume_run
 
     cfg = TrainConfig(**TINY, iters=7, optimizer=optimizer)
     whole = train(cfg, tmp_path / "whole")
@@ -141,7 +141,7 @@ def test_a_finished_run_continued_into_a_new_folder_equals_the_longer_run(tmp_pa
 
 def test_a_run_on_a_problem_given_in_python_continues_on_that_problem(tmp_path):
     """A run trained on a problem passed in Python continues on it when it is passed again."""
-    from ntkcheck.training import continue_run
+    from ntkcheck.engine.training import continue_run
 
     cfg = TrainConfig(**TINY, iters=5)
     p = problems.generate(cfg.N, cfg.d, cfg.b, seed=123)
@@ -154,7 +154,7 @@ def test_a_run_on_a_problem_given_in_python_continues_on_that_problem(tmp_path):
 def test_only_a_completed_run_continues_and_only_to_more_iterations(tmp_path):
     """continue_config refuses a folder that is not a finished run, a diverged run, iters ≤ K and a changed field
     outside the resumable ones, naming the parameter; nothing is written."""
-    from ntkcheck.training import continue_config, continue_run
+    from ntkcheck.engine.training import continue_config, continue_run
 
     train(TrainConfig(**TINY, iters=3), tmp_path / "short")
     train(TrainConfig(**{**TINY, "lr": 1e300}, iters=4, init="random", on_divergence="stop"), tmp_path / "bad")
@@ -208,7 +208,7 @@ def test_divergence_is_recorded_not_raised(tmp_path, policy):
 def test_user_given_problem_and_weights_are_used_exactly(tmp_path):
     problem = problems.generate(2, 7, 5, seed=123)
     problems.save(problem, tmp_path / "qp.npz")
-    from ntkcheck import init as inits
+    from ntkcheck.models import init as inits
 
     weights = inits.random((2, 16), seed=9)
     torch.save(weights, tmp_path / "w.pt")
@@ -216,7 +216,7 @@ def test_user_given_problem_and_weights_are_used_exactly(tmp_path):
     result = train(cfg, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert (saved["N"], saved["d"], saved["b"]) == (2, 7, 5)
-    from ntkcheck.model import build
+    from ntkcheck.models.math_l2o import build
 
     with torch.no_grad():
         X_T = build((2, 16), weights).unroll(problem, 4).X[-1]

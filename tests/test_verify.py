@@ -10,14 +10,14 @@ import pytest
 import torch
 
 import bounds
-from ntkcheck import problems
+from ntkcheck.apps.verify import verify
 from ntkcheck.cli import main
-from ntkcheck.compare import problem_constants
 from ntkcheck.config import ConfigError, ProbeConfig, TrainConfig, hidden_widths
-from ntkcheck.model import build
-from ntkcheck.probes import measure
-from ntkcheck.runfolder import Interrupted
-from ntkcheck.verification import verify
+from ntkcheck.measure.probes import measure
+from ntkcheck.models.math_l2o import build
+from ntkcheck.problems import qp as problems
+from ntkcheck.results.runfolder import Interrupted
+from ntkcheck.theory import problem_constants
 
 TINY = dict(N=3, d=8, b=6, width=16, T=5, e=5.0, lr=1e-3, iters=12, checkpoint_every=4)
 PROBES = ProbeConfig(ntk_every=4, early=5)
@@ -180,8 +180,8 @@ def test_cli_verify_bad_input_names_the_parameter(tmp_path, capsys, flag, value)
 def test_initial_kernel_scales_as_e_to_the_2L_minus_2():
     """At the deterministic init only W_L's block of J is non-zero, the trajectory is GD whatever e, and
     G_{L−1,t} scales as e^{L−1}: K_0(e) = e^{2(L−1)} K_0(1) — the exact stability line of figures/e_eta.png."""
-    from ntkcheck import init as inits
-    from ntkcheck.ntk import empirical_ntk
+    from ntkcheck.measure.ntk import empirical_ntk
+    from ntkcheck.models import init as inits
 
     p = problems.generate(3, 8, 6, seed=1)
     for L in (2, 3, 4):
@@ -202,7 +202,7 @@ def test_cli_strict_exits_1_when_a_required_condition_fails(tmp_path, capsys):
 
 def test_table_numbers_keep_the_distance_from_one():
     """A rate 1 − 2e-5 must not print as 1: the distance from 1 is what a rate comparison reads."""
-    from ntkcheck.report import fmt
+    from ntkcheck.report.run import fmt
 
     assert fmt(1 - 2e-5) == "1 − 2e-05" and fmt(1 + 1e-6) == "1 + 1e-06" and fmt(1.0) == "1"
     assert fmt(None) == "—" and fmt(float("inf")) == "∞" and fmt(3.2e-9) == "3.2e-09"
@@ -213,7 +213,7 @@ def test_probe_table_calls_alpha_exactly_zero_only_under_the_pattern_bound(run):
     min(N·d, n) (the singular values past the bound are exact zeros), and "≤ tol" otherwise."""
     import copy
 
-    from ntkcheck.report import markdown
+    from ntkcheck.report.run import markdown
 
     report = copy.deepcopy(run.report)
     point = report["probe_points"]["0"]["alpha"]
@@ -226,7 +226,7 @@ def test_probe_table_calls_alpha_exactly_zero_only_under_the_pattern_bound(run):
 
 def test_report_md_is_rendered_from_report_json(run):
     """report.md carries nothing that report.json does not: rendering the JSON gives the same file."""
-    from ntkcheck.report import markdown
+    from ntkcheck.report.run import markdown
 
     report = json.loads((run.folder / "report.json").read_text())
     assert markdown(report) == (run.folder / "report.md").read_text()
@@ -265,7 +265,7 @@ def test_verify_where_the_theory_breaks_down_still_reports_and_says_why(tmp_path
 def test_every_comparison_has_the_verdict_its_definition_gives(run):
     """A bound holds iff measured ≤ predicted; a linearised prediction agrees iff it is within PREDICTION_RTOL of
     the measured number; a missing number leaves the row undecided."""
-    from ntkcheck.compare import PREDICTION_RTOL
+    from ntkcheck.theory import PREDICTION_RTOL
     rows = run.report["comparisons"]
     assert rows and {r["kind"] for r in rows} == {"bound", "prediction"}
     for r in rows:
@@ -284,7 +284,7 @@ def test_every_comparison_has_the_verdict_its_definition_gives(run):
                                      dict(TINY, draw="paper", step_scale=0.9999, optimizer="adam", loss="mean")])
 def test_the_report_command_rebuilds_the_configuration(changes, tmp_path, monkeypatch):
     """report["command"], run through the command line, asks verify for exactly the same configuration."""
-    from ntkcheck import verification
+    from ntkcheck.apps import verify as verification
     cfg, probes = TrainConfig(**changes), ProbeConfig(ntk_every=3, ntk_method="lanczos", early=7)
     command = verification.rerun_command(cfg, probes, tmp_path / "x", "svg")
     asked = {}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ntkcheck.sweeps import load_sweep
-from ntkcheck.sweeps.report import summary_table, value
+from ntkcheck.apps.sweep import load_sweep
+from ntkcheck.report.sweep import summary_table, value
 
 
 def main(seeded: str, official: str) -> None:

@@ -1,0 +1,236 @@
+"""Training a batch of cells as one: a leading cell axis over the weights, the problems and the learning rates.
+
+Cells that share their shapes (:data:`BATCH_FIELDS`) run together. Every iteration stacks the cells' weights
+(W_ℓ of shape (C, in, out)) and unrolls them at once through the model's own code
+(:func:`torch.func.functional_call` with the stacked weights; :mod:`ntkcheck.models.math_l2o` takes a leading cell axis). The
+cells do not interact, so backpropagating the sum of their losses gives every cell its own gradient, and each
+cell then steps with its own torch optimizer at its own η, exactly as its single run does. Cells drawn from the
+same data seed share one problem: ∇F is then one matrix product per instance over all their iterates.
+
+A cell leaves the batch when it ends: at its K, or at a non-finite loss or gradient with ``on_divergence="stop"``
+(with ``"skip"`` its update is skipped, as in :func:`ntkcheck.train`). Its numbers are those of its single run up to
+rounding (tested to 1e-12 relative in float64).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from torch.func import functional_call
+
+from ntkcheck.apps.sweep.probing import probe_cell
+from ntkcheck.apps.sweep.spec import Cell, SweepSpec
+from ntkcheck.build.experiment import (
+    build_model,
+    initial_weights,
+    make_problem,
+    resolve_device,
+)
+from ntkcheck.config import TrainConfig
+from ntkcheck.engine.training import (
+    gd_objective,
+    meta_optimizer,
+    step_metric_tensors,
+    training_loss,
+    weight_metrics,
+)
+from ntkcheck.problems import qp as problems
+
+# Cells batched together agree on these fields; e, η, K, the seeds and the initialisation may differ.
+BATCH_FIELDS = ("N", "d", "b", "width", "L", "T", "loss", "optimizer", "bias", "detach", "wide_layer", "step_scale",
+                "dtype", "device", "saturation_tol", "problem_file")
+
+
+@dataclass
+class CellRun:
+    """One cell's outcome: ``status`` completed, diverged or failed (``error`` says why); ``curve``: the training
+    metrics at the recorded iterations (index ``iteration``, the columns of :func:`ntkcheck.train`'s metrics);
+    ``probes``: one dict per probed iteration; ``seconds``: its share of the batch's training time."""
+
+    cell: Cell
+    status: str
+    curve: pd.DataFrame
+    probes: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def batch_key(cfg: TrainConfig) -> tuple:
+    return tuple(getattr(cfg, f) for f in BATCH_FIELDS)
+
+
+def data_key(cfg: TrainConfig) -> tuple:
+    """Cells with the same data key train on the same instances; cells drawn differently (``draw``) never share."""
+    return cfg.seed, cfg.problem_file, cfg.N, cfg.d, cfg.b, cfg.draw
+
+
+def plan(cells: list[Cell], batch_size: int) -> list[list[Cell]]:
+    """The batches, at most ``batch_size`` cells each, of equal :func:`batch_key`: the cells of one data seed together
+    (they share their problem), and the groups smaller than half a batch merged (a problem per cell)."""
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((batch_key(cell.config), str(data_key(cell.config))), []).append(cell)
+    out, small = [], {}
+    for (key, _), group in groups.items():
+        chunks = [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+        for chunk in chunks:
+            (small.setdefault(key, []).extend(chunk) if 2 * len(chunk) < batch_size else out.append(chunk))
+    for group in small.values():
+        out += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+    return out
+
+
+def failed(cell: Cell, error: str) -> CellRun:
+    return CellRun(cell, "failed", pd.DataFrame(index=pd.RangeIndex(0, name="iteration")), error=error)
+
+
+class _Problems:
+    """The batch's training instances: one shared :class:`~ntkcheck.problems.qp.Problem`, or one per cell stacked on a
+    leading cell axis; :meth:`select` gives those of the active cells, :meth:`of` one cell's."""
+
+    def __init__(self, configs: list[TrainConfig], device, dtype):
+        keys = [data_key(c) for c in configs]
+        made = {key: make_problem(c).to(device=device, dtype=dtype) for key, c in zip(keys, configs)}
+        self.shared = made[keys[0]] if len(made) == 1 else None
+        self.each = [made[key] for key in keys]
+        if self.shared is None:
+            fields = ("M", "Y", "beta", "x_star", "H", "c")
+            stack = lambda name: (None if getattr(self.each[0], name) is None  # noqa: E731
+                                  else torch.stack([getattr(p, name) for p in self.each]))
+            self.stacked = problems.Problem(*(stack(name) for name in fields))
+        F_gd = {key: gd_objective(made[key], configs[0].T, configs[0].step_scale) for key in made}
+        self.F_gd = torch.stack([F_gd[key] for key in keys])  # (C, T)
+
+    def select(self, index: torch.Tensor) -> problems.Problem:
+        if self.shared is not None:
+            return self.shared
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        s = self.stacked
+        return problems.Problem(pick(s.M), pick(s.Y), pick(s.beta), pick(s.x_star), pick(s.H), pick(s.c))
+
+    def of(self, i: int) -> problems.Problem:
+        return self.each[i]
+
+
+def run_batch(cells: list[Cell], spec: SweepSpec, on_done, progress=None) -> None:
+    """Train ``cells`` (one :func:`batch_key`) together; ``on_done(CellRun)`` as each ends, ``progress(n)`` after
+    every iteration with the number of cells it advanced. An error fails the cells still running, not the sweep."""
+    configs = [c.config for c in cells]
+    cfg0 = configs[0]
+    device, dtype = resolve_device(cfg0.device), getattr(torch, cfg0.dtype)
+    model = build_model(cfg0, device=device, dtype=dtype)  # the architecture; the weights come per call
+    names = [name for name, _ in model.named_parameters()]
+    state = [_CellState(cell, device, dtype, spec) for cell in cells]
+    active = list(range(len(cells)))
+    try:
+        data = _Problems(configs, device, dtype)
+        k = 0
+        while active:
+            started = time.perf_counter()
+            for i in active:
+                state[i].probe(k, data.of(i))
+            ended = _iteration(k, active, state, names, model, data, cfg0)
+            share = (time.perf_counter() - started) / len(active)
+            for i in active:
+                state[i].seconds += share
+            if progress is not None:
+                progress(len(active))
+            for i in ended:
+                on_done(state[i].result())
+            active = [i for i in active if i not in ended]
+            k += 1
+    except Exception as err:  # noqa: BLE001 (a cell's failure is recorded, not raised: the sweep goes on)
+        for i in active:
+            on_done(state[i].result(f"{type(err).__name__}: {err}"))
+
+
+def _iteration(k: int, active: list[int], state: list, names: list[str], model, data: _Problems,
+               cfg0: TrainConfig) -> list[int]:
+    """Iteration k of the active cells: unroll together, backpropagate, record, step. The cells that end here."""
+    index = torch.tensor(active)
+    params = {name: torch.stack([state[i].weights[name] for i in active]) for name in names}
+    problem = data.select(index)
+    for i in active:
+        state[i].optimizer.zero_grad(set_to_none=False)
+    wanted = [j for j, i in enumerate(active) if state[i].records(k)]
+    traj = functional_call(model, params, (problem, cfg0.T), {"record_active": bool(wanted)})
+    loss = training_loss(problem, traj, cfg0.loss)
+    loss_finite = torch.isfinite(loss)
+    torch.where(loss_finite, loss, torch.zeros_like(loss)).sum().backward()
+    grads_finite = torch.ones_like(loss_finite)
+    for name in names:
+        grads = torch.stack([state[i].weights[name].grad for i in active])
+        grads_finite &= torch.isfinite(grads).flatten(1).all(1)
+    finite = (loss_finite & grads_finite).tolist()
+    losses = loss.detach().tolist()
+    wanted = [j for j, i in enumerate(active) if state[i].records(k) or not finite[j]]
+    steps = {}
+    if wanted and traj.active is None:  # a divergence to record where no record was planned: unroll again
+        with torch.no_grad():
+            traj = functional_call(model, params, (problem, cfg0.T), {"record_active": True})
+    if wanted:
+        F_gd = data.F_gd[index] if data.shared is None else data.F_gd[0]
+        tensors = step_metric_tensors(problem, traj, F_gd, cfg0.saturation_tol)
+        rows = torch.stack(list(tensors.values()), dim=-1).tolist()
+        steps = {j: dict(zip(tensors, rows[j])) for j in wanted}
+    ended = []
+    for j, i in enumerate(active):
+        if not bool(loss_finite[j]):  # the single run never backpropagates a non-finite loss
+            for w in state[i].weights.values():
+                w.grad.zero_()
+        if state[i].step(k, losses[j], finite[j], steps.get(j)):
+            ended.append(i)
+    return ended
+
+
+class _CellState:
+    """One cell inside a batch: its weights (leaf tensors), optimizer, W_0, records and probes."""
+
+    def __init__(self, cell: Cell, device, dtype, spec: SweepSpec):
+        self.cell, self.cfg = cell, cell.config
+        W0 = initial_weights(self.cfg)
+        self.weights = {k: v.to(device=device, dtype=dtype).requires_grad_() for k, v in W0.items()}
+        self.W0 = {k: v.detach().cpu().clone() for k, v in self.weights.items()}
+        self.optimizer = meta_optimizer(self.cfg.optimizer, list(self.weights.values()), self.cfg.lr)
+        self.every = spec.record_step(self.cfg.iters)
+        self.probe_at = set(spec.probe_iterations(self.cfg.iters))
+        self.probe_method = spec.probe_method
+        self.rows, self.probes, self.K0 = {}, [], None
+        self.status, self.seconds = "running", 0.0
+
+    def records(self, k: int) -> bool:
+        return k % self.every == 0 or k == self.cfg.iters
+
+    def probe(self, k: int, problem) -> None:
+        """The probes at W_k, before iteration k (as ``verify``'s); K_0 is kept for the drift of later probes."""
+        if k in self.probe_at:
+            weights = {name: w.detach() for name, w in self.weights.items()}
+            row, K = probe_cell(self.cfg, problem, weights, k, self.probe_method, self.K0)
+            self.probes.append(row)
+            if k == 0:
+                self.K0 = K
+
+    def step(self, k: int, loss: float, finite: bool, steps: dict | None) -> bool:
+        """Record iteration k, step unless it diverged or is the last; whether the cell ends here."""
+        if steps is not None:
+            self.rows[k] = {"loss": loss, **steps, **weight_metrics(self.weights, self.W0),
+                            "diverged": 0.0 if finite else 1.0}
+        last = k == self.cfg.iters
+        if finite and not last:
+            self.optimizer.step()
+        if not finite and self.cfg.on_divergence == "stop":
+            self.status = "diverged"
+            return True
+        if last:
+            self.status = "completed" if math.isfinite(loss) else "diverged"
+        return last
+
+    def result(self, error: str | None = None) -> CellRun:
+        curve = pd.DataFrame.from_dict(self.rows, orient="index")
+        curve.index = pd.Index(curve.index, name="iteration")
+        status = "failed" if error else self.status
+        return CellRun(self.cell, status, curve, self.probes, self.seconds, error)

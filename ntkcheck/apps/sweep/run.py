@@ -1,0 +1,236 @@
+"""Running a sweep: cells planned into batches, run by an engine, written as they finish, resumed by rerunning.
+
+Folder ``out`` (``<out>.partial`` until every cell has ended, as a run folder: :mod:`ntkcheck.results.runfolder`):
+
+    sweep.toml       the resolved spec and the versions (written first: it makes the folder resumable)
+    cells/<id>.json  one finished cell: its row and its probes      } written atomically the moment the cell
+    cells/<id>.parquet  its curve                                    } ends, so nothing finished is lost
+    cells.parquet    one row per cell: every config field, seed, status, error, summary and k = 0 probe numbers
+    curves.parquet   cell × recorded iteration: the training metrics
+    probes.parquet   cell × probed iteration: λ_max, λ_min, 2/λ_max, ranks, α, drift
+    figures/, report.md
+
+Rerunning the same sweep on the same folder runs only the cells without a ``cells/<id>.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ntkcheck import resources
+from ntkcheck.apps.sweep.batched import CellRun, failed, plan, run_batch
+from ntkcheck.apps.sweep.spec import Cell, SweepSpec, load_spec
+from ntkcheck.config import FORMATS, ConfigError
+from ntkcheck.results import io, runfolder
+
+MARKER = "sweep.toml"
+ENGINES = ("embedded", "ray")
+SUMMARY = ("F_T", "gain", "gain_mean", "loss", "P_mean", "P_saturated", "active_share")  # final values in cells
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A finished sweep: ``cells`` (one row per cell), ``curves`` (cell × iteration), ``probes`` (cell × probed
+    iteration), and the folder (None in memory)."""
+
+    spec: SweepSpec
+    cells: pd.DataFrame
+    curves: pd.DataFrame
+    probes: pd.DataFrame
+    folder: Path | None = None
+
+
+def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embedded", address: str | None = None,
+          workers: int | None = None, callback=None, max_memory: float | None = None,
+          figures: str = "png") -> SweepResult:
+    """Run every cell of ``spec`` (:class:`~ntkcheck.apps.sweep.spec.SweepSpec`) and gather the results.
+
+    ``engine``: ``embedded`` (this process, batches one after another) or ``ray`` (batches as Ray tasks on a local
+    Ray started for the sweep with ``workers`` CPUs, or on the cluster at ``address``). With ``out`` the cells are
+    written as they end and a rerun with the same spec continues (module docstring); a finished folder with the same
+    spec is read back, not rerun. ``callback(event, **info)``: ``"start"`` (cells, cell_iterations, done),
+    ``"advance"`` (cell_iterations), ``"cell"`` (run: :class:`CellRun`). Batches are sized to fit ``max_memory``
+    bytes (default: the memory available now). ``figures``: their format, png, pdf or svg."""
+    if engine not in ENGINES:
+        raise ConfigError("engine", f"must be one of {', '.join(ENGINES)} (got {engine!r})")
+    if address is not None and engine != "ray":
+        raise ConfigError("address", "needs engine ray")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError("workers", f"must be an integer ≥ 1 (got {workers!r})")
+    if figures not in FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
+    resources.check(spec.base, limit=max_memory)
+    callback = callback or (lambda event, **info: None)
+    if out is None:
+        runs = _run_cells(spec, spec.cells(), [], engine, address, workers, callback, None, max_memory)
+        return _gather(spec, runs, None)
+    out = Path(out)
+    work = runfolder.partial_folder(out)
+    if (out / MARKER).is_file():
+        _check_same(out, spec)
+        return load_sweep(out)
+    resume = (work / MARKER).is_file()
+    with runfolder.open_run(out, resume, marker=MARKER) as work:
+        if resume:
+            _check_same(work, spec)
+        else:
+            io.write_text(work / MARKER, _toml(spec))
+        done = _finished(work)
+        todo = [c for c in spec.cells() if c.id not in done]
+        _run_cells(spec, todo, list(done.values()), engine, address, workers, callback,
+                   lambda run: _write_cell(work, run), max_memory)
+        result = _gather(spec, [_read_cell(work, cid) for cid in _ids(spec)], work)
+        return load_sweep(_finish(work, result, figures))
+
+
+def sweep_spec(folder: str | Path) -> SweepSpec:
+    """The spec a sweep folder (finished or partial) was made with."""
+    return load_spec(Path(folder) / MARKER)
+
+
+def load_sweep(folder: str | Path) -> SweepResult:
+    """A finished sweep folder as a :class:`SweepResult`."""
+    folder = Path(folder)
+    if not (folder / "cells.parquet").is_file():
+        raise ConfigError("out", f"{folder} is not a finished sweep folder: {folder / 'cells.parquet'} does not exist")
+    read = lambda name: pd.read_parquet(folder / name)  # noqa: E731
+    return SweepResult(sweep_spec(folder), read("cells.parquet"), read("curves.parquet"), read("probes.parquet"),
+                       folder)
+
+
+# -- running ---------------------------------------------------------------------------------------------------
+
+
+def _run_cells(spec, todo: list[Cell], done: list, engine, address, workers, callback, write, max_memory) -> list:
+    runs = list(done)
+
+    def finished(run: CellRun) -> None:
+        if write is not None:
+            write(run)
+        runs.append(run)
+        callback("cell", run=run)
+
+    valid = [c for c in todo if c.config is not None]
+    callback("start", cells=len(todo) + len(done), done=len(done),
+             cell_iterations=sum(c.config.iters + 1 for c in valid))
+    for cell in todo:
+        if cell.config is None:
+            finished(failed(cell, cell.error))
+    fitting = []
+    for cell in valid:
+        try:
+            resources.check(cell.config, limit=max_memory)
+            fitting.append(cell)
+        except ConfigError as err:
+            finished(failed(cell, str(err)))
+    batches = plan(fitting, _batch_size(spec, fitting, max_memory))
+    if engine == "ray":
+        from ntkcheck.apps.sweep.ray_engine import run_on_ray
+
+        run_on_ray(batches, spec, finished, lambda n: callback("advance", cell_iterations=n), address, workers)
+    else:
+        for batch in batches:
+            run_batch(batch, spec, finished, lambda n: callback("advance", cell_iterations=n))
+    return runs
+
+
+def _batch_size(spec: SweepSpec, cells: list[Cell], max_memory) -> int:
+    """``spec.batch_size``, fewer where that many of the largest cell would not fit in the memory."""
+    if not cells:
+        return spec.batch_size
+    need = max(resources.estimate(c.config).total_bytes for c in cells)
+    cap = resources.available_memory(cells[0].config.device) if max_memory is None else max_memory
+    return max(1, min(spec.batch_size, int(cap // need) if math.isfinite(cap) else spec.batch_size))
+
+
+# -- the folder -------------------------------------------------------------------------------------------------
+
+
+def _toml(spec: SweepSpec) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(spec.to_dict() | {"versions": runfolder.versions()})
+
+
+def _check_same(folder: Path, spec: SweepSpec) -> None:
+    stored = tomllib.loads((folder / MARKER).read_text())
+    stored.pop("versions", None)
+    given = spec.to_dict()
+    stored["grid"] = {k: list(v) for k, v in stored.get("grid", {}).items()}
+    if not SweepSpec.from_dict(stored).same_cells(spec):
+        differ = sorted(k for k in given if k not in ("batch_size", "preset") and stored.get(k) != given[k])
+        raise ConfigError("out", f"{folder} holds a sweep of another spec (differs in {', '.join(differ)}); rerun it "
+                                 "with its own spec (its sweep.toml), or choose another output folder")
+
+
+def _ids(spec: SweepSpec) -> list[str]:
+    return [c.id for c in spec.cells()]
+
+
+def _finished(work: Path) -> dict[str, str]:
+    """The ids of the cells already written (their JSON is written last)."""
+    return {p.stem: p.stem for p in (work / "cells").glob("*.json")}
+
+
+def _write_cell(work: Path, run: CellRun) -> None:
+    row = _row(run)
+    io.write_frame(work / "cells" / f"{run.cell.id}.parquet", run.curve.reset_index(), "parquet")
+    io.write_json(work / "cells" / f"{run.cell.id}.json", {"row": row, "probes": run.probes})
+
+
+def _read_cell(work: Path, cid: str) -> dict:
+    import json
+
+    stored = json.loads((work / "cells" / f"{cid}.json").read_text())
+    curve = pd.read_parquet(work / "cells" / f"{cid}.parquet")
+    return {"row": stored["row"], "probes": stored["probes"], "curve": curve}
+
+
+def _row(run: CellRun) -> dict:
+    """cells.parquet's row of one cell: its config, seed, status and error, the final metrics, the k = 0 probes."""
+    cell, curve = run.cell, run.curve
+    config = cell.config.to_dict() if cell.config is not None else dict(cell.values)
+    last = curve.iloc[-1] if len(curve) else {}
+    diverged = curve.index[curve["diverged"] > 0] if "diverged" in curve else []
+    row = {"cell": cell.id, **config, "sweep_seed": cell.seed, "status": run.status, "error": run.error,
+           "iterations": int(curve.index[-1]) if len(curve) else -1,
+           "diverged_at": int(diverged[0]) if len(diverged) else None, "seconds": run.seconds,
+           "F_T_initial": float(curve["F_T"].iloc[0]) if len(curve) else math.nan,
+           **{f"{name}_final": float(last[name]) if len(curve) else math.nan for name in SUMMARY}}
+    first = next((p for p in run.probes if p["iteration"] == 0), None)
+    for key in ("lambda_max", "lambda_min", "stable_lr", "rank_K", "rank_K_tol", "alpha", "alpha_rank", "alpha_tol",
+                "plateau", "freeze_phi_max", "freeze_saturated", "freeze_gain_landing", "freeze_c", "freeze_scale",
+                "dead_share"):
+        row[f"{key}_0"] = first.get(key) if first else None
+    return row
+
+
+def _gather(spec: SweepSpec, runs: list, work: Path | None) -> SweepResult:
+    """The three frames from the cells' runs (in memory) or their files (``work``)."""
+    parts = [r if isinstance(r, dict) else {"row": _row(r), "probes": r.probes, "curve": r.curve.reset_index()}
+             for r in runs]
+    order = {cid: i for i, cid in enumerate(_ids(spec))}
+    parts.sort(key=lambda p: order.get(p["row"]["cell"], len(order)))
+    cells = pd.DataFrame([p["row"] for p in parts])
+    curves = pd.concat([p["curve"].assign(cell=p["row"]["cell"]) for p in parts if len(p["curve"])],
+                       ignore_index=True) if any(len(p["curve"]) for p in parts) else pd.DataFrame()
+    probes = pd.DataFrame([{"cell": p["row"]["cell"], **q} for p in parts for q in p["probes"]])
+    if len(curves):
+        curves = curves[["cell", *[c for c in curves.columns if c != "cell"]]]
+    return SweepResult(spec, cells, curves, probes, work)
+
+
+def _finish(work: Path, result: SweepResult, fmt: str) -> Path:
+    """Write the gathered frames, the figures and the report, then rename the folder: the sweep is finished."""
+    from ntkcheck.report import sweep_figures  # matplotlib only where figures are drawn
+
+    io.write_frame(work / "cells.parquet", result.cells, "parquet")
+    io.write_frame(work / "curves.parquet", result.curves, "parquet")
+    io.write_frame(work / "probes.parquet", result.probes, "parquet")
+    sweep_figures.write(result, work, fmt)
+    return runfolder.finish(work)

@@ -1,0 +1,323 @@
+"""``verify``: train the real model, measure what the proof uses, evaluate every condition of :mod:`bounds`, and
+compare the theory's predictions with the measured loss.
+
+The run, in order:
+
+1. the problem's constants (:func:`ntkcheck.theory.problem_constants`);
+2. training (:func:`ntkcheck.engine.training.train`) with a :class:`Prober` as its probe hook: at k = 0, ``ntk_every``,
+   2·``ntk_every``, …, K, each at W_k before update k, :func:`ntkcheck.measure.probes.measure` in float64, and the
+   kernel drift ‖K_k − K_0‖_F/‖K_0‖_F;
+3. the quantities → :func:`bounds.registry` → verdicts, and the comparisons (:mod:`ntkcheck.theory`);
+4. with a folder: report.md, report.json, metrics, spectra, figures (:mod:`ntkcheck.report.run`).
+
+In memory when ``out`` is None. With a folder, everything lands in ``<out>.partial`` until the end, so an
+interrupted verify resumes: the training from its checkpoint, the probes from their files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ntkcheck import resources
+from ntkcheck.build.experiment import setup
+from ntkcheck.config import FORMATS, ConfigError, ProbeConfig, TrainConfig, command_line
+from ntkcheck.engine.training import RunResult, load_run, train
+from ntkcheck.measure.diagnostics import at_initialisation
+from ntkcheck.measure.linalg import kernel_drift
+from ntkcheck.measure.probes import NonFiniteKernel, ProbeFailure, ProbeResult, measure
+from ntkcheck.models.math_l2o import MathL2O
+from ntkcheck.problems import qp as problems
+from ntkcheck.report import run as reports
+from ntkcheck.results import io, runfolder
+from ntkcheck.results.runfolder import Interrupted
+from ntkcheck.theory import (
+    comparisons,
+    evaluate_conditions,
+    notes,
+    problem_constants,
+    quantities,
+)
+
+TRAIN = "train"  # the training run's own folder inside the verify folder
+PROBES = "probes"
+DIAGNOSTICS = "diagnostics.json"  # in the probes folder: the diagnostics at W_0
+SETTINGS = "verify.json"  # the configuration and probe options, written first: the mark of a verify folder
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """A finished verification.
+
+    ``report``: what report.json holds (conditions with verdicts, comparisons, probes, summary, config);
+    ``metrics``: training metrics and probe quantities (``ntk/…``, ``alpha/…``), one row per iteration;
+    ``probes``: iteration → :class:`~ntkcheck.measure.probes.ProbeResult` (or :class:`~ntkcheck.measure.probes.ProbeFailure`);
+    ``curves``: the predicted loss curves; ``training``: the training run; ``folder``: None in memory."""
+
+    config: TrainConfig
+    probe_config: ProbeConfig
+    status: str
+    report: dict = field(repr=False)
+    metrics: pd.DataFrame = field(repr=False)
+    probes: dict = field(repr=False)
+    curves: dict = field(repr=False)
+    training: RunResult = field(repr=False)
+    folder: Path | None = None
+
+    def failed_required(self) -> list[str]:
+        """Keys of the conditions the theorem needs that FAIL on this run."""
+        return [c["key"] for c in self.report["conditions"] if c["required"] and c["holds"] is False]
+
+
+class Prober:
+    """The ``probe`` hook of :func:`ntkcheck.engine.training.train`: :func:`ntkcheck.measure.probes.measure` at the chosen k, with
+    the drift from K_0. With a ``folder``, one JSON/NPZ pair per k (and K_0), so that a resumed verify skips
+    what an interrupted one measured."""
+
+    def __init__(self, cfg: TrainConfig, probes: ProbeConfig, problem: problems.Problem, folder: Path | None = None,
+                 phase=None):
+        self.cfg, self.probes, self.problem, self.folder = cfg, probes, problem, folder
+        self.phase = phase or (lambda text: None)
+        self.steps = set(probes.steps(cfg.iters))
+        self.points: dict[int, ProbeResult | ProbeFailure] = {}
+        self.seconds: dict[str, float] = {}  # wall time of "diagnostics" and of each probe ("k=…"), kept on disk
+        self.K0, self.diagnostics = None, None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.points = self._load()
+            self.K0 = np.load(folder / "K0.npy") if (folder / "K0.npy").exists() else None
+            if (folder / DIAGNOSTICS).exists():
+                self.diagnostics = json.loads((folder / DIAGNOSTICS).read_text())
+                self.seconds["diagnostics"] = self.diagnostics.pop("seconds", math.nan)
+
+    def __call__(self, k: int, model: MathL2O) -> None:
+        if k == 0 and self.diagnostics is None:
+            self.phase("diagnostics at W_0 (freeze, dead cone, best gains)")
+            self._diagnose(model)
+        if k not in self.steps or k in self.points:
+            self.phase("training")
+            return
+        self.phase(f"probe k={k}: K, K̃, α ({self.probes.ntk_method})")
+        started = time.perf_counter()
+        try:
+            result = measure(model, self.problem, self.cfg.T, lr=self.cfg.lr, method=self.probes.ntk_method,
+                             jacobian_method=self.probes.jacobian,
+                             alpha_steps=k == 0 and self.probes.alpha_steps == "all", kernels=True)
+        except NonFiniteKernel as err:
+            result = ProbeFailure(str(err))
+        else:
+            result = self._with_drift(k, result)
+        self.points[k] = result
+        self.seconds[f"k={k}"] = time.perf_counter() - started
+        if self.folder is not None:
+            io.write_npz(self._path(k, "npz"), result.arrays())
+            io.write_json(self._path(k, "json"), {"iteration": k, "seconds": self.seconds[f"k={k}"], **result.as_dict()})
+
+    def _diagnose(self, model: MathL2O) -> None:
+        """The freeze predictor, the dead cone and the best gains at W_0 (:func:`ntkcheck.measure.diagnostics.at_initialisation`;
+        {} away from the deterministic initialisation, or when the features overflow there)."""
+        started = time.perf_counter()
+        try:
+            found = at_initialisation(model, self.problem, self.cfg.T, lr=self.cfg.lr, loss=self.cfg.loss,
+                                      tol=self.cfg.saturation_tol)
+        except (ValueError, RuntimeError) as err:
+            found = {"error": f"{type(err).__name__}: {err}"}
+        self.diagnostics = found or {}
+        if self.diagnostics.get("freeze") and self.cfg.optimizer != "sgd":
+            self.diagnostics["freeze"]["note"] = "predicts plain SGD's first step; this run trains with Adam"
+        self.seconds["diagnostics"] = time.perf_counter() - started
+        if self.folder is not None:
+            io.write_json(self.folder / DIAGNOSTICS, self.diagnostics | {"seconds": self.seconds["diagnostics"]})
+
+    def _with_drift(self, k: int, result: ProbeResult) -> ProbeResult:
+        """‖K_k − K_0‖_F/‖K_0‖_F where K is dense and K_0 ≠ 0; the dense kernels are not kept."""
+        if result.kernels is None:
+            return result
+        K = result.kernels[0]
+        if k == 0:
+            self.K0 = K
+            if self.folder is not None:
+                io.write_npy(self.folder / "K0.npy", K)
+        drift = kernel_drift(self.K0, K) if self.K0 is not None and np.linalg.norm(self.K0) > 0 else None
+        return result.replace(drift=drift, kernels=None)
+
+    def _path(self, k: int, suffix: str) -> Path:
+        return self.folder / f"k{k:06d}.{suffix}"
+
+    def _load(self) -> dict:
+        points = {}
+        for path in sorted(self.folder.glob("k*.json")):
+            k, numbers = int(path.stem[1:]), json.loads(path.read_text())
+            self.seconds[f"k={k}"] = numbers.get("seconds", math.nan)
+            points[k] = (ProbeFailure(numbers["error"]) if "error" in numbers
+                         else ProbeResult.from_dict(numbers, dict(np.load(self._path(k, "npz")))))
+        return points
+
+
+def probe_method(points: dict, probes: ProbeConfig) -> str:
+    """The kernel method(s) the probes ran (each probe's ``method_reason`` says why), or the one asked for."""
+    ran = sorted({p.method for p in points.values() if isinstance(p, ProbeResult)})
+    return ", ".join(ran) or probes.ntk_method
+
+
+def probe_frame(points: dict) -> pd.DataFrame:
+    """The probe quantities, one row per probed iteration: ``ntk/K/…``, ``ntk/K_training/…``, ``ntk/loss``,
+    ``alpha/…``, ``ntk/drift/…``, ``ntk/K_vs_K_training/…``, ``ntk/K_training/asymmetry``."""
+    rows = {}
+    for k, p in sorted(points.items()):
+        if not isinstance(p, ProbeResult):
+            continue
+        row = {}
+        for key, stats in (("K", p.K), ("K_training", p.K_training)):
+            row |= {f"ntk/{key}/lambda_max": stats.lambda_max, f"ntk/{key}/lambda_min": stats.lambda_min}
+            if stats.rank is not None:
+                row[f"ntk/{key}/rank"] = float(stats.rank.rank)
+        row["ntk/loss"] = p.loss
+        a = p.alpha
+        row |= {"alpha/alpha": a.alpha, "alpha/sigma_max": a.sigma_max, "alpha/rank": float(a.rank.rank),
+                "alpha/tol": a.rank.tol}
+        if p.drift is not None:
+            row |= {f"ntk/drift/{name}": v for name, v in p.drift.as_dict().items()}
+        if p.K_vs_K_training is not None:  # detached training against the true kernel
+            row |= {f"ntk/K_vs_K_training/{name}": v for name, v in p.K_vs_K_training.as_dict().items()}
+            row["ntk/K_training/asymmetry"] = p.K_training.asymmetry
+        rows[k] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("iteration")
+
+
+def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path | None = None, *,
+           problem: problems.Problem | None = None, model: MathL2O | None = None, resume: bool = False,
+           callback=None, figures: bool | str = True, max_memory: float | None = None, phase=None) -> VerifyResult:
+    """The whole verification (module docstring) of ``cfg`` with the probes ``probes`` (default
+    :class:`~ntkcheck.config.ProbeConfig`). ``problem``/``model`` replace the config's (as in ``train``). In
+    memory when ``out`` is None; else the run folder ``out`` (with ``figures``: True or a format, png, pdf or svg;
+    False for none), resumable with ``resume``
+    (:func:`resume_verify` needs only the folder). The memory training and probes need is checked first
+    against ``max_memory`` bytes (as in ``train``). ``phase(text)`` is called as each slow phase starts (a probe,
+    the diagnostics, the report), for a progress display."""
+    probes = ProbeConfig() if probes is None else probes
+    if resume and out is None:
+        raise ConfigError("resume", "needs out, the folder of the interrupted verify")
+    figures = "png" if figures is True else figures
+    if figures and figures not in FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
+    resources.check(cfg, probes, limit=max_memory)
+    exp = setup(cfg, problem=problem, model=model)
+    if probes.jacobian == "structured" and not exp.model.angular:
+        raise ConfigError("jacobian", "structured needs the angular wide layer (bias-free, wide_layer auto or angular); "
+                                      "use auto or func")
+    command = rerun_command(cfg, probes, out, figures, given=[n for n, v in (("problem", problem), ("model", model))
+                                                               if v is not None])
+    if out is None:
+        return _verify(exp, probes, None, "memory", callback, figures, phase, command)
+    with runfolder.open_run(out, resume, marker=SETTINGS) as work:
+        _settings(work, resume, exp.config, probes)
+        return _verify(exp, probes, work, Path(out).name, callback, figures, phase, command)
+
+
+def rerun_command(cfg: TrainConfig, probes: ProbeConfig, out, figures, given=()) -> str:
+    """The ``ntkcheck verify`` line that reruns this verification (:func:`ntkcheck.config.command_line`); a problem
+    or model passed in Python has no flag, which the line then says."""
+    line = command_line("verify", cfg, probes, out=out, format=None if figures in ("png", False) else figures,
+                        figures=None if figures else False)
+    return line + (f"  # {' and '.join(given)} given in Python, not by this line" if given else "")
+
+
+def resume_settings(out: str | Path, **changes) -> tuple[TrainConfig, ProbeConfig]:
+    """The configuration and probes the interrupted verify in ``out`` was started with, with ``changes`` to the
+    training fields a resume can change (:data:`ntkcheck.results.runfolder.RESUMABLE`); probe options cannot change."""
+    stored = runfolder.stored_settings(Path(out), SETTINGS)
+    probe_fields = set(ProbeConfig.__dataclass_fields__)
+    runfolder.check_same_config(stored["probes"], {k: v for k, v in changes.items() if k in probe_fields},
+                                "the interrupted verify used")
+    cfg = runfolder.resumed_config(stored["config"], {k: v for k, v in changes.items() if k not in probe_fields})
+    return cfg, ProbeConfig(**stored["probes"])
+
+
+def resume_verify(out: str | Path, *, callback=None, figures: bool | str = True, max_memory: float | None = None,
+                  **changes) -> VerifyResult:
+    """Continue the interrupted verify in ``out`` (:func:`resume_settings`): only the folder is needed."""
+    cfg, probes = resume_settings(out, **changes)
+    return verify(cfg, probes, out, resume=True, callback=callback, figures=figures, max_memory=max_memory)
+
+
+def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, figures, phase, command: str
+            ) -> VerifyResult:
+    cfg = exp.config
+    constants = problem_constants(exp.problem, cfg.T, cfg.step_scale)
+    prober = Prober(cfg, probes, exp.problem, None if work is None else work / PROBES, phase)
+    training = _train(cfg, exp, work, prober, callback)
+    if phase is not None:
+        phase("report and figures")
+
+    points = prober.points
+    verdicts = evaluate_conditions(quantities(cfg, constants, points, training.metrics, training.W0))
+    rows, curves = comparisons(cfg, probes.early, points, training.metrics, verdicts)
+    probed = probe_frame(points)
+    report = {
+        "status": training.status, "run_id": run_id, "command": command, "config": cfg.to_dict(),
+        "probes": probes.to_dict(), "probe_method": probe_method(points, probes), "dtype_probes": "float64",
+        "versions": runfolder.versions(), "summary": training.summary,
+        "problem": {"beta": constants["beta"], "beta_i": constants["beta_i"].tolist(),
+                    "sigma_min_sq_i": constants["sigma_min_sq_i"].tolist(), "dist_sq": constants["dist_sq"],
+                    "F_gd": constants["F_gd"].tolist()},
+        "notes": notes(training.summary, points), "conditions": verdicts, "comparisons": rows,
+        "probe_points": {str(k): {"iteration": k, **p.as_dict()} for k, p in sorted(points.items())},
+        "diagnostics": prober.diagnostics or {}, "figure_format": figures or None,
+        "seconds": {"training": training.summary["seconds_training"], **prober.seconds},
+    }
+    metrics = training.metrics.join(probed, how="left")
+    folder = None
+    if work is not None:
+        long = pd.concat([runfolder.to_long(training.metrics, run_id),
+                          runfolder.to_long(probed, run_id, dropna=True)], ignore_index=True)
+        runfolder.write_metrics(work, long)
+        io.write_npz(work / "spectra.npz", spectra(points) | {f"curve_{k}": v for k, v in curves.items()})
+        io.write_json(work / "report.json", report)
+        io.write_text(work / "report.md", reports.markdown(report))
+        if figures:
+            reports.figures(report, metrics, points, curves, work / "figures", figures)
+        folder = runfolder.finish(work)
+    return VerifyResult(cfg, probes, training.status, report, metrics, points, curves, training, folder)
+
+
+def _settings(work: Path, resume: bool, cfg: TrainConfig, probes: ProbeConfig) -> None:
+    """Write the settings a resume must match, or check them on a resume."""
+    settings = {"config": cfg.to_dict(), "probes": probes.to_dict()}
+    if not resume:
+        io.write_json(work / SETTINGS, settings)
+        return
+    saved = json.loads((work / SETTINGS).read_text())
+    if saved["probes"] != settings["probes"]:
+        raise ConfigError("resume", f"the interrupted verify probed with {saved['probes']}; resume with the same "
+                                    "probe options")
+    runfolder.check_same_config(saved["config"], settings["config"], "the interrupted verify used")
+
+
+def _train(cfg: TrainConfig, exp, work: Path | None, prober: Prober, callback) -> RunResult:
+    """Train with the probes (in ``work/train`` with a folder: resumed when interrupted, read back when done)."""
+    if work is None:
+        return train(cfg, problem=exp.problem, model=exp.model, callback=callback, probe=prober, max_memory=math.inf)
+    run_dir = work / TRAIN
+    if run_dir.exists():
+        return load_run(run_dir)
+    resume = (runfolder.partial_folder(run_dir) / runfolder.CHECKPOINT).exists()
+    try:
+        return train(cfg, run_dir, problem=exp.problem, model=exp.model, resume=resume, callback=callback,
+                     probe=prober, max_memory=math.inf)  # checked with the probes by verify
+    except Interrupted as err:
+        raise Interrupted(runfolder.final_folder(work), err.iteration) from None
+
+
+def spectra(points: dict) -> dict[str, np.ndarray]:
+    """Eigenvalues of K and ½(K̃ + K̃ᵀ), and singular values of G_{L−1,T}, at every probe."""
+    out = {}
+    for k, p in points.items():
+        out |= {f"k{k}_{name}": v for name, v in p.arrays().items()}
+    return out

@@ -1,0 +1,107 @@
+"""From a configuration to the objects a run works on, built once and handed on.
+
+:func:`setup` resolves the device and dtype, loads or draws the training instances (:func:`make_problem`),
+builds the initialised model (:func:`build_model`), and returns them as an :class:`Experiment`. ``train``,
+``verify`` and the probes take that object (or the problem and model a caller built) instead of re-deriving
+them from the config. With ``problem_file`` the config's N, d and b are the file's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ntkcheck.models import init as inits
+from ntkcheck.build import paper_draw
+from ntkcheck.problems import qp as problems
+from ntkcheck.config import ConfigError, TrainConfig, hidden_widths, weights_seed
+from ntkcheck.models.math_l2o import MathL2O, build
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is an error naming ``device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda was asked for but no CUDA device is available; use cpu or auto")
+    return torch.device(name)
+
+
+def make_problem(cfg: TrainConfig) -> problems.Problem:
+    """The training set (CPU, float64): the user's ``problem_file`` when given, else the seeded QP family
+    (:func:`ntkcheck.problems.qp.generate` with ``cfg.seed``, split ``"train"``; with ``draw="paper"`` the authors'
+    draw, :func:`ntkcheck.build.paper_draw.problem`)."""
+    if cfg.problem_file:
+        try:
+            return problems.load(cfg.problem_file)
+        except ValueError as err:
+            raise ConfigError("problem_file", str(err)) from None
+    if cfg.draw == "paper":
+        return paper_draw.problem(cfg)
+    return problems.generate(cfg.N, cfg.d, cfg.b, cfg.seed, "train")
+
+
+def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """W_0 as named tensors W1..WL (b1..bL): ``init_file`` when given, else the config's initialisation, drawn with
+    ``init_seed`` (default ``seed``; with ``draw="paper"`` the authors' draw, :func:`ntkcheck.build.paper_draw.weights`)."""
+    widths = hidden_widths(cfg.width, cfg.L)
+    if cfg.init_file:
+        try:
+            return inits.load(cfg.init_file, widths, cfg.bias)
+        except ValueError as err:
+            raise ConfigError("init_file", str(err)) from None
+    if cfg.draw == "paper":
+        return paper_draw.weights(cfg)
+    seed = weights_seed(cfg)
+    if cfg.init == "random":
+        return inits.random(widths, seed, cfg.bias)
+    return inits.deterministic(widths, cfg.e, seed, cfg.bias, absolute=cfg.init == "deterministic-abs")
+
+
+def build_model(cfg: TrainConfig, weights: dict | None = None, *, device=None, dtype=None) -> MathL2O:
+    """The Math-L2O model ``cfg`` describes, holding ``weights`` (default: :func:`initial_weights`), on ``device``
+    in ``dtype`` (default: the config's)."""
+    device = resolve_device(cfg.device) if device is None else device
+    dtype = getattr(torch, cfg.dtype) if dtype is None else dtype
+    return build(hidden_widths(cfg.width, cfg.L), initial_weights(cfg) if weights is None else weights,
+                 bias=cfg.bias, detach=cfg.detach, step_scale=cfg.step_scale, wide_layer=cfg.wide_layer,
+                 device=device, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A configuration with its objects: the problem and the model on ``device`` in ``dtype``. ``config``
+    carries the problem's N, d, b; ``model`` holds W_0 until a trainer updates it in place."""
+
+    config: TrainConfig
+    device: torch.device
+    dtype: torch.dtype
+    problem: problems.Problem
+    model: MathL2O
+
+
+def setup(cfg: TrainConfig, *, problem: problems.Problem | None = None, model: MathL2O | None = None) -> Experiment:
+    """Build (or adopt) the problem and the model of ``cfg`` once.
+
+    A given ``problem`` replaces the config's data (its N, d, b win); a given ``model`` must be the one the
+    config describes (widths, bias, detach, step scale); it is moved to the config's device and dtype in place
+    (``nn.Module.to``) and a trainer then updates it in place, as torch optimizers do."""
+    device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
+    problem = make_problem(cfg) if problem is None else problem
+    cfg = cfg.replace(N=problem.N, d=problem.d, b=problem.b)
+    if model is None:
+        model = build_model(cfg, device=device, dtype=dtype)
+    else:
+        check_architecture(cfg, model)
+        model = model.to(device=device, dtype=dtype)
+    return Experiment(cfg, device, dtype, problem.to(device=device, dtype=dtype), model)
+
+
+def check_architecture(cfg: TrainConfig, model: MathL2O) -> None:
+    """A model handed in must be the one ``cfg`` describes: widths 2, …, n, biases, detach and step scale."""
+    given = (tuple(model.widths), model.bias, model.detach, model.step_scale)
+    described = (hidden_widths(cfg.width, cfg.L), cfg.bias, cfg.detach, cfg.step_scale)
+    if given != described:
+        raise ConfigError("model", f"has (widths, bias, detach, step_scale) = {given}; the config describes "
+                                   f"{described}")

@@ -1,0 +1,1 @@
+"""The learned optimisers: the Math-L2O MLP (:mod:`.math_l2o`, initialised by :mod:`.init`, its wide layer exact by :mod:`.angular`), the coordinate-wise LSTM of the P/PA models (:mod:`.lstm`) and LISTA-CPSS (:mod:`.lista`)."""

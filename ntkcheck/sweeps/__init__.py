@@ -1,7 +1,0 @@
-"""Sweeps: grids of configurations over seeds, trained in batches (a leading cell axis) or as Ray tasks."""
-
-from ntkcheck.sweeps.run import ENGINES, SweepResult, load_sweep, sweep, sweep_spec
-from ntkcheck.sweeps.spec import Cell, SweepSpec, load_spec, make_spec
-
-__all__ = ["ENGINES", "Cell", "SweepResult", "SweepSpec", "load_spec", "load_sweep", "make_spec", "sweep",
-           "sweep_spec"]

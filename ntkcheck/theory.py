@@ -1,0 +1,184 @@
+"""Theory against measurement: the measured quantities → :mod:`bounds` → verdicts, and the comparisons of the
+theory's predictions with the measured loss.
+
+Quantities (plain floats, named as in :data:`bounds.quantities.QUANTITIES`): the configuration, the data's
+constants (:func:`bounds.gd_quantities`), the measured loss curve F(X_T^k), the extreme step multipliers P,
+Θ_L ≥ max_k ‖W_{L,k}‖₂, and at k = 0 δ₃, α₀ with its tolerance and rank, λ_max and λ_min of K_0.
+
+Comparisons (each a row with predicted, measured, measured/predicted and a verdict):
+    bounds (verdict holds when measured ≤ predicted, FAILS otherwise):
+        the measured per-iteration contraction (Theil–Sen, early and late windows) against ρ of Thm 4.3;
+        the late contraction against (1 − ηλ_min(K_0))², the linearised dynamics' slowest rate;
+        η against 2/λ_max(K_k), smallest over the probes (linearised stability);
+    predictions (verdict agrees when |measured − predicted| ≤ PREDICTION_RTOL·|predicted|, differs otherwise):
+        the eigen-projection curve ½Σ_i(1 − ηλ_i)^{2k}(u_iᵀr_0)² of K_0 against the loss at k = 10, 100, K;
+        the null-space plateau ½‖P_null(K_0) r_0‖² against the final loss.
+A row whose predicted or measured number is not finite is undecided.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+import bounds
+from bounds.quantities import complete
+from ntkcheck import resources
+from ntkcheck.build.experiment import make_problem
+from ntkcheck.config import ConfigError, TrainConfig
+from ntkcheck.measure.dynamics import fit_contraction
+from ntkcheck.measure.probes import ProbeFailure, ProbeResult
+from ntkcheck.problems import qp as problems
+
+PREDICTION_RTOL = 0.1  # ntkcheck's own tolerance (not the paper's) for a linearised prediction to "agree"
+
+
+def problem_constants(problem: problems.Problem, T: int, step_scale: float) -> dict:
+    """The data's quantities (:func:`bounds.gd_quantities`, numpy: β_i, σ_min(M_i)², ‖X_0 − X*‖² with X* the
+    minimum-norm solution, F_GD(X_T), β₀, …) and the GD curve ``F_gd`` = F(X_t^GD), t = 0..T, by the model's
+    own code."""
+    p = problem.to(device="cpu", dtype=torch.float64)
+    curve = [float(problems.objective(p, X)) for X in problems.gd_trajectory(p, T, step_scale)]
+    return bounds.gd_quantities(p.M.numpy(), p.Y.numpy(), T, step_scale) | {"F_gd": np.array(curve)}
+
+
+def thresholds(cfg: TrainConfig, *, C: float | None = None, data: bool = True) -> list[dict]:
+    """The conditions a configuration alone decides (:func:`bounds.thresholds`), with the data's quantities of
+    its seeded training instances when ``data`` (GD bounds, the a-priori η bound). ``C``: the constant of the
+    Ω(·) laws of Lemmas 5.1–5.4 (None: thresholds at C = 1, verdict undecided)."""
+    if C is not None and not (isinstance(C, (int, float)) and 0 < C < math.inf):
+        raise ConfigError("C", f"must be a finite number > 0 (got {C!r})")
+    constants = None
+    if data:
+        resources.check(cfg)  # drawing the instances and running GD for T steps must fit
+        problem = make_problem(cfg)
+        constants = bounds.gd_quantities(problem.M.numpy(), problem.Y.numpy(), cfg.T, cfg.step_scale)
+    return bounds.thresholds(cfg.T, cfg.L, cfg.e, cfg.lr, N=cfg.N, d=cfg.d, b=cfg.b, n=cfg.width,
+                             step_scale=cfg.step_scale, C=C, data=constants)
+
+
+def theta_L(W0_L: torch.Tensor, metrics: pd.DataFrame, L: int) -> float:
+    """Θ_L ≥ max_k ‖W_{L,k}‖₂ by ‖W_{L,k}‖ ≤ ‖W_{L,0}‖ + ‖W_{L,k} − W_{L,0}‖ (W_L is a column, so ‖·‖₂ = ‖·‖_F);
+    exact under the deterministic init, where W_{L,0} = 0."""
+    return float(torch.linalg.norm(W0_L.double())) + float(metrics[f"drift/W{L}"].max())
+
+
+def quantities(cfg: TrainConfig, constants: dict, points: dict, metrics: pd.DataFrame, W0: dict) -> dict:
+    """The plain numbers :mod:`bounds` takes, from the configuration, the data, the training metrics (wide) and
+    the probe at k = 0 (when it was measured). ``eps``: the machine epsilon of the training dtype, in which the
+    losses F0, F_k were computed (the rounding slack of the comparisons with GD, bounds/DERIVATIONS.md §2b)."""
+    q = {"N": cfg.N, "d": cfg.d, "b": cfg.b, "n": cfg.width, "L": cfg.L, "T": cfg.T, "e": cfg.e, "eta": cfg.lr,
+         "k": int(metrics.index[-1]), "step_scale": cfg.step_scale, "eps": float(torch.finfo(getattr(torch, cfg.dtype)).eps),
+         **{k: v for k, v in constants.items() if k != "F_gd"}, "F0": float(metrics["F_T"].iloc[0]),
+         "F_k": metrics["F_T"].to_numpy(), "P_min": float(metrics["P_min"].min()),
+         "P_max": float(metrics["P_max"].max()), "Theta_L": theta_L(W0[f"W{cfg.L}"], metrics, cfg.L)}
+    init = points.get(0)
+    if isinstance(init, ProbeResult):
+        q |= {"delta3": init.delta3, "alpha0": init.alpha.alpha, "alpha0_tol": init.alpha.rank.tol,
+              "alpha0_rank": init.alpha.rank.rank, "alpha0_rank_bound": init.alpha.rank_bound, "lambda_max": init.K.lambda_max, "lambda_min": init.K.lambda_min}
+    return q
+
+
+def evaluate_conditions(q: dict) -> list[dict]:
+    """Every condition of :func:`bounds.registry` with its metadata and its verdict on ``q`` (completed with
+    what follows from it: β₀, δ₄, …; :func:`bounds.quantities.complete`)."""
+    q, rows = complete(q), []
+    for c in bounds.registry():
+        meta = {"key": c.key, "title": c.title, "source": c.source, "latex": c.latex, "status": c.status,
+                "confidence": c.confidence, "required": c.required, "needs": list(c.needs),
+                "constants": dict(c.constants)}
+        try:
+            verdict = c.evaluate(q).to_dict()
+        except ArithmeticError as err:  # a bound that breaks on these numbers is reported, never a lost run
+            verdict = {"key": c.key, "value": None, "threshold": None, "relation": c.relation, "holds": None,
+                       "note": f"evaluation error: {type(err).__name__}: {err}"}
+        rows.append(meta | verdict)
+    return rows
+
+
+def comparisons(cfg: TrainConfig, early: int, points: dict, metrics: pd.DataFrame,
+                verdicts: list[dict]) -> tuple[list[dict], dict]:
+    """Theory against measurement (module docstring). Returns (rows, curves): curves holds the predicted loss
+    curves over k = 0..K (``iteration``, ``eigen_projection``, ``lambda_min_rate``, ``theorem_4_3``)."""
+    F = metrics["F_T"].to_numpy()
+    K_iters = F.size - 1
+    rows, curves = [], {"iteration": np.arange(F.size)}
+    fits = {"early": fit_or_none(F, 0, min(early, F.size)), "late": fit_or_none(F, F.size // 2, F.size)}
+    rho = next((v["value"] for v in verdicts if v["key"] == "thm4_3.rate"), None)
+    rho = math.nan if rho is None else rho
+    for name, fit in fits.items():
+        if fit is not None:
+            rows.append(_row(f"contraction per iteration, {name} window [{fit['start']}, {fit['stop']})",
+                             "ρ (Thm 4.3)", rho, fit["rate"], kind="bound", extra=fit))
+    init = points.get(0)
+    if isinstance(init, ProbeResult) and init.linearised is not None:
+        lin = init.linearised
+        rows.append(_row("loss contraction from λ_min(K_0)", "(1 − ηλ_min)²", lin.loss_rate,
+                         fits["late"]["rate"] if fits["late"] else math.nan, kind="bound"))
+        with np.errstate(over="ignore"):  # an unstable η (> 2/λ_max) predicts divergence: inf is the prediction
+            curves["eigen_projection"] = 0.5 * np.sum(
+                (1 - cfg.lr * init.K.eigenvalues[None, :]) ** (2 * curves["iteration"][:, None])
+                * lin.projections[None, :], axis=1)
+        curves["lambda_min_rate"] = F[0] * lin.loss_rate ** curves["iteration"]
+        for k in sorted({min(10, K_iters), min(100, K_iters), K_iters}):
+            rows.append(_row(f"loss at k = {k}", "eigen-projection of K_0", float(curves["eigen_projection"][k]),
+                             float(F[k]), kind="prediction"))
+        rows.append(_row("plateau (loss at the end)", "½‖P_null(K_0) r_0‖²", lin.plateau, float(F[-1]),
+                         kind="prediction"))
+        thresholds = [(k, 2 / p.K.lambda_max) for k, p in sorted(points.items())
+                      if isinstance(p, ProbeResult) and p.K.lambda_max > 0]
+        if thresholds:
+            k, worst = min(thresholds, key=lambda x: x[1])
+            rows.append(_row(f"stability: η against 2/λ_max(K_k), smallest over probes (k = {k})",
+                             "2/λ_max", worst, cfg.lr, kind="bound"))
+    if math.isfinite(rho):
+        curves["theorem_4_3"] = F[0] * rho ** curves["iteration"]
+    return rows, curves
+
+
+def fit_or_none(F: np.ndarray, start: int, stop: int) -> dict | None:
+    """:func:`ntkcheck.measure.dynamics.fit_contraction` over [start, stop) as a dict, or None where it cannot be fitted."""
+    try:
+        return fit_contraction(F, start=start, stop=stop).as_dict()
+    except ValueError:
+        return None
+
+
+VERDICTS = {"bound": {True: "holds", False: "FAILS"}, "prediction": {True: "agrees", False: "differs"}}
+
+
+def _row(what: str, theory: str, predicted: float, measured: float, *, kind: str, extra=None) -> dict:
+    """One comparison; ``ratio`` = measured/predicted (1 = the theory is exact). ``holds``: for ``kind`` "bound",
+    measured ≤ predicted; for "prediction", |measured − predicted| ≤ :data:`PREDICTION_RTOL`·|predicted|; None
+    (undecided) where either number is not finite."""
+    ratio = measured / predicted if predicted != 0.0 and math.isfinite(predicted) else math.nan
+    holds = None
+    if math.isfinite(predicted) and math.isfinite(measured):
+        holds = (measured <= predicted if kind == "bound"
+                 else abs(measured - predicted) <= PREDICTION_RTOL * abs(predicted))
+    return {"what": what, "theory": theory, "kind": kind, "predicted": float(predicted), "measured": float(measured),
+            "ratio": float(ratio), "holds": holds, "verdict": VERDICTS[kind].get(holds, "undecided"),
+            **({"fit": extra} if extra else {})}
+
+
+def notes(summary: dict, points: dict) -> list[str]:
+    """What a reader must know before reading the verdicts: a divergence, probes that could not be measured,
+    and probes where the kernel vanished (K_k = 0: no parameter moves the residual, the run is frozen there)."""
+    out = []
+    if summary["status"] == "diverged":
+        where = summary["diverged_iterations"]
+        out.append(f"training diverged (non-finite loss or gradient at k = {', '.join(map(str, where[:10]))}); "
+                   f"F(X_T) at the end is {summary['F_T_final']:.4g}, and the conditions are evaluated on the "
+                   "finite iterations only")
+    failed = [f"k = {k}: {p.error}" for k, p in sorted(points.items()) if isinstance(p, ProbeFailure)]
+    if failed:
+        out.append("probes not measured: " + "; ".join(failed))
+    zero = [k for k, p in sorted(points.items()) if isinstance(p, ProbeResult) and p.K.lambda_max == 0]
+    if zero:
+        out.append(f"the kernel is exactly zero (K_k = 0) at k = {', '.join(map(str, zero))}: no parameter moves the "
+                   "residual there, so training is frozen; λ_min, 2/λ_max and the drift's direction are undefined "
+                   "at those probes")
+    return out
