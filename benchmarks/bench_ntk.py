@@ -2,17 +2,17 @@
 
 Methods for the full K, all in one process on the same model, problem and weights:
 
-    func        ntkcheck.measure.ntk.empirical_ntk(method="func"): vmap over instances of jacrev over the b rows of one
+    func        ntkcheck.instruments.ntk.empirical_ntk(method="func"): vmap over instances of jacrev over the b rows of one
                 instance (chunked), then K = Σ_p J_p J_pᵀ                                   (the reference)
     tutorial    the torch.func NTK tutorial's "Jacobian contraction", written out here as in the tutorial:
                 vmap(jacrev(f_single), in_dims=(None, 0)) over instances, then
                 einsum('Naf,Mbf->NaMb') summed over the parameters
-    structured  ntkcheck.measure.ntk.empirical_ntk(method="structured")  ── SLOT FOR THE LEAD: see STRUCTURED below
+    structured  ntkcheck.instruments.ntk.empirical_ntk(method="structured")  ── SLOT FOR THE LEAD: see STRUCTURED below
 
 Extreme eigenvalues λ_max, λ_min:
 
     dense-eig   eigvalsh of the K made by each method (time of eigvalsh alone; add the K time)
-    lanczos     ntkcheck.measure.linalg.extreme_eigenvalues on ntkcheck.measure.ntk.ntk_operator (VJP + JVP per product, J
+    lanczos     ntkcheck.instruments.linalg.extreme_eigenvalues on ntkcheck.instruments.ntk.ntk_operator (VJP + JVP per product, J
                 never formed; λ_min by the shifted operator, absolute accuracy ≈ 1e-12·λ_max)
 
 Timing: ``time.perf_counter``; the first call is reported separately (it includes one-time set-up such as
@@ -62,7 +62,7 @@ from torch import nn  # noqa: E402
 from torch.func import functional_call, jacrev, vmap  # noqa: E402
 
 from ntkcheck.config import hidden_widths  # noqa: E402
-from ntkcheck.measure import linalg, ntk
+from ntkcheck.instruments import linalg, ntk
 from ntkcheck.models import init as inits  # noqa: E402
 from ntkcheck.models.math_l2o import build  # noqa: E402
 from ntkcheck.problems import qp as problems  # noqa: E402
@@ -176,7 +176,7 @@ def K_tutorial(model, p, T):
 
 
 # ===== STRUCTURED: slot for the lead's fast path ===============================================================
-# ntkcheck.measure.ntk dispatches method="structured" to ntkcheck.measure.structured.structured_jacobian(model, problem, T,
+# ntkcheck.instruments.ntk dispatches method="structured" to ntkcheck.instruments.structured.structured_jacobian(model, problem, T,
 # mode=...). This function is what the benchmark times for it; change it here if the fast path wants a
 # different entry point (e.g. a K computed without forming J, or float32).
 def K_structured(model, p, T):

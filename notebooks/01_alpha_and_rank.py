@@ -34,7 +34,7 @@ import pandas as pd
 import seaborn as sns
 
 from ntkcheck.config import hidden_widths
-from ntkcheck.measure import features, linalg, ntk
+from ntkcheck.instruments import features, linalg, ntk
 from ntkcheck.models import init
 from ntkcheck.models import math_l2o as model
 from ntkcheck.problems import qp as problems

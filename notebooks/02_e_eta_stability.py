@@ -40,7 +40,7 @@ import bounds
 from bounds.local import lambda_max_of_e
 from ntkcheck.config import TrainConfig, hidden_widths
 from ntkcheck.engine.training import train
-from ntkcheck.measure import linalg, ntk
+from ntkcheck.instruments import linalg, ntk
 from ntkcheck.models import init
 from ntkcheck.models import math_l2o as model
 from ntkcheck.problems import qp as problems

@@ -25,7 +25,7 @@
 # part of the residual outside the range of K_0 (Arora et al. 2019's projection argument).
 #
 # **What we do.** One small configuration, η = 0.1·(2/λ_max(K_0)), 200 iterations of the real trainer; all
-# predictions from `ntkcheck.measure.dynamics.predict` on the dense K_0 (float64).
+# predictions from `ntkcheck.instruments.dynamics.predict` on the dense K_0 (float64).
 
 # %%
 import torch
@@ -40,7 +40,7 @@ import seaborn as sns
 
 from ntkcheck.config import TrainConfig, hidden_widths
 from ntkcheck.engine.training import train
-from ntkcheck.measure import dynamics, linalg, ntk
+from ntkcheck.instruments import dynamics, linalg, ntk
 from ntkcheck.models import init
 from ntkcheck.models import math_l2o as model
 from ntkcheck.problems import qp as problems

@@ -40,7 +40,7 @@ import seaborn as sns
 
 import ntkcheck
 from ntkcheck.config import hidden_widths
-from ntkcheck.measure import dynamics, linalg, ntk
+from ntkcheck.instruments import dynamics, linalg, ntk
 from ntkcheck.models import init
 from ntkcheck.models import math_l2o as model
 from ntkcheck.problems import qp as problems

@@ -13,6 +13,13 @@ mode, with torch's generator in the order, shapes and dtypes of the authors' rel
 (:mod:`ntkcheck.build.paper_draw`), so that their numbers can be rerun exactly. With ``draw="paper"``, ``seed`` is their
 ``--seed`` (118 in all their runs and in the ``-official`` presets) and the instances come from seed + 777, as in
 their code.
+
+``model`` picks the learner: ``"mlp"`` (the default), Math-L2O's step-size network, the model the theorem is about;
+``"lstm"``, Liu et al.'s coordinate-wise LSTM (:class:`ntkcheck.models.lstm.MathL2OLSTM`, variant ``lstm_variant``,
+``lstm_hidden`` units in ``lstm_layers`` layers), with PyTorch's default initialisation drawn from the weights' seed
+(``init_seed``, default ``seed``) and h_0, c_0 drawn from the same seed. The MLP's settings (``width``, ``L``, ``e``)
+do not describe the LSTM and are not read for it; settings that would change it and cannot (``wide_layer`` other than
+auto, ``init`` other than deterministic, ``bias``, ``init_file``, ``draw="paper"``) are refused.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ NTK_METHODS = ("auto", "dense", "lanczos")
 JACOBIANS = ("auto", "func", "structured")
 ALPHA_STEPS = ("T", "all")
 DRAWS = ("ntkcheck", "paper")
+MODELS = ("mlp", "lstm")  # the learner: Math-L2O's step-size MLP, or Liu et al.'s coordinate-wise LSTM
+LSTM_VARIANTS = ("P", "PA")  # the LSTM's heads: step multipliers P, and the accelerator A (ntkcheck.models.lstm)
 FORMATS = ("png", "pdf", "svg")  # figure files
 DENSE_MAX = 4000  # ``ntk_method="auto"`` where the available memory cannot be read: dense up to N·b = 4000 outputs
 
@@ -90,6 +99,10 @@ class TrainConfig:
     problem_file: str | None = None
     init_file: str | None = None
     draw: str = "ntkcheck"  # "paper": the authors' torch draws of the instances and W_0 (a compatibility mode)
+    model: str = "mlp"  # "lstm": Liu et al.'s coordinate-wise LSTM (module docstring)
+    lstm_variant: str = "P"
+    lstm_hidden: int = 20  # Liu et al. and the NeurIPS baseline: 20 units, 2 layers (MathL2OLSTM's defaults)
+    lstm_layers: int = 2
 
     def __post_init__(self):
         validate(self)
@@ -230,8 +243,28 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.init_seed is not None:
         _integer("init_seed", cfg.init_seed, minimum=0)
     _choice("draw", cfg.draw, DRAWS)
+    _choice("model", cfg.model, MODELS)
+    _choice("lstm_variant", cfg.lstm_variant, LSTM_VARIANTS)
+    _integer("lstm_hidden", cfg.lstm_hidden)
+    _integer("lstm_layers", cfg.lstm_layers)
+    if cfg.model == "lstm":
+        _lstm_model(cfg)
     if cfg.draw == "paper":
         _paper_model(cfg)
+
+
+def _lstm_model(cfg: TrainConfig) -> None:
+    """``model="lstm"`` has its own architecture and initialisation: refuse the MLP's settings that would change
+    them (the MLP's width, L and e are not read for it)."""
+    refused = (("wide_layer", cfg.wide_layer != "auto", f"{cfg.wide_layer} is the MLP's wide layer"),
+               ("init", cfg.init != "deterministic", f"{cfg.init} is an initialisation of the MLP"),
+               ("bias", cfg.bias, "the LSTM's biases are part of its architecture"),
+               ("init_file", cfg.init_file is not None, "holds the MLP's weights W1..WL"),
+               ("draw", cfg.draw == "paper", "paper draws the authors' MLP"))
+    for name, wrong, why in refused:
+        if wrong:
+            raise ConfigError(name, f"does not apply to model lstm: {why}; the LSTM takes PyTorch's initialisation "
+                                    "from the weights' seed (leave it unset, or use model mlp)")
 
 
 def _paper_model(cfg: TrainConfig) -> None:

@@ -60,6 +60,27 @@ phases one after the other; ``probe_bytes`` is the largest phase, each with ``co
 
 (Lanczos falls back to the dense kernel only where that fits in half the available memory: not counted.)
 
+The LSTM (``model="lstm"``, H = ``lstm_hidden`` units in ℓ = ``lstm_layers`` layers; a conservative estimate, the
+MLP's terms for the problem, records, fits and curves): P = :func:`lstm_parameters` (the module's count, in closed
+form: resources sits below the models), p = 4ℓ + 2 + 2·heads parameter tensors, and w = C_LSTM·H·(ℓ + 1) + C_ROW
+words per row and step of the unroll's graph (the gates, cell and hidden states of every layer, the linear layer,
+the heads; the peak RSS of training at N=32 d=64 T=20 H=20 ℓ=2: 530 words = 8.5·H·(ℓ + 1) + C_ROW):
+
+    model             8·P·(6 + 2·[adam])
+    unroll            T·(C_STEP + s·R·w)                           the graph of the unroll
+    backward          2·s·R·w + 4·8·ℓ·R·H                          two steps' cotangents; h_0, c_0 (float64, cast)
+    records           (K + 1)·(C_RECORD + C_WEIGHT·p)
+    dense probe:      jacobian 2·8·Q·P; jacobian work graph64 + C_LSTM_JAC·8·Q·R·w (torch.func's jacrev of the
+                      whole map, vmapped over the Q outputs: a step's cotangents for every output); kernels
+                      heaped(2·p + C_EIG, 8·Q²); phases jacobian + work | jacobian + kernels | curves + fits
+    lanczos:          C_LSTM_LANCZOS·graph64 + 320·Q (forward-mode AD through torch's LSTM keeps many graphs);
+                      phases lanczos | fits                                (graph64 = T·(C_STEP + 8·R·w))
+
+Measured (tests/test_lstm_app.py; peak RSS as above): train N=32 d=64 b=25 T=20: 0.174 GB, estimate 0.275; verify,
+dense, N=4 d=32 b=16 T=10: 0.086 GB, estimate 0.112; verify, Lanczos, N=8 d=32 b=16 T=10 (PA): 0.333 GB, estimate 0.471.
+
+No α, δ₃ or features for the LSTM (they are the MLP's).
+
 ``total_bytes`` = FIXED + max(per-iteration part, ``probe_bytes``): the probes run between iterations, when the
 previous iteration's graph is freed. ``driver``: in the largest term, the factor furthest above the small preset
 (largest (value/preset)^exponent): ``width`` for the wide layer, ``T`` for a long unroll, ``N`` or ``b`` for the
@@ -132,8 +153,11 @@ C_FUNC_DENSE = 12  # R×n float64 matrices of torch.func's Jacobian on the dense
 C_CURVE = 4  # (K + 1)×Q float64 arrays of the eigen-projection curve
 C_THEIL = 4  # w×w float64 arrays of Theil–Sen over w points (3.5)
 C_LANCZOS = 2  # unroll graphs in float64 held by the Lanczos operators (1.0–1.3; 2: the small case varies)
+C_LSTM = 12  # words per row, step and hidden unit (per layer, and the linear layer) of the LSTM's graph (8.5)
+C_LSTM_JAC = 2  # the LSTM's jacrev: one step's cotangents for every output (N=4 d=32 b=16 T=10 H=20 ℓ=2: 1.6)
+C_LSTM_LANCZOS = 30  # float64 unroll graphs held by the LSTM's Lanczos operators (N=8 d=32 b=16 T=10 H=20 ℓ=2: 21)
 
-_REFERENCE = PRESETS["small"]
+_REFERENCE = PRESETS["small"] | {"lstm_hidden": TrainConfig.lstm_hidden, "lstm_layers": TrainConfig.lstm_layers}
 FIXED = ("problem M", "problem GD curve", "problem H", "model", "records")  # held for the whole run
 
 
@@ -300,24 +324,30 @@ def _refuse(cfg: TrainConfig, arrays: list, values: dict) -> None:
 # -- the estimate ------------------------------------------------------------------------------------------
 
 
+def lstm_parameters(variant: str, hidden: int, layers: int) -> int:
+    """P of :class:`~ntkcheck.models.lstm.MathL2OLSTM` (without B terms): torch's LSTM layer has 4H(in + H + 2)
+    weights and biases (in = 2 for the first layer, H after), the linear layer H(H + 1), each head (P; A for PA)
+    H + 1."""
+    H, heads = hidden, 2 if variant == "PA" else 1
+    return 4 * H * (2 + H + 2) + (layers - 1) * 4 * H * (2 * H + 2) + H * (H + 1) + heads * (H + 1)
+
+
 def estimate(cfg: TrainConfig, probes: ProbeConfig | None = None) -> Estimate:
     """Peak memory of one training iteration of ``cfg`` and, with ``probes``, of its probes (module docstring for
     every formula). Raises ConfigError when a size cannot be indexed at all (:func:`check_sizes`)."""
     check_sizes(cfg, probes)
+    if cfg.model == "lstm":
+        return _estimate_lstm(cfg, probes)
     N, b, d = problem_shape(cfg)
     n, T, L, K = cfg.width, cfg.T, cfg.L, cfg.iters
     values = {"N": N, "b": b, "d": d, "width": n, "T": T, "L": L, "iters": K}
     R, Q, E = N * d, N * b, L - 2
     s = 4 if cfg.dtype == "float32" else 8
-    gram = d < 2 * b
     P = 4 * E + 3 * n + (2 * E + n + 1 if cfg.bias else 0)
     angular = not cfg.bias and cfg.wide_layer != "dense"
     dense_hint = "use wide_layer=angular" if not cfg.bias and cfg.wide_layer == "dense" else ""
 
-    training = [
-        Term("problem M", 8 * (N * b * d + 3 * N * b * b) + (4 * N * b * d if s == 4 else 0), {"N": 1, "b": 1, "d": 1}),
-        Term("problem GD curve", 8 * 2 * R * (T + 8), {"N": 1, "d": 1, "T": 1}),
-        Term("problem H", (4 * 8 + (4 if s == 4 else 0)) * N * d * d if gram else 0, {"N": 1, "d": 2}),
+    training = _problem_terms(cfg, N, b, d, s) + [
         Term("model", 8 * P * (6 + (2 if cfg.optimizer == "adam" else 0)) + (C_PREFIX * 8 * n if angular else 0),
              {"width": 1, "L": 1}),
         Term("unroll overhead", T * C_STEP, {"T": 1}),
@@ -365,6 +395,62 @@ def estimate(cfg: TrainConfig, probes: ProbeConfig | None = None) -> Estimate:
             phases.append([features, lanczos])
         phases = [[constants, *phase] for phase in phases]
 
+    return _total(cfg, values, training, probe, phases)
+
+
+def _problem_terms(cfg: TrainConfig, N: int, b: int, d: int, s: int) -> list[Term]:
+    """The problem's terms of the module docstring (M, H, the GD curve), the same for every learner."""
+    R = N * d
+    return [
+        Term("problem M", 8 * (N * b * d + 3 * N * b * b) + (4 * N * b * d if s == 4 else 0), {"N": 1, "b": 1, "d": 1}),
+        Term("problem GD curve", 8 * 2 * R * (cfg.T + 8), {"N": 1, "d": 1, "T": 1}),
+        Term("problem H", (4 * 8 + (4 if s == 4 else 0)) * N * d * d if d < 2 * b else 0, {"N": 1, "d": 2}),
+    ]
+
+
+def _estimate_lstm(cfg: TrainConfig, probes: ProbeConfig | None) -> Estimate:
+    """The LSTM's estimate (module docstring)."""
+    N, b, d = problem_shape(cfg)
+    H, ell, T, K = cfg.lstm_hidden, cfg.lstm_layers, cfg.T, cfg.iters
+    values = {"N": N, "b": b, "d": d, "T": T, "iters": K, "lstm_hidden": H, "lstm_layers": ell}
+    R, Q = N * d, N * b
+    s = 4 if cfg.dtype == "float32" else 8
+    P = lstm_parameters(cfg.lstm_variant, H, ell)
+    tensors = 4 * ell + 2 + 2 * (2 if cfg.lstm_variant == "PA" else 1)
+    w = C_LSTM * H * (ell + 1) + C_ROW
+    rows, sizes = {"N": 1, "d": 1, "lstm_hidden": 1, "lstm_layers": 1}, {"lstm_hidden": 2, "lstm_layers": 1}
+    training = _problem_terms(cfg, N, b, d, s) + [
+        Term("model", 8 * P * (6 + (2 if cfg.optimizer == "adam" else 0)), sizes),
+        Term("unroll", T * (C_STEP + s * R * w), {"T": 1} | rows),
+        Term("backward", 2 * s * R * w + 4 * 8 * ell * R * H, rows),
+        Term("records", (K + 1) * (C_RECORD + C_WEIGHT * tensors), {"iters": 1, "lstm_layers": 1}),
+    ]
+    probe, phases = [], [[]]
+    if probes is not None:
+        graph64 = T * (C_STEP + 8 * R * w)
+        early, late = min(probes.early, K + 1), (K + 2) // 2
+        constants = Term("constants", 2 * 8 * N * b * d, {"N": 1, "b": 1, "d": 1})
+        theil = Term("contraction fits", C_THEIL * 8 * (late * late + early * early), {"iters": 2})
+        probe += [constants, theil]
+        if kernel_method(probes.ntk_method, Q, P) == "dense":
+            hint = "use ntk_method=lanczos"
+            jac = Term("jacobian", 2 * 8 * Q * P, {"N": 1, "b": 1} | sizes, hint)
+            work = Term("jacobian work", graph64 + C_LSTM_JAC * 8 * Q * R * w,
+                        {"N": 2, "b": 1, "d": 1, "T": 1} | sizes, hint)
+            kernels = Term("kernels", _heaped(2 * tensors + C_EIG, 8 * Q * Q), {"N": 2, "b": 2}, hint)
+            curves = Term("curves", C_CURVE * 8 * (K + 1) * Q + 8 * Q * Q, {"iters": 1, "N": 1, "b": 1})
+            probe += [jac, work, kernels, curves]
+            phases = [[jac, work], [jac, kernels], [curves, theil]]
+        else:
+            lanczos = Term("lanczos", C_LSTM_LANCZOS * graph64 + 40 * 8 * Q, {"T": 1} | rows)
+            probe.append(lanczos)
+            phases = [[lanczos], [theil]]
+        phases = [[constants, *phase] for phase in phases]
+    return _total(cfg, values, training, probe, phases)
+
+
+def _total(cfg: TrainConfig, values: dict, training: list[Term], probe: list[Term], phases: list) -> Estimate:
+    """The estimate from its terms: the fixed part plus the larger of one iteration and the largest probe phase."""
     train_bytes = int(sum(t.bytes for t in training))
     fixed = int(sum(t.bytes for t in training if t.name in FIXED))
     probe_bytes = int(max(sum(t.bytes for t in phase) for phase in phases))

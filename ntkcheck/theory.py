@@ -14,6 +14,12 @@ Comparisons (each a row with predicted, measured, measured/predicted and a verdi
         the eigen-projection curve ½Σ_i(1 − ηλ_i)^{2k}(u_iᵀr_0)² of K_0 against the loss at k = 10, 100, K;
         the null-space plateau ½‖P_null(K_0) r_0‖² against the final loss.
 A row whose predicted or measured number is not finite is undecided.
+
+Scope: the theorem is about Math-L2O's MLP under the deterministic initialisation. For another learner
+(``model="lstm"``) the quantities of the MLP (α₀, δ₃, Θ_L, the width n, e, L, …) do not exist, and every condition that
+needs one, or whose statement is the MLP's, evaluates as **does not apply** with the reason (:func:`not_applicable`;
+``applies`` False, ``holds`` None). The conditions on the data, the step multipliers and the NTK (GD's rate, P ∈ (0, 2),
+η against λ_max(K_0), the linearised rate 1 − ηλ_min) apply to any learner and are evaluated as for the MLP.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from bounds.quantities import complete
 from ntkcheck import resources
 from ntkcheck.build.experiment import make_problem
 from ntkcheck.config import ConfigError, TrainConfig
-from ntkcheck.measure.dynamics import fit_contraction
-from ntkcheck.measure.probes import ProbeFailure, ProbeResult
+from ntkcheck.instruments.dynamics import fit_contraction
+from ntkcheck.instruments.probes import ProbeFailure, ProbeResult
 from ntkcheck.problems import qp as problems
 
 PREDICTION_RTOL = 0.1  # ntkcheck's own tolerance (not the paper's) for a linearised prediction to "agree"
+MLP_QUANTITIES = ("n", "L", "e", "alpha0", "alpha0_tol", "alpha0_rank", "alpha0_rank_bound", "beta0", "delta3",
+                  "delta4", "Theta_L", "gd_gz")  # quantities of Math-L2O's MLP (bounds.quantities.QUANTITIES)
 
 
 def problem_constants(problem: problems.Problem, T: int, step_scale: float) -> dict:
@@ -69,34 +77,73 @@ def theta_L(W0_L: torch.Tensor, metrics: pd.DataFrame, L: int) -> float:
 def quantities(cfg: TrainConfig, constants: dict, points: dict, metrics: pd.DataFrame, W0: dict) -> dict:
     """The plain numbers :mod:`bounds` takes, from the configuration, the data, the training metrics (wide) and
     the probe at k = 0 (when it was measured). ``eps``: the machine epsilon of the training dtype, in which the
-    losses F0, F_k were computed (the rounding slack of the comparisons with GD, bounds/DERIVATIONS.md §2b)."""
-    q = {"N": cfg.N, "d": cfg.d, "b": cfg.b, "n": cfg.width, "L": cfg.L, "T": cfg.T, "e": cfg.e, "eta": cfg.lr,
+    losses F0, F_k were computed (the rounding slack of the comparisons with GD, bounds/DERIVATIONS.md §2b).
+    The MLP's own quantities (n, L, e, Θ_L; α₀ and δ₃ from the probe) only for ``model="mlp"``."""
+    q = {"N": cfg.N, "d": cfg.d, "b": cfg.b, "T": cfg.T, "eta": cfg.lr,
          "k": int(metrics.index[-1]), "step_scale": cfg.step_scale, "eps": float(torch.finfo(getattr(torch, cfg.dtype)).eps),
          **{k: v for k, v in constants.items() if k != "F_gd"}, "F0": float(metrics["F_T"].iloc[0]),
          "F_k": metrics["F_T"].to_numpy(), "P_min": float(metrics["P_min"].min()),
-         "P_max": float(metrics["P_max"].max()), "Theta_L": theta_L(W0[f"W{cfg.L}"], metrics, cfg.L)}
+         "P_max": float(metrics["P_max"].max())}
+    if cfg.model == "mlp":
+        q |= {"n": cfg.width, "L": cfg.L, "e": cfg.e, "Theta_L": theta_L(W0[f"W{cfg.L}"], metrics, cfg.L)}
     init = points.get(0)
     if isinstance(init, ProbeResult):
-        q |= {"delta3": init.delta3, "alpha0": init.alpha.alpha, "alpha0_tol": init.alpha.rank.tol,
-              "alpha0_rank": init.alpha.rank.rank, "alpha0_rank_bound": init.alpha.rank_bound, "lambda_max": init.K.lambda_max, "lambda_min": init.K.lambda_min}
-    return q
+        q |= {"lambda_max": init.K.lambda_max, "lambda_min": init.K.lambda_min}
+        if init.alpha is not None:
+            q |= {"delta3": init.delta3, "alpha0": init.alpha.alpha, "alpha0_tol": init.alpha.rank.tol,
+                  "alpha0_rank": init.alpha.rank.rank, "alpha0_rank_bound": init.alpha.rank_bound}
+    return {k: v for k, v in q.items() if k not in not_applicable(cfg)}
 
 
-def evaluate_conditions(q: dict) -> list[dict]:
+def not_applicable(cfg: TrainConfig) -> dict[str, str]:
+    """Quantity names and condition keys that do not apply to ``cfg``'s learner, each with the reason ({} for the
+    MLP): for the LSTM, the MLP's quantities (:data:`MLP_QUANTITIES`), the equality with GD at W_0 (the MLP's W_L = 0),
+    and, for the variant PA, monotone descent (the accelerator extrapolates after the step)."""
+    if cfg.model == "mlp":
+        return {}
+    scope = "Thm 4.3 and its conditions are about Math-L2O's MLP with the deterministic init"
+    out = {name: f"{name} is a quantity of Math-L2O's MLP (its wide layer, width, e, L), which the LSTM "
+                 f"(model {cfg.model}) does not have; {scope}" for name in MLP_QUANTITIES}
+    out["init.gd_equality"] = (f"the LSTM (model {cfg.model}) is not GD at W_0: the equality holds for the MLP's "
+                               f"W_L = 0 under the deterministic init; {scope}")
+    if cfg.lstm_variant == "PA":
+        out["step.descent"] = ("the LSTM's accelerator A_t extrapolates Y_t = X_t + A_t(X_t − X_{t−1}) after the step "
+                               "(variant PA): a step can raise F")
+    return out
+
+
+def evaluate_conditions(q: dict, scope: dict[str, str] | None = None) -> list[dict]:
     """Every condition of :func:`bounds.registry` with its metadata and its verdict on ``q`` (completed with
-    what follows from it: β₀, δ₄, …; :func:`bounds.quantities.complete`)."""
-    q, rows = complete(q), []
+    what follows from it: β₀, δ₄, …; :func:`bounds.quantities.complete`). ``scope`` (quantity name or condition
+    key → reason, :func:`not_applicable`): a condition named there, or needing a quantity named there,
+    does not apply: ``applies`` False, ``holds`` None, its note "does not apply: <reason>"."""
+    q, rows, scope = complete(q), [], scope or {}
     for c in bounds.registry():
         meta = {"key": c.key, "title": c.title, "source": c.source, "latex": c.latex, "status": c.status,
                 "confidence": c.confidence, "required": c.required, "needs": list(c.needs),
                 "constants": dict(c.constants)}
+        reason = next((scope[name] for name in (c.key, *c.needs) if name in scope), None)
+        if reason is not None:
+            rows.append(meta | {"key": c.key, "value": None, "threshold": None, "relation": c.relation, "holds": None,
+                                "note": f"does not apply: {reason}", "applies": False})
+            continue
         try:
             verdict = c.evaluate(q).to_dict()
         except ArithmeticError as err:  # a bound that breaks on these numbers is reported, never a lost run
             verdict = {"key": c.key, "value": None, "threshold": None, "relation": c.relation, "holds": None,
                        "note": f"evaluation error: {type(err).__name__}: {err}"}
-        rows.append(meta | verdict)
+        rows.append(meta | verdict | {"applies": True})
     return rows
+
+
+def learner_notes(cfg: TrainConfig) -> list[str]:
+    """What a reader of a run of a learner other than the MLP must know: which conditions do not apply, and why."""
+    if cfg.model == "mlp":
+        return []
+    return [f"the learner is the LSTM (model {cfg.model}, variant {cfg.lstm_variant}, {cfg.lstm_hidden} units in "
+            f"{cfg.lstm_layers} layers): the conditions that need α₀, δ₃, Θ_L, the width, e or L, the equality with GD "
+            "at W_0 and the rates of Thm 4.3 do not apply (the theorem is about Math-L2O's MLP with the deterministic "
+            "init); GD's rate, the step range, η against λ_max(K_0) and the linearised rate apply to any learner"]
 
 
 def comparisons(cfg: TrainConfig, early: int, points: dict, metrics: pd.DataFrame,
@@ -107,12 +154,13 @@ def comparisons(cfg: TrainConfig, early: int, points: dict, metrics: pd.DataFram
     K_iters = F.size - 1
     rows, curves = [], {"iteration": np.arange(F.size)}
     fits = {"early": fit_or_none(F, 0, min(early, F.size)), "late": fit_or_none(F, F.size // 2, F.size)}
-    rho = next((v["value"] for v in verdicts if v["key"] == "thm4_3.rate"), None)
-    rho = math.nan if rho is None else rho
+    rate = next((v for v in verdicts if v["key"] == "thm4_3.rate"), {})
+    rho = math.nan if rate.get("value") is None else rate["value"]
+    theory = "ρ (Thm 4.3)" if rate.get("applies", True) else "ρ (Thm 4.3): does not apply to this learner"
     for name, fit in fits.items():
         if fit is not None:
             rows.append(_row(f"contraction per iteration, {name} window [{fit['start']}, {fit['stop']})",
-                             "ρ (Thm 4.3)", rho, fit["rate"], kind="bound", extra=fit))
+                             theory, rho, fit["rate"], kind="bound", extra=fit))
     init = points.get(0)
     if isinstance(init, ProbeResult) and init.linearised is not None:
         lin = init.linearised
@@ -140,7 +188,7 @@ def comparisons(cfg: TrainConfig, early: int, points: dict, metrics: pd.DataFram
 
 
 def fit_or_none(F: np.ndarray, start: int, stop: int) -> dict | None:
-    """:func:`ntkcheck.measure.dynamics.fit_contraction` over [start, stop) as a dict, or None where it cannot be fitted."""
+    """:func:`ntkcheck.instruments.dynamics.fit_contraction` over [start, stop) as a dict, or None where it cannot be fitted."""
     try:
         return fit_contraction(F, start=start, stop=stop).as_dict()
     except ValueError:

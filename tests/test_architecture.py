@@ -9,8 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ntkcheck"
-# The stages from the bottom up: the data flow config → build → engine → measure/theory → report, as a floor plan.
-STAGES = ["config", "resources", "results", "problems", "models", "build", "measure", "engine", "theory", "report",
+# The stages from the bottom up: the data flow config → build → instruments → engine → theory → report, as a floor plan.
+STAGES = ["config", "resources", "results", "problems", "models", "build", "instruments", "engine", "theory", "report",
           "apps", "cli", "__init__"]
 RANK = {stage: rank for rank, stage in enumerate(STAGES)}
 MODULES = sorted(PACKAGE.rglob("*.py"))
@@ -81,3 +81,17 @@ def test_the_theory_imports_neither_torch_nor_ntkcheck(path):
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not names & {"torch", "ntkcheck"}, names
+
+
+def test_the_command_line_is_short_and_renders_no_table():
+    """Issue 21: cli.py parses options, calls one library function and prints; tables and progress displays live in
+    report/, the rules in apps/."""
+    source = (PACKAGE / "cli.py").read_text()
+    assert len(source.splitlines()) <= 250
+    tree = ast.parse(source)
+    tables = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+              and n.name.endswith("_table")]
+    assert not tables, tables
+    rich = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    rich |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not rich & {"rich.table", "rich.progress", "rich.box"}, rich

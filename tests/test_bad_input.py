@@ -232,6 +232,19 @@ CASES = [
     case("verify", "--json", "--csv", flag="--json"),
     case("bounds", "--json", "--csv", flag="--json"),
     case("ntk", "--json", "--csv", flag="--json"),
+    # -- --model lstm (issue 21) --------------------------------------------------------------------------------
+    case("train", "--model", "rnn", flag="--model", id="train --model rnn (not lstm)"),
+    case("verify", "--model", "rnn", flag="--model", id="verify --model rnn (not lstm)"),
+    case("train", "--model", "lstm", "--wide-layer", "angular", flag="--wide-layer"),
+    case("train", "--model", "lstm", "--wide-layer", "dense", flag="--wide-layer"),
+    case("verify", "--model", "lstm", "--jacobian", "structured", flag="--jacobian"),
+    case("ntk", "--model", "lstm", "--method", "structured", flag="--method"),
+    case("train", "--model", "lstm", "--lstm-hidden", "0", flag="--lstm-hidden"),
+    case("verify", "--model", "lstm", "--lstm-layers", "-1", flag="--lstm-layers"),
+    case("train", "--model", "lstm", "--lstm-variant", "X", flag="--lstm-variant"),
+    case("train", "--model", "lstm", "--init", "random", flag="--init"),
+    case("train", "--model", "lstm", "--bias", flag="--bias"),
+    case("ntk", "--model", "lstm", "--draw", "paper", flag="--draw"),
 ]
 
 

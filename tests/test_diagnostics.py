@@ -1,4 +1,4 @@
-"""The freeze predictor and the dead cone (ntkcheck.measure.diagnostics), against independent computations in float64.
+"""The freeze predictor and the dead cone (ntkcheck.instruments.diagnostics), against independent computations in float64.
 
 Freeze: the predicted first step equals the real first SGD step of ``ntkcheck.train`` (W_L, φ' on the GD inputs,
 and the metrics the trainer records at k = 1), and φ' = η·e^{2(L−1)}·φ̂ holds to rounding across e and η.
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import ntkcheck
 from ntkcheck.build.experiment import setup
 from ntkcheck.config import ConfigError, TrainConfig, hidden_widths
-from ntkcheck.measure import diagnostics
+from ntkcheck.instruments import diagnostics
 from ntkcheck.models import angular
 from ntkcheck.models import init as inits
 from ntkcheck.models.math_l2o import build

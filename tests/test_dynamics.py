@@ -1,4 +1,4 @@
-"""Kernel drift, linearised predictions and the measured rate (ntkcheck.measure.dynamics), in float64.
+"""Kernel drift, linearised predictions and the measured rate (ntkcheck.instruments.dynamics), in float64.
 
 The central test holds the linearised prediction r_{k+1} = (I − ηK̃) r_k against the real trainer
 (ntkcheck.engine.training.train). Why its tolerance is what it is: one SGD step moves W by ΔW = −ηJ̃ᵀr, and
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from ntkcheck.build.experiment import initial_weights, make_problem
 from ntkcheck.config import TrainConfig, hidden_widths
 from ntkcheck.engine.training import train
-from ntkcheck.measure import dynamics, linalg, ntk
+from ntkcheck.instruments import dynamics, linalg, ntk
 from ntkcheck.models import init as inits
 from ntkcheck.models.math_l2o import build
 from ntkcheck.problems import qp as problems

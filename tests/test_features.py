@@ -1,4 +1,4 @@
-"""Layer features and α = σ_min(G_{L−1,t}) (ntkcheck.measure.features), in float64.
+"""Layer features and α = σ_min(G_{L−1,t}) (ntkcheck.instruments.features), in float64.
 
 Properties tested: exact scaling α(e) = e^{L−1}·α(1) of the deterministic init (ReLU homogeneity, and
 P ≡ 1 makes the trajectory independent of e), interlacing of singular values under the removal of a row
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ntkcheck.config import hidden_widths
-from ntkcheck.measure import features, linalg
+from ntkcheck.instruments import features, linalg
 from ntkcheck.models import init as inits
 from ntkcheck.models.math_l2o import build
 from ntkcheck.problems import qp as problems
@@ -204,7 +204,7 @@ def test_delta3_by_prefix_sums_equals_the_dense_features(L, kind):
     the dense features G_{L−1,t} of every step, formed one by one (``features_at``), in float64."""
     from drawn import drawn_weights
 
-    from ntkcheck.measure.probes import max_feature_row_norm
+    from ntkcheck.instruments.probes import max_feature_row_norm
 
     p = problems.generate(3, 8, 6, seed=L)
     widths = hidden_widths(L, 16)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-import ntkcheck.measure.probes as probes
+import ntkcheck.instruments.probes as probes
 from ntkcheck import ProbeConfig, TrainConfig, build_model, make_problem, verify
 from ntkcheck.config import DENSE_MAX
-from ntkcheck.measure.probes import ProbeResult, measure
+from ntkcheck.instruments.probes import ProbeResult, measure
 from ntkcheck.resources import kernel_method
 
 # bias and random init: every layer is active and K has a moderate rank with a spread spectrum, so Lanczos needs

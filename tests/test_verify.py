@@ -13,7 +13,7 @@ import bounds
 from ntkcheck.apps.verify import verify
 from ntkcheck.cli import main
 from ntkcheck.config import ConfigError, ProbeConfig, TrainConfig, hidden_widths
-from ntkcheck.measure.probes import measure
+from ntkcheck.instruments.probes import measure
 from ntkcheck.models.math_l2o import build
 from ntkcheck.problems import qp as problems
 from ntkcheck.results.runfolder import Interrupted
@@ -180,7 +180,7 @@ def test_cli_verify_bad_input_names_the_parameter(tmp_path, capsys, flag, value)
 def test_initial_kernel_scales_as_e_to_the_2L_minus_2():
     """At the deterministic init only W_L's block of J is non-zero, the trajectory is GD whatever e, and
     G_{L−1,t} scales as e^{L−1}: K_0(e) = e^{2(L−1)} K_0(1) — the exact stability line of figures/e_eta.png."""
-    from ntkcheck.measure.ntk import empirical_ntk
+    from ntkcheck.instruments.ntk import empirical_ntk
     from ntkcheck.models import init as inits
 
     p = problems.generate(3, 8, 6, seed=1)

@@ -1,6 +1,6 @@
 """The NTK of a configuration at its initial weights, or of a finished run at its first and last weights.
 
-:func:`kernel_report` measures every probe quantity (:func:`ntkcheck.measure.probes.measure`, dense, float64) at each
+:func:`kernel_report` measures every probe quantity (:func:`ntkcheck.instruments.probes.measure`, dense, float64) at each
 point and the drift ‖K_end − K_0‖_F/‖K_0‖_F between them; :func:`write` stores ``ntk.json`` and
 ``spectra.npz``. What ``ntkcheck ntk`` prints.
 """
@@ -22,14 +22,14 @@ from ntkcheck.build.experiment import (
 )
 from ntkcheck.config import JACOBIANS, ConfigError, ProbeConfig, TrainConfig
 from ntkcheck.engine.training import load_run
-from ntkcheck.measure.linalg import KernelDrift, kernel_drift
-from ntkcheck.measure.probes import NonFiniteKernel, ProbeResult, measure
+from ntkcheck.instruments.linalg import KernelDrift, kernel_drift
+from ntkcheck.instruments.probes import NonFiniteKernel, ProbeResult, measure
 from ntkcheck.results import io, runfolder
 
 
 @dataclass(frozen=True)
 class KernelReport:
-    """``points``: name (``init``, ``end``) → (iteration, :class:`~ntkcheck.measure.probes.ProbeResult`); ``drift`` of
+    """``points``: name (``init``, ``end``) → (iteration, :class:`~ntkcheck.instruments.probes.ProbeResult`); ``drift`` of
     K from ``init`` to ``end`` when both were measured; ``notes`` on what the numbers do not cover."""
 
     config: TrainConfig
@@ -49,7 +49,7 @@ class KernelReport:
         return out if self.drift is None else out | {"drift": self.drift.as_dict()}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """``<point>_<array>`` for every point's spectra (:meth:`~ntkcheck.measure.probes.ProbeResult.arrays`)."""
+        """``<point>_<array>`` for every point's spectra (:meth:`~ntkcheck.instruments.probes.ProbeResult.arrays`)."""
         return {f"{name}_{key}": v for name, (_, p) in self.points.items() for key, v in p.arrays().items()}
 
 
@@ -57,7 +57,7 @@ def kernel_report(cfg: TrainConfig | None = None, *, run: str | Path | None = No
                   t: int | None = None, device: str | None = None) -> KernelReport:
     """The NTK at ``cfg``'s initial weights, or at a finished ``run``'s W_0 and final weights (its own config;
     a diverged run's non-finite final weights are left out, with a note). ``method``: the Jacobian
-    (:func:`ntkcheck.measure.ntk.jacobian`); ``t``: the step of α (default T); ``device``: default the config's."""
+    (:func:`ntkcheck.instruments.ntk.jacobian`); ``t``: the step of α (default T); ``device``: default the config's."""
     if method not in JACOBIANS:
         raise ConfigError("method", f"must be one of {', '.join(JACOBIANS)} (got {method!r})")
     if (cfg is None) == (run is None):
@@ -119,6 +119,9 @@ def _run_points(run: Path) -> tuple[TrainConfig, dict, list[str]]:
 
 def _scope_notes(cfg: TrainConfig) -> list[str]:
     notes = []
+    if cfg.model != "mlp":
+        notes.append(f"the learner is the LSTM (model {cfg.model}): α = σ_min(G_{{L−1,t}}) and δ₃ are quantities of "
+                     "Math-L2O's MLP (its wide layer) and do not apply; K and K̃ are the LSTM's own (torch.func)")
     if cfg.loss != "last":
         notes.append(f"the run's loss is {cfg.loss!r}: K describes r = M X_T − Y, i.e. the loss 'last' only")
     if cfg.optimizer != "sgd":

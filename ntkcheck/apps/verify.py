@@ -5,7 +5,7 @@ The run, in order:
 
 1. the problem's constants (:func:`ntkcheck.theory.problem_constants`);
 2. training (:func:`ntkcheck.engine.training.train`) with a :class:`Prober` as its probe hook: at k = 0, ``ntk_every``,
-   2·``ntk_every``, …, K, each at W_k before update k, :func:`ntkcheck.measure.probes.measure` in float64, and the
+   2·``ntk_every``, …, K, each at W_k before update k, :func:`ntkcheck.instruments.probes.measure` in float64, and the
    kernel drift ‖K_k − K_0‖_F/‖K_0‖_F;
 3. the quantities → :func:`bounds.registry` → verdicts, and the comparisons (:mod:`ntkcheck.theory`);
 4. with a folder: report.md, report.json, metrics, spectra, figures (:mod:`ntkcheck.report.run`).
@@ -29,9 +29,10 @@ from ntkcheck import resources
 from ntkcheck.build.experiment import setup
 from ntkcheck.config import FORMATS, ConfigError, ProbeConfig, TrainConfig, command_line
 from ntkcheck.engine.training import RunResult, load_run, train
-from ntkcheck.measure.diagnostics import at_initialisation
-from ntkcheck.measure.linalg import kernel_drift
-from ntkcheck.measure.probes import NonFiniteKernel, ProbeFailure, ProbeResult, measure
+from ntkcheck.instruments.diagnostics import at_initialisation
+from ntkcheck.instruments.linalg import kernel_drift
+from ntkcheck.instruments.probes import NonFiniteKernel, ProbeFailure, ProbeResult, measure
+from ntkcheck.models.base import Learner
 from ntkcheck.models.math_l2o import MathL2O
 from ntkcheck.problems import qp as problems
 from ntkcheck.report import run as reports
@@ -40,6 +41,8 @@ from ntkcheck.results.runfolder import Interrupted
 from ntkcheck.theory import (
     comparisons,
     evaluate_conditions,
+    learner_notes,
+    not_applicable,
     notes,
     problem_constants,
     quantities,
@@ -57,7 +60,7 @@ class VerifyResult:
 
     ``report``: what report.json holds (conditions with verdicts, comparisons, probes, summary, config);
     ``metrics``: training metrics and probe quantities (``ntk/…``, ``alpha/…``), one row per iteration;
-    ``probes``: iteration → :class:`~ntkcheck.measure.probes.ProbeResult` (or :class:`~ntkcheck.measure.probes.ProbeFailure`);
+    ``probes``: iteration → :class:`~ntkcheck.instruments.probes.ProbeResult` (or :class:`~ntkcheck.instruments.probes.ProbeFailure`);
     ``curves``: the predicted loss curves; ``training``: the training run; ``folder``: None in memory."""
 
     config: TrainConfig
@@ -76,7 +79,7 @@ class VerifyResult:
 
 
 class Prober:
-    """The ``probe`` hook of :func:`ntkcheck.engine.training.train`: :func:`ntkcheck.measure.probes.measure` at the chosen k, with
+    """The ``probe`` hook of :func:`ntkcheck.engine.training.train`: :func:`ntkcheck.instruments.probes.measure` at the chosen k, with
     the drift from K_0. With a ``folder``, one JSON/NPZ pair per k (and K_0), so that a resumed verify skips
     what an interrupted one measured."""
 
@@ -96,7 +99,7 @@ class Prober:
                 self.diagnostics = json.loads((folder / DIAGNOSTICS).read_text())
                 self.seconds["diagnostics"] = self.diagnostics.pop("seconds", math.nan)
 
-    def __call__(self, k: int, model: MathL2O) -> None:
+    def __call__(self, k: int, model: Learner) -> None:
         if k == 0 and self.diagnostics is None:
             self.phase("diagnostics at W_0 (freeze, dead cone, best gains)")
             self._diagnose(model)
@@ -119,21 +122,24 @@ class Prober:
             io.write_npz(self._path(k, "npz"), result.arrays())
             io.write_json(self._path(k, "json"), {"iteration": k, "seconds": self.seconds[f"k={k}"], **result.as_dict()})
 
-    def _diagnose(self, model: MathL2O) -> None:
-        """The freeze predictor, the dead cone and the best gains at W_0 (:func:`ntkcheck.measure.diagnostics.at_initialisation`;
-        {} away from the deterministic initialisation, or when the features overflow there)."""
+    def _diagnose(self, model: Learner) -> None:
+        """The freeze predictor, the dead cone and the best gains at W_0 (:func:`ntkcheck.instruments.diagnostics.at_initialisation`;
+        {} away from the deterministic initialisation, when the features overflow there, or for a learner other than
+        the MLP: they read its wide layer and W_L = 0)."""
         started = time.perf_counter()
-        try:
-            found = at_initialisation(model, self.problem, self.cfg.T, lr=self.cfg.lr, loss=self.cfg.loss,
-                                      tol=self.cfg.saturation_tol)
-        except (ValueError, RuntimeError) as err:
-            found = {"error": f"{type(err).__name__}: {err}"}
-        self.diagnostics = found or {}
+        self.diagnostics = (self._at_initialisation(model) if isinstance(model, MathL2O) else None) or {}
         if self.diagnostics.get("freeze") and self.cfg.optimizer != "sgd":
             self.diagnostics["freeze"]["note"] = "predicts plain SGD's first step; this run trains with Adam"
         self.seconds["diagnostics"] = time.perf_counter() - started
         if self.folder is not None:
             io.write_json(self.folder / DIAGNOSTICS, self.diagnostics | {"seconds": self.seconds["diagnostics"]})
+
+    def _at_initialisation(self, model: MathL2O) -> dict:
+        try:
+            return at_initialisation(model, self.problem, self.cfg.T, lr=self.cfg.lr, loss=self.cfg.loss,
+                                     tol=self.cfg.saturation_tol)
+        except (ValueError, RuntimeError) as err:
+            return {"error": f"{type(err).__name__}: {err}"}
 
     def _with_drift(self, k: int, result: ProbeResult) -> ProbeResult:
         """‖K_k − K_0‖_F/‖K_0‖_F where K is dense and K_0 ≠ 0; the dense kernels are not kept."""
@@ -180,8 +186,9 @@ def probe_frame(points: dict) -> pd.DataFrame:
                 row[f"ntk/{key}/rank"] = float(stats.rank.rank)
         row["ntk/loss"] = p.loss
         a = p.alpha
-        row |= {"alpha/alpha": a.alpha, "alpha/sigma_max": a.sigma_max, "alpha/rank": float(a.rank.rank),
-                "alpha/tol": a.rank.tol}
+        if a is not None:  # None for a learner without the MLP's wide layer (its not_applicable says why)
+            row |= {"alpha/alpha": a.alpha, "alpha/sigma_max": a.sigma_max, "alpha/rank": float(a.rank.rank),
+                    "alpha/tol": a.rank.tol}
         if p.drift is not None:
             row |= {f"ntk/drift/{name}": v for name, v in p.drift.as_dict().items()}
         if p.K_vs_K_training is not None:  # detached training against the true kernel
@@ -192,7 +199,7 @@ def probe_frame(points: dict) -> pd.DataFrame:
 
 
 def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path | None = None, *,
-           problem: problems.Problem | None = None, model: MathL2O | None = None, resume: bool = False,
+           problem: problems.Problem | None = None, model: Learner | None = None, resume: bool = False,
            callback=None, figures: bool | str = True, max_memory: float | None = None, phase=None) -> VerifyResult:
     """The whole verification (module docstring) of ``cfg`` with the probes ``probes`` (default
     :class:`~ntkcheck.config.ProbeConfig`). ``problem``/``model`` replace the config's (as in ``train``). In
@@ -207,6 +214,9 @@ def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path 
     figures = "png" if figures is True else figures
     if figures and figures not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
+    if probes.jacobian == "structured" and cfg.model != "mlp":
+        raise ConfigError("jacobian", f"structured is the MLP's Jacobian (its angular wide layer), not model "
+                                      f"{cfg.model}'s; use auto or func")
     resources.check(cfg, probes, limit=max_memory)
     exp = setup(cfg, problem=problem, model=model)
     if probes.jacobian == "structured" and not exp.model.angular:
@@ -257,7 +267,8 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
         phase("report and figures")
 
     points = prober.points
-    verdicts = evaluate_conditions(quantities(cfg, constants, points, training.metrics, training.W0))
+    verdicts = evaluate_conditions(quantities(cfg, constants, points, training.metrics, training.W0),
+                                   not_applicable(cfg))
     rows, curves = comparisons(cfg, probes.early, points, training.metrics, verdicts)
     probed = probe_frame(points)
     report = {
@@ -267,7 +278,7 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
         "problem": {"beta": constants["beta"], "beta_i": constants["beta_i"].tolist(),
                     "sigma_min_sq_i": constants["sigma_min_sq_i"].tolist(), "dist_sq": constants["dist_sq"],
                     "F_gd": constants["F_gd"].tolist()},
-        "notes": notes(training.summary, points), "conditions": verdicts, "comparisons": rows,
+        "notes": learner_notes(cfg) + notes(training.summary, points), "conditions": verdicts, "comparisons": rows,
         "probe_points": {str(k): {"iteration": k, **p.as_dict()} for k, p in sorted(points.items())},
         "diagnostics": prober.diagnostics or {}, "figure_format": figures or None,
         "seconds": {"training": training.summary["seconds_training"], **prober.seconds},

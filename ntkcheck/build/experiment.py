@@ -3,7 +3,9 @@
 :func:`setup` resolves the device and dtype, loads or draws the training instances (:func:`make_problem`),
 builds the initialised model (:func:`build_model`), and returns them as an :class:`Experiment`. ``train``,
 ``verify`` and the probes take that object (or the problem and model a caller built) instead of re-deriving
-them from the config. With ``problem_file`` the config's N, d and b are the file's.
+them from the config. With ``problem_file`` the config's N, d and b are the file's. ``cfg.model`` picks the learner:
+Math-L2O's MLP (:class:`~ntkcheck.models.math_l2o.MathL2O`) or Liu et al.'s LSTM
+(:class:`~ntkcheck.models.lstm.MathL2OLSTM`), both :class:`~ntkcheck.models.base.Learner` (the protocol).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from ntkcheck.models import init as inits
 from ntkcheck.build import paper_draw
 from ntkcheck.problems import qp as problems
 from ntkcheck.config import ConfigError, TrainConfig, hidden_widths, weights_seed
-from ntkcheck.models.math_l2o import MathL2O, build
+from ntkcheck.models.base import Learner
+from ntkcheck.models.lstm import MathL2OLSTM
+from ntkcheck.models.math_l2o import build
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,7 +48,11 @@ def make_problem(cfg: TrainConfig) -> problems.Problem:
 
 def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """W_0 as named tensors W1..WL (b1..bL): ``init_file`` when given, else the config's initialisation, drawn with
-    ``init_seed`` (default ``seed``; with ``draw="paper"`` the authors' draw, :func:`ntkcheck.build.paper_draw.weights`)."""
+    ``init_seed`` (default ``seed``; with ``draw="paper"`` the authors' draw, :func:`ntkcheck.build.paper_draw.weights`).
+    For ``model="lstm"``: the LSTM's named parameters (float64, CPU) with PyTorch's initialisation drawn from that
+    seed (:class:`~ntkcheck.models.lstm.MathL2OLSTM`)."""
+    if cfg.model == "lstm":
+        return {k: v.detach().clone() for k, v in lstm(cfg).state_dict().items()}
     widths = hidden_widths(cfg.width, cfg.L)
     if cfg.init_file:
         try:
@@ -59,11 +67,22 @@ def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     return inits.deterministic(widths, cfg.e, seed, cfg.bias, absolute=cfg.init == "deterministic-abs")
 
 
-def build_model(cfg: TrainConfig, weights: dict | None = None, *, device=None, dtype=None) -> MathL2O:
-    """The Math-L2O model ``cfg`` describes, holding ``weights`` (default: :func:`initial_weights`), on ``device``
-    in ``dtype`` (default: the config's)."""
+def lstm(cfg: TrainConfig) -> MathL2OLSTM:
+    """The LSTM ``cfg`` describes (float64, CPU), its weights and its h_0, c_0 drawn from :func:`weights_seed`."""
+    return MathL2OLSTM(cfg.lstm_variant, hidden=cfg.lstm_hidden, layers=cfg.lstm_layers, step_scale=cfg.step_scale,
+                       seed=weights_seed(cfg), detach=cfg.detach)
+
+
+def build_model(cfg: TrainConfig, weights: dict | None = None, *, device=None, dtype=None) -> Learner:
+    """The learner ``cfg`` describes (``cfg.model``), holding ``weights`` (default: :func:`initial_weights`), on
+    ``device`` in ``dtype`` (default: the config's)."""
     device = resolve_device(cfg.device) if device is None else device
     dtype = getattr(torch, cfg.dtype) if dtype is None else dtype
+    if cfg.model == "lstm":
+        model = lstm(cfg).to(device=device, dtype=dtype)
+        if weights is not None:
+            model.load_state_dict(weights)
+        return model
     return build(hidden_widths(cfg.width, cfg.L), initial_weights(cfg) if weights is None else weights,
                  bias=cfg.bias, detach=cfg.detach, step_scale=cfg.step_scale, wide_layer=cfg.wide_layer,
                  device=device, dtype=dtype)
@@ -78,10 +97,10 @@ class Experiment:
     device: torch.device
     dtype: torch.dtype
     problem: problems.Problem
-    model: MathL2O
+    model: Learner
 
 
-def setup(cfg: TrainConfig, *, problem: problems.Problem | None = None, model: MathL2O | None = None) -> Experiment:
+def setup(cfg: TrainConfig, *, problem: problems.Problem | None = None, model: Learner | None = None) -> Experiment:
     """Build (or adopt) the problem and the model of ``cfg`` once.
 
     A given ``problem`` replaces the config's data (its N, d, b win); a given ``model`` must be the one the
@@ -98,10 +117,19 @@ def setup(cfg: TrainConfig, *, problem: problems.Problem | None = None, model: M
     return Experiment(cfg, device, dtype, problem.to(device=device, dtype=dtype), model)
 
 
-def check_architecture(cfg: TrainConfig, model: MathL2O) -> None:
-    """A model handed in must be the one ``cfg`` describes: widths 2, …, n, biases, detach and step scale."""
-    given = (tuple(model.widths), model.bias, model.detach, model.step_scale)
-    described = (hidden_widths(cfg.width, cfg.L), cfg.bias, cfg.detach, cfg.step_scale)
+def check_architecture(cfg: TrainConfig, model: Learner) -> None:
+    """A model handed in must be the one ``cfg`` describes: the MLP's widths 2, …, n, biases, detach and step scale;
+    the LSTM's variant, hidden size, layers, detach, step scale and state seed (h_0 is drawn from it)."""
+    if cfg.model == "lstm":
+        names = "(class, variant, hidden, layers, detach, step_scale, state_seed)"
+        given = (type(model).__name__, *(getattr(model, k, None) for k in ("variant", "hidden", "layers", "detach",
+                                                                          "step_scale", "state_seed")))
+        described = ("MathL2OLSTM", cfg.lstm_variant, cfg.lstm_hidden, cfg.lstm_layers, cfg.detach, cfg.step_scale,
+                     weights_seed(cfg))
+    else:
+        names = "(widths, bias, detach, step_scale)"
+        given = (tuple(getattr(model, "widths", ())), getattr(model, "bias", None), model.detach,
+                 getattr(model, "step_scale", None))
+        described = (hidden_widths(cfg.width, cfg.L), cfg.bias, cfg.detach, cfg.step_scale)
     if given != described:
-        raise ConfigError("model", f"has (widths, bias, detach, step_scale) = {given}; the config describes "
-                                   f"{described}")
+        raise ConfigError("model", f"has {names} = {given}; the config describes {described}")

@@ -13,6 +13,11 @@ Training losses, all summed over instances:
 
 :func:`train` runs in memory when ``out`` is None; with a folder it checkpoints, resumes and writes the run
 folder (:mod:`ntkcheck.results.runfolder`).
+
+Any :class:`~ntkcheck.models.base.Learner` trains here (``cfg.model``: the MLP, or Liu et al.'s LSTM): the weights
+are its named parameters, checkpointed as its ``state_dict``. ``active_share`` (the wide layer's active ReLUs) exists
+for the MLP only: the LSTM's runs have no such column, and ``drift``/``grad_norm`` are per named parameter
+(``lstm.weight_ih_l0``, …).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import torch
 from ntkcheck import resources
 from ntkcheck.build.experiment import build_model, setup
 from ntkcheck.config import ConfigError, TrainConfig
-from ntkcheck.models.math_l2o import MathL2O, Trajectory
+from ntkcheck.models.base import Learner, Path as Unroll
+from ntkcheck.models.math_l2o import MathL2O
 from ntkcheck.problems import qp as problems
 from ntkcheck.results import io, runfolder
 from ntkcheck.results.runfolder import CHECKPOINT, Interrupted
@@ -56,7 +62,7 @@ class RunResult:
     W0: dict[str, torch.Tensor] = field(repr=False)
     folder: Path | None = None
 
-    def model(self, *, device=None, dtype=None) -> MathL2O:
+    def model(self, *, device=None, dtype=None) -> Learner:
         """The trained model (:func:`ntkcheck.build.experiment.build_model` with the final weights)."""
         return build_model(self.config, self.weights, device=device, dtype=dtype)
 
@@ -71,7 +77,7 @@ def meta_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 # -- one iteration ----------------------------------------------------------------------------------
 
 
-def training_loss(problem: problems.Problem, traj: Trajectory, kind: str) -> torch.Tensor:
+def training_loss(problem: problems.Problem, traj: Unroll, kind: str) -> torch.Tensor:
     """The meta objective of the module docstring, from F(X_1..X_T) (one per cell for a batch of cells)."""
     if kind == "last":
         return problems.objective(problem, traj.X[-1])
@@ -82,16 +88,18 @@ def training_loss(problem: problems.Problem, traj: Trajectory, kind: str) -> tor
     return (t * F_t).sum(-1) / t.sum()
 
 
-def step_metric_tensors(problem, traj: Trajectory, F_gd: torch.Tensor, tol: float) -> dict[str, torch.Tensor]:
+def step_metric_tensors(problem, traj: Unroll, F_gd: torch.Tensor, tol: float) -> dict[str, torch.Tensor]:
     """Objective, gain over GD and step-size statistics of one unroll, as tensors (one entry per cell for a batch
     of cells; ``F_gd`` = F_GD(X_1..X_T), shape (…, T)).
 
     gain = (F_GD(X_T) − F(X_T)) / F_GD(X_T) (the paper's "last" gain); gain_mean averages the same
-    ratio over t = 1..T. P_saturated is the share of P entries (all t) within ``tol`` of 0 or 2.
+    ratio over t = 1..T. P_saturated is the share of P entries (all t) within ``tol`` of 0 or 2. active_share:
+    the mean share of active ReLUs in the wide layer, where the unroll recorded it (the MLP's).
     """
     with torch.no_grad():
         F_t = problems.objective_path(problem, traj.X[1:])
         P = torch.stack(traj.P, dim=-3).flatten(-3)  # (…, T·N·d)
+        active = getattr(traj, "active", None)
         return {
             "F_T": F_t[..., -1],
             "gain": (F_gd[..., -1] - F_t[..., -1]) / F_gd[..., -1],
@@ -100,11 +108,10 @@ def step_metric_tensors(problem, traj: Trajectory, F_gd: torch.Tensor, tol: floa
             "P_mean": P.mean(-1),
             "P_max": P.amax(-1),
             "P_saturated": ((P <= tol) | (P >= 2 - tol)).double().mean(-1),
-            "active_share": torch.stack(traj.active, dim=-1).mean(-1),
-        }
+        } | ({} if active is None else {"active_share": torch.stack(active, dim=-1).mean(-1)})
 
 
-def step_metrics(problem, traj: Trajectory, F_gd: torch.Tensor, tol: float) -> dict[str, float]:
+def step_metrics(problem, traj: Unroll, F_gd: torch.Tensor, tol: float) -> dict[str, float]:
     """:func:`step_metric_tensors` of a single run, as floats."""
     return {k: float(v) for k, v in step_metric_tensors(problem, traj, F_gd, tol).items()}
 
@@ -130,10 +137,17 @@ def weight_metrics(params: dict[str, torch.Tensor], W0: dict) -> dict[str, float
     return out
 
 
+def recorded_unroll(model: Learner, problem: problems.Problem, T: int) -> Unroll:
+    """The unroll of a training iteration: the MLP's records its wide layer's active share, another learner's as is."""
+    if isinstance(model, MathL2O):
+        return model.unroll(problem, T, record_active=True)
+    return model.unroll(problem, T)
+
+
 def run_iteration(cfg, model, optimizer, problem, F_gd, W0, *, update: bool) -> dict[str, float]:
     """Unroll, backpropagate, measure, and (if ``update`` and everything is finite) step."""
     optimizer.zero_grad(set_to_none=False)
-    traj = model.unroll(problem, cfg.T, record_active=True)
+    traj = recorded_unroll(model, problem, cfg.T)
     loss = training_loss(problem, traj, cfg.loss)
     finite = bool(torch.isfinite(loss))
     if finite:
@@ -148,7 +162,7 @@ def run_iteration(cfg, model, optimizer, problem, F_gd, W0, *, update: bool) -> 
     return metrics
 
 
-def grads_finite(model: MathL2O) -> bool:
+def grads_finite(model: Learner) -> bool:
     return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters())
 
 
@@ -156,9 +170,9 @@ def grads_finite(model: MathL2O) -> bool:
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, *, problem: problems.Problem | None = None,
-          model: MathL2O | None = None, resume: bool = False, callback=None, probe=None,
+          model: Learner | None = None, resume: bool = False, callback=None, probe=None,
           max_memory: float | None = None) -> RunResult:
-    """Train Math-L2O with ``cfg`` for K = ``cfg.iters`` iterations.
+    """Train the learner of ``cfg`` (Math-L2O's MLP, or the LSTM: ``cfg.model``) for K = ``cfg.iters`` iterations.
 
     ``problem`` and ``model`` replace the ones the config describes (:func:`ntkcheck.build.experiment.setup`; the
     model is trained in place). With ``out`` None the run stays in memory; with a folder it is written there
@@ -256,7 +270,7 @@ def _run(exp, work: Path | None, resume: bool, callback, probe) -> RunResult:
         return finish(cfg, work, model, optimizer, state)
 
 
-def restore(work: Path, cfg: TrainConfig, model: MathL2O, optimizer) -> dict:
+def restore(work: Path, cfg: TrainConfig, model: Learner, optimizer) -> dict:
     """The state of the interrupted run in ``work`` (weights and optimizer loaded into ``model``/``optimizer``),
     after checking that it was made with ``cfg``, the same input files, and no more iterations than ``cfg.iters``."""
     saved = runfolder.load_checkpoint(work / CHECKPOINT, cfg, set(STATE))
@@ -339,7 +353,7 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def save_checkpoint(work: Path, cfg: TrainConfig, model: MathL2O, optimizer, state: dict) -> None:
+def save_checkpoint(work: Path, cfg: TrainConfig, model: Learner, optimizer, state: dict) -> None:
     """Append the new iterations' metrics to the records file, then write the checkpoint (weights, optimizer, W_0,
     counters): a kill between the two leaves records past the checkpoint, which a resume drops."""
     runfolder.append_records(work, state["records"][state["saved"]:])
@@ -351,7 +365,7 @@ def save_checkpoint(work: Path, cfg: TrainConfig, model: MathL2O, optimizer, sta
     })
 
 
-def finish(cfg: TrainConfig, work: Path | None, model: MathL2O, optimizer, state: dict) -> RunResult:
+def finish(cfg: TrainConfig, work: Path | None, model: Learner, optimizer, state: dict) -> RunResult:
     """The result; with a folder, write checkpoint, config, metrics and summary, then rename it to ``out``."""
     metrics = pd.DataFrame(state["records"], index=pd.RangeIndex(len(state["records"]), name="iteration"))
     summary = summarize(metrics, state)

@@ -10,8 +10,14 @@ Their Eq. (6) with b₁ = b₂ = 0 (the paper recommends fixing the bias terms t
     X_t      = Y_{t−1} − (s/β_i) P_t ⊙ ∇F(Y_{t−1})
     Y_t      = X_t + A_t ⊙ (X_t − X_{t−1})                  X_0 = Y_0 = 0
 
-The LSTM inputs are detached (as in both official codes). The objective is measured at Y_t, the
-iterate the next step starts from (= X_t when A ≡ 0).
+With ``detach=True`` (the default, as in both official codes) the LSTM inputs are constants for backprop;
+``detach=False`` gives the true gradient. The objective is measured at Y_t, the iterate the next step starts
+from (= X_t when A ≡ 0).
+
+h_0 and c_0 are drawn from ``state_seed`` afresh at every unroll (a generator seeded inside
+:meth:`MathL2OLSTM.initial_state`), so two unrolls draw the same state and X_T(W) is a pure function of the
+weights: ``torch.func`` (functional_call, jacrev, jvp) can differentiate it. Row j of h_0 belongs to row j of the
+stacked problem (instance i, coordinate k at j = i·d + k), so the draw depends on the batch, not per instance.
 
 ``b_terms=True`` adds the unconstrained bias terms B, B₁, B₂ of the authors' code (identity
 output, learned scale 1):
@@ -30,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ntkcheck.models.base import copy_with_detach
 from ntkcheck.problems.qp import Problem, gradient
 
 VARIANTS = ("P", "PA")
@@ -62,17 +69,20 @@ class MathL2OLSTM(nn.Module):
     """Liu et al.'s coordinate-wise LSTM optimiser (module docstring).
 
     ``hidden`` and ``layers``: LSTM size (Liu et al. and the NeurIPS baseline: 20 and 2). Weights take
-    PyTorch's default initialisation drawn from ``seed``; h_0 and c_0 are redrawn at every unroll from
-    a generator seeded by ``seed`` too, so a run is reproducible.
+    PyTorch's default initialisation drawn from ``seed``; h_0 and c_0 are drawn at every unroll from a
+    generator seeded by ``state_seed`` (default ``seed``), the same draw every time. ``detach``: the LSTM
+    inputs are constants for backprop (module docstring).
     """
 
     def __init__(self, variant: str = "P", *, hidden: int = 20, layers: int = 2, state_scale: float = 1.0,
-                 b_terms: bool = False, step_scale: float = 1.0, seed: int = 0):
+                 b_terms: bool = False, step_scale: float = 1.0, seed: int = 0, state_seed: int | None = None,
+                 detach: bool = True):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)} (got {variant!r})")
         self.variant, self.hidden, self.layers = variant, hidden, layers
         self.state_scale, self.b_terms, self.step_scale = state_scale, b_terms, step_scale
+        self.state_seed, self.detach = seed if state_seed is None else int(state_seed), bool(detach)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.lstm = nn.LSTM(2, hidden, layers, dtype=torch.float64)
@@ -83,14 +93,19 @@ class MathL2OLSTM(nn.Module):
         if b_terms:
             self.b_scales = nn.ParameterDict({k: nn.Parameter(torch.ones((), dtype=torch.float64))
                                               for k in ("B", "B1", "B2")})
-        self.generator = torch.Generator().manual_seed(seed)
+
+    def with_detach(self, detach: bool) -> "MathL2OLSTM":
+        """A copy with the same weights and ``state_seed``, with ``detach`` set (the Learner protocol)."""
+        return copy_with_detach(self, detach)
 
     def initial_state(self, problem: Problem, X0: torch.Tensor | None = None) -> LSTMState:
-        """h_0, c_0 ~ N(0, ς²) per coordinate row; X_0 = Y_0 (default 0)."""
+        """h_0, c_0 ~ N(0, ς²) per coordinate row, from a generator seeded by ``state_seed`` at every call (so the
+        same draw every time; drawn in float64 on the CPU, then moved to X_0's device and dtype); X_0 = Y_0
+        (default 0)."""
         X0 = problem.X0() if X0 is None else X0
+        generator = torch.Generator().manual_seed(self.state_seed)
         shape = (self.layers, X0.numel(), self.hidden)
-        h, c = (self.state_scale * torch.randn(shape, generator=self.generator, dtype=torch.float64)
-                for _ in range(2))
+        h, c = (self.state_scale * torch.randn(shape, generator=generator, dtype=torch.float64) for _ in range(2))
         return LSTMState(h.to(X0), c.to(X0), X0, X0)
 
     def outputs(self, Z: torch.Tensor, h, c):
@@ -110,7 +125,8 @@ class MathL2OLSTM(nn.Module):
         """One step of the module docstring: P_t and the new state."""
         alpha = (self.step_scale / problem.beta)[:, None]
         grad_Y = gradient(problem, state.Y)
-        Z = torch.stack((grad_Y, state.Y), dim=-1).reshape(-1, 2).detach()
+        Z = torch.stack((grad_Y, state.Y), dim=-1).reshape(-1, 2)
+        Z = Z.detach() if self.detach else Z
         out, h, c = self.outputs(Z, state.h, state.c)
         shape = state.Y.shape
         P = out["P"].reshape(shape)

@@ -7,6 +7,9 @@ For t = 1..T, with the same weights W at every coordinate j, instance i and step
     P_t   = 2σ(G_{L−1} W_L + b_L) ∈ (0, 2)^{Nd}
     X_t   = X_{t−1} − (s/β_i) · P_t ⊙ ∇F(X_{t−1})    s = ``step_scale`` (1 in the paper's analysis)
 
+The last line is the paper's backbone, ``update="gd"``; :mod:`ntkcheck.models.updates` has its momentum and proximal
+variants (``nag``, ``prox``, ``fista``), which take z_t at the extrapolated point Y_{t−1} where ∇F is evaluated.
+
 With ``detach=True`` (the paper's code) z_t is a constant for backpropagation: gradients reach W only
 through P_t, and reach X_{t−1} only through the ∇F(X_{t−1}) factor of the update.
 
@@ -25,7 +28,9 @@ from torch import nn
 from ntkcheck.config import WIDE_LAYERS
 from ntkcheck.models import init as inits
 from ntkcheck.models.angular import prefix_sums, readout_from_prefix
-from ntkcheck.problems.qp import Problem, gradient
+from ntkcheck.models.base import copy_with_detach
+from ntkcheck.models import updates
+from ntkcheck.problems.base import Problem
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Trajectory:
     X: list[torch.Tensor]
     P: list[torch.Tensor]
     active: list[torch.Tensor] | None = None
+    Y: list[torch.Tensor] | None = None  # Y_0..Y_T, where the gradients are taken (the X_t themselves for gd, prox)
 
 
 class MathL2O(nn.Module):
@@ -51,10 +57,11 @@ class MathL2O(nn.Module):
     """
 
     def __init__(self, widths, *, bias: bool = False, detach: bool = True, step_scale: float = 1.0,
-                 wide_layer: str = "auto"):
+                 wide_layer: str = "auto", update: str = "gd"):
         super().__init__()
         self.widths = tuple(int(w) for w in widths)
         self.bias, self.detach, self.step_scale = bias, detach, step_scale
+        self.update = updates.rule(update)
         if wide_layer not in WIDE_LAYERS:
             raise ValueError(f"wide_layer must be one of {', '.join(WIDE_LAYERS)} (got {wide_layer!r})")
         fits = not bias and (self.widths[:-1] or (2,))[-1] == 2
@@ -80,6 +87,10 @@ class MathL2O(nn.Module):
             for name, p in self.named_parameters():
                 p.copy_(params[name])
         return self
+
+    def with_detach(self, detach: bool) -> "MathL2O":
+        """A copy with the same weights, architecture and wide-layer path, with ``detach`` set (the Learner protocol)."""
+        return copy_with_detach(self, detach)
 
     # -- the network φ_W, on rows z ∈ R² ---------------------------------------------------------
 
@@ -126,7 +137,7 @@ class MathL2O(nn.Module):
 
     def inputs(self, problem: Problem, X: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
         """Z = rows (∇F(X)_j, X_j), shape (…, N·d, 2); detached when ``detach``."""
-        grad = gradient(problem, X) if grad is None else grad
+        grad = problem.gradient(X) if grad is None else grad
         Z = torch.stack(torch.broadcast_tensors(grad, X), dim=-1).flatten(-3, -2)
         return Z.detach() if self.detach else Z
 
@@ -139,22 +150,24 @@ class MathL2O(nn.Module):
         inputs: list[torch.Tensor] | None = None,
         record_active: bool = False,
     ) -> Trajectory:
-        """Run T Math-L2O steps from X_0 (default 0).
+        """Run T Math-L2O steps from X_0 (default 0) under the model's update rule (:mod:`ntkcheck.models.updates`;
+        ``gd``, the paper's, is X_t = X_{t−1} − (s/β_i)·P_t ⊙ ∇F(X_{t−1})).
 
         ``inputs`` replaces z_1..z_T by given rows (N·d, 2): the model then takes its step sizes from
         frozen inputs, the map whose ordinary gradient is what detached backpropagation computes.
         """
-        X = problem.X0() if X0 is None else X0
-        step = (self.step_scale / problem.beta)[..., None]
-        traj = Trajectory(X=[X], P=[], active=[] if record_active else None)
+        X = Y = problem.X0() if X0 is None else X0
+        alpha = (self.step_scale / problem.beta)[..., None]
+        traj = Trajectory(X=[X], P=[], active=[] if record_active else None, Y=[Y])
         prefix = self.angular_prefix()  # the weights are fixed during an unroll: sort the columns once
         for t in range(1, T + 1):
-            grad = gradient(problem, X)
-            Z = self.inputs(problem, X, grad) if inputs is None else inputs[t - 1]
+            grad = problem.gradient(Y)
+            Z = self.inputs(problem, Y, grad) if inputs is None else inputs[t - 1]
             P, share = self.step_size_and_activity(Z, prefix)
-            P = P.unflatten(-1, X.shape[-2:])
-            X = X - step * P * grad
+            P = P.unflatten(-1, Y.shape[-2:])
+            X, Y = self.update.step(problem, t, X, Y, P, grad, alpha)
             traj.X.append(X)
+            traj.Y.append(Y)
             traj.P.append(P)
             if record_active:
                 traj.active.append(share)
@@ -172,13 +185,13 @@ class MathL2O(nn.Module):
         """
         if t < 1:
             raise ValueError(f"t must be ≥ 1 (got {t})")
-        X = self.unroll(problem, t - 1, X0=X0).X[-1]
-        return self.features(self.inputs(problem, X))
+        Y = self.unroll(problem, t - 1, X0=X0).Y[-1]
+        return self.features(self.inputs(problem, Y))
 
 
-def build(widths, params: dict, *, bias=False, detach=True, step_scale=1.0, wide_layer="auto", device=None,
-          dtype=torch.float64):
-    """A MathL2O with the given weights, on ``device`` in ``dtype``."""
-    model = MathL2O(widths, bias=bias, detach=detach, step_scale=step_scale, wide_layer=wide_layer)
-    model = model.load_weights(params)
-    return model.to(device=device, dtype=dtype)
+def build(widths, params: dict, *, bias=False, detach=True, step_scale=1.0, wide_layer="auto", update="gd",
+          device=None, dtype=torch.float64):
+    """A MathL2O with the given weights, on ``device`` in ``dtype`` (moved there before the weights are copied in, so
+    that weights on any device, ``meta`` included, never pass through the CPU)."""
+    model = MathL2O(widths, bias=bias, detach=detach, step_scale=step_scale, wide_layer=wide_layer, update=update)
+    return model.to(device=device, dtype=dtype).load_weights(params)

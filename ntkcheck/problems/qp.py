@@ -49,10 +49,11 @@ class Problem:
 
     def to(self, device=None, dtype=None) -> "Problem":
         """The problem on ``device`` in ``dtype``. A dtype in which β_i, H, c or F(X_0) = ½‖y_i‖² overflow is a
-        ConfigError on ``dtype`` (the run would diverge at once, for no reason of its own)."""
+        ConfigError on ``dtype`` (the run would diverge at once, for no reason of its own). A device change alone
+        reads no values; on ``meta`` (shapes only, no values) nothing is checked."""
         move = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
         moved = Problem(*(move(t) for t in (self.M, self.Y, self.beta, self.x_star, self.H, self.c)))
-        if dtype is not None and dtype != self.M.dtype and moved.M.is_floating_point():
+        if dtype is not None and dtype != self.M.dtype and moved.M.is_floating_point() and not moved.M.is_meta:
             parts = [moved.M, moved.beta, 0.5 * moved.Y.square().sum(-1)]
             parts += [t for t in (moved.H, moved.c) if t is not None]
             if not all(bool(torch.isfinite(t).all()) for t in parts):
@@ -66,6 +67,30 @@ class Problem:
     def X0(self) -> torch.Tensor:
         """The initial iterate X_0 = 0."""
         return self.M.new_zeros(self.N, self.d)
+
+    # -- the Problem protocol of :mod:`ntkcheck.problems.base` (r = 0: the objective is smooth) -------------
+
+    def objective_per_instance(self, X: torch.Tensor) -> torch.Tensor:
+        """f_i(x_i) = ½‖M_i x_i − y_i‖² (:func:`objective_per_instance`)."""
+        return objective_per_instance(self, X)
+
+    def gradient(self, X: torch.Tensor) -> torch.Tensor:
+        """∇f_i(x_i) = M_iᵀ(M_i x_i − y_i) (:func:`gradient`)."""
+        return gradient(self, X)
+
+    def residual(self, X: torch.Tensor) -> torch.Tensor:
+        """r_i = M_i x_i − y_i (:func:`residual`): F = ½‖r‖², and K = J Jᵀ with J = ∂vec(r)/∂W."""
+        return residual(self, X)
+
+    def prox(self, V: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """The least-squares objective has no nonsmooth part: prox_{a·0} is the identity."""
+        return V
+
+    def select(self, index) -> "Problem":
+        """The cells ``index`` of a problem stacked per cell (every tensor (C, N, …)); ``index`` as for
+        ``Tensor.__getitem__`` on the leading axis."""
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return Problem(*(pick(t) for t in (self.M, self.Y, self.beta, self.x_star, self.H, self.c)))
 
 
 def _rows_times(X: torch.Tensor, A: torch.Tensor) -> torch.Tensor:

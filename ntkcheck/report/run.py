@@ -2,7 +2,10 @@
 
 A verdict is ``holds`` (the inequality is true on the measured numbers), ``FAILS`` (it is false), or
 ``undecided`` (a quantity is missing or non-finite, or the statement is a scaling law whose constant is
-unknown; its value and threshold are still shown, with the constant).
+unknown; its value and threshold are still shown, with the constant), or ``does not apply`` (the condition is about
+Math-L2O's MLP and the run's learner is another, e.g. the LSTM; the note says why:
+:func:`ntkcheck.theory.not_applicable`).
+Quantities of the MLP that another learner does not have (α, δ₃) are shown as ``n/a`` with the reason.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from ntkcheck.measure.probes import ProbeResult
+from ntkcheck.instruments.probes import ProbeResult
 from ntkcheck.results import io
 from ntkcheck.theory import PREDICTION_RTOL
 
 VERDICT = {True: "holds", False: "FAILS", None: "undecided"}
+NOT_APPLICABLE = "does not apply"
 
 
 def fmt(x) -> str:
@@ -43,12 +47,23 @@ def verdict(holds) -> str:
     return VERDICT[holds]
 
 
+def row_verdict(row: dict) -> str:
+    """A condition row's verdict: :data:`NOT_APPLICABLE` where it does not apply to the learner, else
+    :func:`verdict`."""
+    return NOT_APPLICABLE if row.get("applies") is False else verdict(row["holds"])
+
+
+def not_applicable_text(p: dict, name: str = "alpha") -> str:
+    """``n/a (reason)`` for a probe quantity that the learner does not have (a probe's ``not_applicable``)."""
+    return f"n/a ({p.get('not_applicable', {}).get(name, 'not measured')})"
+
+
 # -- tables ---------------------------------------------------------------------------------------------------
 
 
 def condition_rows(report: dict) -> list[list[str]]:
     return [[c["key"], c["source"], c["status"], fmt(c["value"]), c.get("relation", ""), fmt(c["threshold"]),
-             verdict(c["holds"]), c.get("note", "")] for c in report["conditions"]]
+             row_verdict(c), c.get("note", "")] for c in report["conditions"]]
 
 
 def comparison_rows(report: dict) -> list[list[str]]:
@@ -60,7 +75,8 @@ CONDITION_HEADER = ["condition", "source", "status", "measured", "", "threshold"
 COMPARISON_HEADER = ["what", "theory", "predicted", "measured", "measured/predicted", "verdict"]
 
 
-STYLE = {"holds": "green", "FAILS": "red", "undecided": "yellow", "agrees": "green", "differs": "magenta"}
+STYLE = {"holds": "green", "FAILS": "red", "undecided": "yellow", "agrees": "green", "differs": "magenta",
+         NOT_APPLICABLE: "dim"}
 
 
 def verdict_table(title: str, rows: list[dict], caption: str | None = None) -> Table:
@@ -72,7 +88,7 @@ def verdict_table(title: str, rows: list[dict], caption: str | None = None) -> T
     table.add_column("threshold", justify="right", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     for r in rows:
-        v = verdict(r["holds"])
+        v = row_verdict(r)
         constant = f" (C={fmt(r['constants']['C'])})" if r.get("constants") else ""
         about = " · ".join(x for x in (r.get("source"), r.get("status"), r.get("confidence")) if x)
         formula = f"\n[dim]{r['formula']}[/dim]" if r.get("formula") else ""
@@ -113,13 +129,17 @@ def markdown(report: dict) -> str:
     """report.md: configuration, every condition (formula, source, status, value, threshold, verdict, gap),
     the comparisons, the probes along training, and the figures."""
     cfg, s = report["config"], report["summary"]
+    mlp = cfg.get("model", "mlp") == "mlp"
+    fields = ("N", "d", "b", "width", "L", "T", "e") if mlp else ("N", "d", "b", "model", "lstm_variant", "lstm_hidden",
+                                                                  "lstm_layers", "T")
     parts = [
         f"# ntkcheck verify: {report['run_id']}",
         f"Command: `{report['command']}`",
-        f"Status **{report['status']}**, {s['iterations']} iterations. F(X_T): {fmt(s['F_T_initial'])} (k = 0, "
-        f"= GD under the deterministic init) → {fmt(s['F_T_final'])} (gain {fmt(s['gain_final'])}).",
-        "Configuration: " + ", ".join(f"{k}={cfg[k]}" for k in ("N", "d", "b", "width", "L", "T", "e", "lr", "iters",
-                                                                 "init", "detach", "step_scale", "seed", "init_seed", "dtype")
+        f"Status **{report['status']}**, {s['iterations']} iterations. F(X_T): {fmt(s['F_T_initial'])} (k = 0"
+        + (", = GD under the deterministic init" if mlp else "") + f") → {fmt(s['F_T_final'])} (gain "
+        f"{fmt(s['gain_final'])}).",
+        "Configuration: " + ", ".join(f"{k}={cfg[k]}" for k in (*fields, "lr", "iters", *(("init",) if mlp else ()),
+                                                                 "detach", "step_scale", "seed", "init_seed", "dtype")
                                 if cfg.get(k) is not None) + ".",
         f"Probes at k = {', '.join(sorted(report['probe_points'], key=int))} ({report['probe_method']}, float64).",
         f"Training took {fmt(s.get('seconds_training'))} s ({fmt(s.get('seconds_per_iteration'))} s per iteration)"
@@ -128,7 +148,8 @@ def markdown(report: dict) -> str:
         *(["## Notes", "\n".join(f"- {note}" for note in report["notes"])] if report.get("notes") else []),
         "## Conditions",
         "Verdicts: **holds** (true on the measured numbers), **FAILS** (false), **undecided** (a quantity is "
-        "missing, or a scaling law whose constant is unknown: value and threshold are shown with the constant).",
+        "missing, or a scaling law whose constant is unknown: value and threshold are shown with the constant)"
+        + ("." if mlp else ", **does not apply** (a condition of Math-L2O's MLP: the note says why)."),
         md_table(CONDITION_HEADER, condition_rows(report)),
         "### Formulas and sources",
         md_table(["condition", "title", "formula", "source", "status", "confidence", "needed by the theorem"],
@@ -197,6 +218,10 @@ def probe_rows(report: dict) -> list[list[str]]:
         lam_min = fmt(K["lambda_min"]) + (f" (≤ tol {fmt(K['rank_tol'])})" if "rank_tol" in K and
                                           abs(K["lambda_min"]) <= K["rank_tol"] else "")
         rank_K = f"{K['rank']}/{p['n_outputs']} (tol {fmt(K['rank_tol'])})" if "rank" in K else "—"
+        if a is None:  # a learner without the MLP's wide layer
+            rows.append([k, fmt(p["loss"]), fmt(K["lambda_max"]), lam_min, rank_K, not_applicable_text(p), "n/a",
+                         fmt(drift.get("rel_change"))])
+            continue
         exact = a.get("rank_bound") is not None  # the pattern bound makes the trailing singular values exact zeros
         alpha = fmt(a["alpha"]) + (" (exactly)" if exact and a["alpha"] == 0 else
                                    f" (≤ tol {fmt(a['tol'])})" if a["alpha"] <= a["tol"] else "")
@@ -211,7 +236,7 @@ def probe_rows(report: dict) -> list[list[str]]:
 
 def figures(report: dict, metrics: pd.DataFrame, points: dict, curves: dict, folder: Path, fmt: str = "png") -> list[Path]:
     """figures/loss, spectrum, probes, e_eta (seaborn; ``fmt`` png, pdf or svg), from report.json's content, the
-    wide metrics of the run, its probes (iteration → :class:`ntkcheck.measure.probes.ProbeResult`) and the predicted curves.
+    wide metrics of the run, its probes (iteration → :class:`ntkcheck.instruments.probes.ProbeResult`) and the predicted curves.
     Every figure is titled with the run's configuration."""
     import matplotlib
 
@@ -232,8 +257,10 @@ def figures(report: dict, metrics: pd.DataFrame, points: dict, curves: dict, fol
 
 
 def configuration_title(cfg: dict) -> str:
-    """One line naming the run: sizes, e, η, K, seed."""
-    return (f"N={cfg['N']}, {cfg['b']}×{cfg['d']}, n={cfg['width']}, L={cfg['L']}, T={cfg['T']}, e={fmt(cfg['e'])}, "
+    """One line naming the run: sizes, the learner (n, L, e of the MLP; the LSTM's variant and size), η, K, seed."""
+    learner = (f"n={cfg['width']}, L={cfg['L']}, T={cfg['T']}, e={fmt(cfg['e'])}" if cfg.get("model", "mlp") == "mlp"
+               else f"LSTM-{cfg['lstm_variant']} {cfg['lstm_hidden']}×{cfg['lstm_layers']}, T={cfg['T']}")
+    return (f"N={cfg['N']}, {cfg['b']}×{cfg['d']}, {learner}, "
             f"η={fmt(cfg['lr'])}, K={cfg['iters']}, seed {cfg['seed']}" + (", paper draws" if cfg.get("draw") == "paper"
                                                                               else ""))
 
@@ -330,8 +357,9 @@ def _probes(plt, sns, report, metrics, points, curves):
     decades) and the kernel drift along training."""
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
     dense = lambda p: p.K.rank is not None  # noqa: E731
-    _against_tolerance(axes[0], _probe_series(points, lambda p: (p.alpha.alpha, p.alpha.rank.tol)), "α_k")
-    rank = _probe_series(points, lambda p: (p.alpha.rank.rank, 0.0))
+    _against_tolerance(axes[0], _probe_series(points, lambda p: None if p.alpha is None else
+                                              (p.alpha.alpha, p.alpha.rank.tol)), "α_k")
+    rank = _probe_series(points, lambda p: None if p.alpha is None else (p.alpha.rank.rank, 0.0))
     axes[0].set_title("α_k = σ_min(G_{L−1,T})" + (f", rank {int(rank['value'].iloc[-1])}/{min(points[rank['k'].iloc[-1]].alpha.shape)}"
                                                   if len(rank) else ""), fontsize=9)
     _against_tolerance(axes[1], _probe_series(points, lambda p: (abs(p.K.lambda_min), p.K.rank.tol) if dense(p) else None),
@@ -346,7 +374,8 @@ def _probes(plt, sns, report, metrics, points, curves):
     axes[3].set_title("‖K_k − K_0‖_F/‖K_0‖_F", fontsize=9)
     for ax in axes:
         ax.set_xlabel("training iteration k")
-    axes[0].legend(fontsize=7, loc="lower left")
+    if axes[0].get_legend_handles_labels()[0]:  # nothing to label where α is not measured (another learner)
+        axes[0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -358,6 +387,11 @@ def _e_eta(plt, sns, report, metrics, points, curves):
     the run's e and η by a few decades."""
     cfg = report["config"]
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    if cfg.get("model", "mlp") != "mlp":
+        ax.text(0.5, 0.5, f"the e–η plane is the MLP's (e, L): it does not apply to model {cfg['model']}",
+                transform=ax.transAxes, ha="center", color="gray")
+        ax.set_axis_off()
+        return fig
     lemmas = [c for c in report["conditions"] if c["key"].startswith("lemma5") and c["threshold"] is not None]
     shown = [cfg["e"], *(c["threshold"] for c in lemmas if 0 < c["threshold"] < cfg["e"] * 1e4)]
     e = np.logspace(max(np.log10(min(shown)) - 1, -50), min(np.log10(max(shown)) + 1, 50), 200)  # ≤ 100 decades
@@ -424,11 +458,14 @@ def ntk_table(report: dict, folder) -> Table:
             row(f"trace {sym}, {layer}", lambda p: g(p[key]["layer_traces"][layer]))
     row("‖K̃ − K̃ᵀ‖_F/‖K̃‖_F", lambda p: g(p["K_training"]["asymmetry"]))
     a = next(iter(points.values()))["alpha"]
-    row(f"α = σ_min(G_{{L−1,{a['t']}}}) ({a['n_rows']}×{a['n_cols']})", lambda p: g(p["alpha"]["alpha"]))
-    row("σ_max(G_{L−1,t})", lambda p: g(p["alpha"]["sigma_max"]))
-    row("rank G_{L−1,t} (tol)", lambda p: f"{p['alpha']['rank']} ({p['alpha']['tol']:.2g})")
-    row("rank G_{L−1,t} ≤ (activation patterns)", lambda p: "—" if p["alpha"].get("rank_bound") is None
-        else f"{p['alpha']['rank_bound']} ({p['alpha']['patterns']})")
+    if a is None:  # a learner without the MLP's wide layer
+        row("α = σ_min(G_{L−1,t})", not_applicable_text)
+    else:
+        row(f"α = σ_min(G_{{L−1,{a['t']}}}) ({a['n_rows']}×{a['n_cols']})", lambda p: g(p["alpha"]["alpha"]))
+        row("σ_max(G_{L−1,t})", lambda p: g(p["alpha"]["sigma_max"]))
+        row("rank G_{L−1,t} (tol)", lambda p: f"{p['alpha']['rank']} ({p['alpha']['tol']:.2g})")
+        row("rank G_{L−1,t} ≤ (activation patterns)", lambda p: "—" if p["alpha"].get("rank_bound") is None
+            else f"{p['alpha']['rank_bound']} ({p['alpha']['patterns']})")
     row(f"η = {report['lr']:.3g} < 2/λ_max(K)", lambda p: f"{g(p['linearised']['threshold'])} "
         f"({'stable' if p['linearised']['stable'] else 'UNSTABLE'})")
     row("2/λ_max(½(K̃ + K̃ᵀ))", lambda p: g(p["threshold_training"]))

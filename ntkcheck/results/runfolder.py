@@ -32,6 +32,8 @@ LOCK = ".lock"  # held (flock) by the process that works in the folder
 # Fields that may change between an interrupted run and its resume; every other field must stay the same.
 RESUMABLE = ("iters", "device", "checkpoint_every", "wide_layer")
 LONG_COLUMNS = ["run_id", "iteration", "quantity", "value"]
+# The marker file of each command's run folder, written before anything else: whose a partial folder is.
+MARKERS = {"train": CHECKPOINT, "verify": "verify.json", "sweep": "sweep.toml", "reproduce": "reproduce.json"}
 
 
 class Interrupted(Exception):
@@ -56,7 +58,8 @@ def partial_folder(out: Path) -> Path:
 def open_run(out: str | Path, resume: bool, marker: str = CHECKPOINT):
     """The working folder ``<out>.partial``, created, writable and locked for this process while the ``with``
     block runs. An interrupted run is recognised by its ``marker`` file; a partial folder without it (a start
-    killed before anything resumable was written) is cleared. A finished ``out`` is never touched; an empty
+    killed before anything resumable was written) is cleared, unless it holds another command's marker
+    (:data:`MARKERS`): that run is refused, with the command that resumes it, and left as it is. A finished ``out`` is never touched; an empty
     directory ``out`` is a place to write into. Leftovers of a write cut short by a kill are removed."""
     out, work = Path(out), partial_folder(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
@@ -66,10 +69,12 @@ def open_run(out: str | Path, resume: bool, marker: str = CHECKPOINT):
     with _locked(work, out):
         resumable = (work / marker).is_file()
         try:
+            check_owner(work, out, marker)
             if resume and not resumable:
                 raise ConfigError("resume", f"no interrupted run to resume: {work / marker} does not exist")
             if not resume and resumable:
-                raise ConfigError("out", f"an interrupted run is in {work}; resume it, or choose another output folder")
+                raise ConfigError("out", f"an interrupted run is in {work}; resume it ({_resume_command(marker, out)}), "
+                                         "or choose another output folder")
             for leftover in work.rglob(io.TEMPORARY) if resumable else _contents(work):
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
             yield work
@@ -77,6 +82,25 @@ def open_run(out: str | Path, resume: bool, marker: str = CHECKPOINT):
             if created and not (work / marker).exists():  # nothing resumable was written: leave nothing behind
                 shutil.rmtree(work, ignore_errors=True)
             raise
+
+
+def owner(work: Path) -> str | None:
+    """The command whose interrupted run ``work`` holds (its marker file is there), or None."""
+    return next((kind for kind, marker in MARKERS.items() if (work / marker).is_file()), None)
+
+
+def _resume_command(marker: str, out: Path) -> str:
+    kind = next((k for k, m in MARKERS.items() if m == marker), "the same command")
+    return f"ntkcheck {kind} --resume --out {out}"
+
+
+def check_owner(work: Path, out: Path, marker: str) -> None:
+    """A partial folder that holds another command's interrupted run is refused, never cleared or reused."""
+    kind = owner(work)
+    if kind is not None and MARKERS[kind] != marker:
+        raise ConfigError("out", f"{work} holds an interrupted `ntkcheck {kind}` run; finish it with "
+                                 f"{_resume_command(MARKERS[kind], out)}, or choose another output folder (nothing "
+                                 "was changed)")
 
 
 @contextmanager
@@ -190,6 +214,7 @@ def stored_settings(out: Path, marker: str) -> dict:
     """What an interrupted run in ``out`` was started with: ``{"config": …}`` from its checkpoint, or a verify's
     settings file (``{"config": …, "probes": …}``)."""
     path = partial_folder(Path(out)) / marker
+    check_owner(path.parent, Path(out), marker)
     if not path.is_file():
         raise ConfigError("resume", f"no interrupted run to resume: {path} does not exist")
     try:

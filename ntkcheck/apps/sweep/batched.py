@@ -1,19 +1,23 @@
 """Training a batch of cells as one: a leading cell axis over the weights, the problems and the learning rates.
 
-Cells that share their shapes (:data:`BATCH_FIELDS`) run together. Every iteration stacks the cells' weights
-(W_ℓ of shape (C, in, out)) and unrolls them at once through the model's own code
-(:func:`torch.func.functional_call` with the stacked weights; :mod:`ntkcheck.models.math_l2o` takes a leading cell axis). The
-cells do not interact, so backpropagating the sum of their losses gives every cell its own gradient, and each
+Cells that agree on every field but the per-cell ones (:func:`batch_key`) run together. Every iteration stacks
+the cells' weights (W_ℓ of shape (C, in, out)) and unrolls them at once through the model's own code
+(:func:`torch.func.functional_call` with the stacked weights; :mod:`ntkcheck.models.math_l2o` takes a leading cell
+axis). The cells do not interact, so backpropagating the sum of their losses gives every cell its own gradient, and each
 cell then steps with its own torch optimizer at its own η, exactly as its single run does. Cells drawn from the
 same data seed share one problem: ∇F is then one matrix product per instance over all their iterates.
 
 A cell leaves the batch when it ends: at its K, or at a non-finite loss or gradient with ``on_divergence="stop"``
 (with ``"skip"`` its update is skipped, as in :func:`ntkcheck.train`). Its numbers are those of its single run up to
-rounding (tested to 1e-12 relative in float64).
+rounding, and the stacked products round otherwise, so a cell's last bits depend on the batch it ran in (tested:
+1e-12 relative in float64 and 1e-4 in float32 on tiny cells; a cell at an unstable step amplifies the difference).
+The same batch gives the same bits, so a sweep fixes its batches once (:func:`plan`, recorded by
+:mod:`ntkcheck.apps.sweep.run`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -40,9 +44,11 @@ from ntkcheck.engine.training import (
 )
 from ntkcheck.problems import qp as problems
 
-# Cells batched together agree on these fields; e, η, K, the seeds and the initialisation may differ.
-BATCH_FIELDS = ("N", "d", "b", "width", "L", "T", "loss", "optimizer", "bias", "detach", "wide_layer", "step_scale",
-                "dtype", "device", "saturation_tol", "problem_file")
+# The fields a batch handles per cell: each cell draws its own W_0 (e, init, init_seed, init_file, draw) and data
+# (seed, draw), steps with its own optimizer at its own η, ends at its own K and by its own on_divergence; a sweep
+# writes no checkpoints (checkpoint_every). Cells batched together agree on every other field (:func:`batch_key`).
+PER_CELL_FIELDS = ("e", "lr", "iters", "seed", "init_seed", "init", "init_file", "draw", "on_divergence",
+                   "checkpoint_every")
 
 
 @dataclass
@@ -60,7 +66,9 @@ class CellRun:
 
 
 def batch_key(cfg: TrainConfig) -> tuple:
-    return tuple(getattr(cfg, f) for f in BATCH_FIELDS)
+    """What cells batched together share: every field of ``cfg`` but :data:`PER_CELL_FIELDS`, so that a field added
+    to the config splits batches by default instead of being taken from a batch's first cell."""
+    return tuple((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in PER_CELL_FIELDS)
 
 
 def data_key(cfg: TrainConfig) -> tuple:
@@ -70,7 +78,8 @@ def data_key(cfg: TrainConfig) -> tuple:
 
 def plan(cells: list[Cell], batch_size: int) -> list[list[Cell]]:
     """The batches, at most ``batch_size`` cells each, of equal :func:`batch_key`: the cells of one data seed together
-    (they share their problem), and the groups smaller than half a batch merged (a problem per cell)."""
+    (they share their problem), and the groups smaller than half a batch merged (a problem per cell). A function of
+    the cells in their order and ``batch_size`` alone."""
     groups: dict[tuple, list[Cell]] = {}
     for cell in cells:
         groups.setdefault((batch_key(cell.config), str(data_key(cell.config))), []).append(cell)

@@ -4,7 +4,7 @@ Per probed iteration k: λ_max(K_k) and λ_min(K_k) (dense: every eigenvalue; La
 stability threshold 2/λ_max(K_k), the rank of K_k with its tolerance (dense), α_k = σ_min(G_{L−1,T}) with its rank
 and tolerance, the null-space plateau ½‖P_null r‖² (dense), and, against the cell's K_0, the drift
 ‖K_k − K_0‖_F/‖K_0‖_F and the kernel distance 1 − ⟨K_0, K_k⟩/(‖K_0‖‖K_k‖) (dense). At k = 0 from the deterministic initialisation,
-also the diagnostics of :mod:`ntkcheck.measure.diagnostics`: the one-step freeze predictor (max|φ'|, the share of P' it
+also the diagnostics of :mod:`ntkcheck.instruments.diagnostics`: the one-step freeze predictor (max|φ'|, the share of P' it
 saturates, the gain of the state the first SGD step lands in, c = max|φ'|/(η e^{2(L−1)})) and the dead-cone share.
 """
 
@@ -16,10 +16,10 @@ import numpy as np
 
 from ntkcheck.build.experiment import build_model
 from ntkcheck.config import TrainConfig
-from ntkcheck.measure.diagnostics import at_initialisation
-from ntkcheck.measure.dynamics import stability_threshold
-from ntkcheck.measure.linalg import kernel_drift
-from ntkcheck.measure.probes import NonFiniteKernel, measure
+from ntkcheck.instruments.diagnostics import at_initialisation
+from ntkcheck.instruments.dynamics import stability_threshold
+from ntkcheck.instruments.linalg import kernel_drift
+from ntkcheck.instruments.probes import NonFiniteKernel, measure
 
 NAN = math.nan
 

@@ -2,8 +2,9 @@
 
 A local Ray is started for the sweep (``workers`` CPUs, default all) and shut down after it; with ``address`` the
 tasks go to an existing cluster (``ray.init(address=...)``), whose workers need ntkcheck installed. A task runs
-:func:`~ntkcheck.apps.sweep.batched.run_batch` with one thread (torch and BLAS) per CPU it holds, and is retried when its worker is
-lost (``max_retries``); a cell's own error is recorded in its result, not raised, so it is never retried.
+:func:`~ntkcheck.apps.sweep.batched.run_batch` with one thread (torch and BLAS) per CPU it holds, and is retried when
+its worker is lost (``max_retries``); a cell's own error is recorded in its result, not raised, so it is never
+retried. The batches are the sweep's plan (:mod:`ntkcheck.apps.sweep.run`), as for the embedded engine.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Folder ``out`` (``<out>.partial`` until every cell has ended, as a run folder: :mod:`ntkcheck.results.runfolder`):
 
-    sweep.toml       the resolved spec and the versions (written first: it makes the folder resumable)
+    plan.json        the batches (cell ids) and the cells that cannot run, fixed when the sweep starts
+    sweep.toml       the resolved spec and the versions (written next: it makes the folder resumable)
     cells/<id>.json  one finished cell: its row and its probes      } written atomically the moment the cell
     cells/<id>.parquet  its curve                                    } ends, so nothing finished is lost
     cells.parquet    one row per cell: every config field, seed, status, error, summary and k = 0 probe numbers
@@ -10,11 +11,15 @@ Folder ``out`` (``<out>.partial`` until every cell has ended, as a run folder: :
     probes.parquet   cell × probed iteration: λ_max, λ_min, 2/λ_max, ranks, α, drift
     figures/, report.md
 
-Rerunning the same sweep on the same folder runs only the cells without a ``cells/<id>.json``.
+Rerunning the same sweep on the same folder runs the batches of ``plan.json`` that hold a cell without a
+``cells/<id>.json``, each whole, and writes only its missing cells: a cell's last bits depend on the batch it ran
+in (:mod:`ntkcheck.apps.sweep.batched`), so every cell runs in the batch of the uninterrupted sweep and comes out
+bit for bit the same. A ``batch_size`` other than the recorded one is refused.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ from ntkcheck.config import FORMATS, ConfigError
 from ntkcheck.results import io, runfolder
 
 MARKER = "sweep.toml"
+PLAN = "plan.json"
 ENGINES = ("embedded", "ray")
 SUMMARY = ("F_T", "gain", "gain_mean", "loss", "P_mean", "P_saturated", "active_share")  # final values in cells
 
@@ -53,7 +59,8 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
     ``engine``: ``embedded`` (this process, batches one after another) or ``ray`` (batches as Ray tasks on a local
     Ray started for the sweep with ``workers`` CPUs, or on the cluster at ``address``). With ``out`` the cells are
     written as they end and a rerun with the same spec continues (module docstring); a finished folder with the same
-    spec is read back, not rerun. ``callback(event, **info)``: ``"start"`` (cells, cell_iterations, done),
+    spec is read back, not rerun; the batches are fixed when the sweep starts and kept by every rerun, which must
+    keep ``spec.batch_size``. ``callback(event, **info)``: ``"start"`` (cells, cell_iterations, done),
     ``"advance"`` (cell_iterations), ``"cell"`` (run: :class:`CellRun`). Batches are sized to fit ``max_memory``
     bytes (default: the memory available now). ``figures``: their format, png, pdf or svg."""
     if engine not in ENGINES:
@@ -66,31 +73,31 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
     resources.check(spec.base, limit=max_memory)
     callback = callback or (lambda event, **info: None)
+    how = dict(engine=engine, address=address, workers=workers, callback=callback, max_memory=max_memory)
     if out is None:
-        runs = _run_cells(spec, spec.cells(), [], engine, address, workers, callback, None, max_memory)
-        return _gather(spec, runs, None)
+        return _gather(spec, _run_plan(spec, _plan(spec, max_memory), set(), None, **how), None)
     out = Path(out)
     work = runfolder.partial_folder(out)
     if (out / MARKER).is_file():
         _check_same(out, spec)
         return load_sweep(out)
+    runfolder.check_owner(work, out, MARKER)
     resume = (work / MARKER).is_file()
     with runfolder.open_run(out, resume, marker=MARKER) as work:
         if resume:
             _check_same(work, spec)
-        else:
+        recorded = _recorded_plan(work, spec, max_memory)
+        if not resume:
             io.write_text(work / MARKER, _toml(spec))
-        done = _finished(work)
-        todo = [c for c in spec.cells() if c.id not in done]
-        _run_cells(spec, todo, list(done.values()), engine, address, workers, callback,
-                   lambda run: _write_cell(work, run), max_memory)
+        _run_plan(spec, recorded, _finished(work), lambda run: _write_cell(work, run), **how)
         result = _gather(spec, [_read_cell(work, cid) for cid in _ids(spec)], work)
         return load_sweep(_finish(work, result, figures))
 
 
-def sweep_spec(folder: str | Path) -> SweepSpec:
-    """The spec a sweep folder (finished or partial) was made with."""
-    return load_spec(Path(folder) / MARKER)
+def sweep_spec(folder: str | Path, **overrides) -> SweepSpec:
+    """The spec a sweep folder (finished or partial) was made with; ``overrides``: keys of
+    :func:`~ntkcheck.apps.sweep.spec.make_spec` that win (a resume checks them against the folder)."""
+    return load_spec(Path(folder) / MARKER, **overrides)
 
 
 def load_sweep(folder: str | Path) -> SweepResult:
@@ -106,29 +113,75 @@ def load_sweep(folder: str | Path) -> SweepResult:
 # -- running ---------------------------------------------------------------------------------------------------
 
 
-def _run_cells(spec, todo: list[Cell], done: list, engine, address, workers, callback, write, max_memory) -> list:
-    runs = list(done)
+def _plan(spec: SweepSpec, max_memory) -> dict:
+    """The fate of every cell, fixed when the sweep starts: ``batches`` (lists of cell ids, :func:`plan` of the cells
+    that can run, in spec order) and ``failed`` (cell id → why it cannot run: its axes make no valid configuration,
+    or it does not fit the memory); ``batch_size``: the spec's (the batches may be smaller, to fit the memory)."""
+    failed, fitting = {}, []
+    for cell in spec.cells():
+        error = cell.error if cell.config is None else _misfit(cell, max_memory)
+        if error is None:
+            fitting.append(cell)
+        else:
+            failed[cell.id] = error
+    batches = plan(fitting, _batch_size(spec, fitting, max_memory))
+    return {"batch_size": spec.batch_size, "batches": [[c.id for c in batch] for batch in batches], "failed": failed}
+
+
+def _recorded_plan(work: Path, spec: SweepSpec, max_memory) -> dict:
+    """The plan in ``work/plan.json``, written now where there is none (a new sweep, or a folder begun before plans
+    were recorded); a ``batch_size`` other than the recorded one is refused, as it would regroup the cells."""
+    path = work / PLAN
+    if not path.is_file():
+        io.write_json(path, _plan(spec, max_memory))
+    recorded = json.loads(path.read_text())
+    if recorded["batch_size"] != spec.batch_size:
+        raise ConfigError("batch_size", f"{work} was planned with batch_size {recorded['batch_size']} (got "
+                                        f"{spec.batch_size}); a cell's numbers depend on its batch, so a rerun keeps "
+                                        "the recorded batches: leave batch_size out, or choose another output folder")
+    return recorded
+
+
+def _misfit(cell: Cell, max_memory) -> str | None:
+    """Why ``cell`` does not fit the memory (None where it fits)."""
+    try:
+        resources.check(cell.config, limit=max_memory)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def _misfits(batches: list[list[Cell]], max_memory) -> dict[str, str]:
+    """Cell id → why not, for every cell of a batch that no longer fits the memory (a resume on a smaller machine)."""
+    lost = {}
+    for batch in batches:
+        error = next(filter(None, (_misfit(c, max_memory) for c in batch)), None)
+        lost |= {c.id: error for c in batch} if error else {}
+    return lost
+
+
+def _run_plan(spec: SweepSpec, recorded: dict, done: set[str], write, *, engine, address, workers, callback,
+              max_memory) -> list[CellRun]:
+    """Run every batch of ``recorded`` (:func:`_plan`) that holds a cell not in ``done``, whole; ``write`` and report
+    the cells not in ``done`` as they end. A batch whose cells no longer fit the memory fails its missing cells."""
+    cells = {c.id: c for c in spec.cells()}
+    runs: list[CellRun] = []
 
     def finished(run: CellRun) -> None:
+        if run.cell.id in done:  # written before: its batch runs again for the others, and gives it the same bits
+            return
         if write is not None:
             write(run)
         runs.append(run)
         callback("cell", run=run)
 
-    valid = [c for c in todo if c.config is not None]
-    callback("start", cells=len(todo) + len(done), done=len(done),
-             cell_iterations=sum(c.config.iters + 1 for c in valid))
-    for cell in todo:
-        if cell.config is None:
-            finished(failed(cell, cell.error))
-    fitting = []
-    for cell in valid:
-        try:
-            resources.check(cell.config, limit=max_memory)
-            fitting.append(cell)
-        except ConfigError as err:
-            finished(failed(cell, str(err)))
-    batches = plan(fitting, _batch_size(spec, fitting, max_memory))
+    batches = [[cells[cid] for cid in batch] for batch in recorded["batches"] if not done.issuperset(batch)]
+    lost = _misfits(batches, max_memory)
+    batches = [batch for batch in batches if batch[0].id not in lost]
+    callback("start", cells=len(cells), done=len(done),
+             cell_iterations=sum(c.config.iters + 1 for batch in batches for c in batch))
+    for cid, error in (recorded["failed"] | lost).items():
+        finished(failed(cells[cid], error))
     if engine == "ray":
         from ntkcheck.apps.sweep.ray_engine import run_on_ray
 
@@ -172,9 +225,9 @@ def _ids(spec: SweepSpec) -> list[str]:
     return [c.id for c in spec.cells()]
 
 
-def _finished(work: Path) -> dict[str, str]:
+def _finished(work: Path) -> set[str]:
     """The ids of the cells already written (their JSON is written last)."""
-    return {p.stem: p.stem for p in (work / "cells").glob("*.json")}
+    return {p.stem for p in (work / "cells").glob("*.json")}
 
 
 def _write_cell(work: Path, run: CellRun) -> None:
@@ -184,8 +237,6 @@ def _write_cell(work: Path, run: CellRun) -> None:
 
 
 def _read_cell(work: Path, cid: str) -> dict:
-    import json
-
     stored = json.loads((work / "cells" / f"{cid}.json").read_text())
     curve = pd.read_parquet(work / "cells" / f"{cid}.parquet")
     return {"row": stored["row"], "probes": stored["probes"], "curve": curve}

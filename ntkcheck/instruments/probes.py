@@ -6,12 +6,15 @@
     loss              ½‖r‖² = F(X_T(W)),   r = vec(M X_T − Y) ∈ R^{N·b}
     K                 K = J Jᵀ (true NTK, symmetric PSD): λ_max, λ_min, trace, rank with tolerance, layer traces
     K_training        ½(K̃ + K̃ᵀ), K̃ = J J̃ᵀ (the kernel detached training follows), and ‖K̃ − K̃ᵀ‖_F/‖K̃‖_F
-    K_vs_K_training   :class:`~ntkcheck.measure.linalg.KernelDrift` from K to K̃
+    K_vs_K_training   :class:`~ntkcheck.instruments.linalg.KernelDrift` from K to K̃
     alpha             σ_min(G_{L−1,t}) (t = T by default) with σ_max, rank and tolerance
     linearised        from K at η: 1 − ηλ_min, 2/λ_max, the null-space plateau ½‖P_null r‖², (u_iᵀ r)²
     threshold_training 2/λ_max(½(K̃ + K̃ᵀ))
     delta3            δ₃ = max_{t ≤ T, j} ‖G_{L−1,t}[j, :]‖₂ along the model's own trajectory
     weights           σ_min and ‖W_ℓ‖₂ of every weight matrix
+
+α, δ₃ and the weights read MathL2O's layers: for any other learner (:class:`ntkcheck.models.base.Learner`, e.g. the
+LSTM) they are None (weights empty), ``not_applicable`` says why, and the layer traces are per parameter.
 
 ``method="dense"`` forms K and K̃ (all eigenvalues, ranks, the plateau); ``method="lanczos"`` gives λ_max and
 λ_min of K and ½(K̃ + K̃ᵀ) from the matrix-free operators only (no rank, no plateau, no drift); ``auto`` is dense
@@ -20,8 +23,8 @@ Lanczos is stopped after a budget of matrix-free products, by default max(N·b, 
 by column takes N·b): on a kernel of low rank its bottom can take thousands. It then falls back to the dense probe
 when that fits, else it reports what converged (λ_max, and λ_min as NaN). ``method_reason`` says which method
 ran and why, with the product counts. The formulas
-behind each number live in :mod:`ntkcheck.measure.ntk`, :mod:`ntkcheck.measure.linalg`, :mod:`ntkcheck.measure.features` and
-:mod:`ntkcheck.measure.dynamics`; this module puts them together. ``as_dict()`` is for JSON only.
+behind each number live in :mod:`ntkcheck.instruments.ntk`, :mod:`ntkcheck.instruments.linalg`, :mod:`ntkcheck.instruments.features` and
+:mod:`ntkcheck.instruments.dynamics`; this module puts them together. ``as_dict()`` is for JSON only.
 """
 
 from __future__ import annotations
@@ -35,14 +38,14 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import ArpackError, LinearOperator, eigsh
 
-from ntkcheck.measure.dynamics import predict, stability_threshold
-from ntkcheck.measure.features import (
+from ntkcheck.instruments.dynamics import predict, stability_threshold
+from ntkcheck.instruments.features import (
     FeatureSpectrum,
     alpha_table,
     layer_spectrum,
     weight_spectra,
 )
-from ntkcheck.measure.linalg import (
+from ntkcheck.instruments.linalg import (
     KernelDrift,
     KernelSpectrum,
     Rank,
@@ -50,8 +53,9 @@ from ntkcheck.measure.linalg import (
     kernel_drift,
     kernel_spectrum,
 )
-from ntkcheck.measure.ntk import gram, jacobian, ntk_operator, parameters, with_mode
+from ntkcheck.instruments.ntk import gram, jacobian, ntk_operator, parameters, with_mode
 from ntkcheck.models.angular import row_norms_sq
+from ntkcheck.models.base import Learner
 from ntkcheck.models.math_l2o import MathL2O
 from ntkcheck.problems import qp as problems
 from ntkcheck.resources import kernel_method
@@ -73,8 +77,8 @@ class KernelStats:
     """Spectral summary of one symmetric kernel.
 
     Dense: every eigenvalue (ascending, in ``eigenvalues``), the trace, the numerical rank with its tolerance
-    (:class:`~ntkcheck.measure.linalg.Rank`) and trace(K_ℓ) per layer. Lanczos: λ_max and λ_min only, λ_min to an
-    absolute accuracy ``abs_accuracy_min`` (:func:`~ntkcheck.measure.linalg.extreme_eigenvalues`). ``asymmetry`` =
+    (:class:`~ntkcheck.instruments.linalg.Rank`) and trace(K_ℓ) per layer. Lanczos: λ_max and λ_min only, λ_min to an
+    absolute accuracy ``abs_accuracy_min`` (:func:`~ntkcheck.instruments.linalg.extreme_eigenvalues`). ``asymmetry`` =
     ‖K̃ − K̃ᵀ‖_F/‖K̃‖_F for the training kernel (dense only)."""
 
     lambda_max: float
@@ -89,9 +93,11 @@ class KernelStats:
     eigenvalues: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def dense(cls, spectrum: KernelSpectrum, layer_traces: Mapping[int, float], asymmetry: float | None = None):
-        return cls(spectrum.lambda_max, spectrum.lambda_min, "dense", spectrum.trace, spectrum.rank,
-                   {f"layer{ell}": v for ell, v in layer_traces.items()}, asymmetry, eigenvalues=spectrum.eigenvalues)
+    def dense(cls, spectrum: KernelSpectrum, layer_traces: Mapping[int | str, float], asymmetry: float | None = None):
+        """``layer_traces``: layer ℓ → trace(K_ℓ) (labelled ``layer<ℓ>``), or parameter name → trace (kept)."""
+        labels = {(f"layer{key}" if isinstance(key, int) else key): v for key, v in layer_traces.items()}
+        return cls(spectrum.lambda_max, spectrum.lambda_min, "dense", spectrum.trace, spectrum.rank, labels,
+                   asymmetry, eigenvalues=spectrum.eigenvalues)
 
     def as_dict(self) -> dict:
         if self.method == "lanczos":
@@ -115,7 +121,7 @@ class KernelStats:
 
 @dataclass(frozen=True)
 class Linearised:
-    """The linearised predictions of K at residual r and learning rate η (:func:`ntkcheck.measure.dynamics.predict`).
+    """The linearised predictions of K at residual r and learning rate η (:func:`ntkcheck.instruments.dynamics.predict`).
 
     ``rate`` = 1 − ηλ_min (per-iteration contraction of ‖r‖; the loss contracts by its square, ``loss_rate``),
     ``threshold`` = 2/λ_max (stable iff η < threshold), ``plateau`` = ½‖P_null r‖² over the ``null_dim``
@@ -156,14 +162,15 @@ class ProbeResult:
     """Everything measured at one W (module docstring). Fields a method does not measure are None:
     ``lanczos`` leaves out ``linearised``, ``K_vs_K_training``, ``threshold_training``, ranks and traces.
     ``drift`` (K against K_0) is filled in by whoever holds K_0 (``verify``); ``kernels`` = (K, K̃) dense,
-    only when asked for."""
+    only when asked for. ``alpha``, ``delta3`` (None) and ``weights`` (empty) where the learner has no wide layer,
+    with the reason in ``not_applicable`` (quantity → why)."""
 
     method: str
     loss: float
     K: KernelStats
     K_training: KernelStats
-    alpha: FeatureSpectrum
-    delta3: float
+    alpha: FeatureSpectrum | None
+    delta3: float | None
     n_outputs: int
     n_params: int
     weights: tuple[dict, ...] = ()
@@ -174,6 +181,7 @@ class ProbeResult:
     alpha_over_t: np.ndarray | None = field(default=None, repr=False, compare=False)
     kernels: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
     method_reason: str = ""  # which method ran and why: the memory it needs, Lanczos's products, a fallback
+    not_applicable: Mapping[str, str] = field(default_factory=dict)
 
     def replace(self, **changes) -> "ProbeResult":
         return dataclasses.replace(self, **changes)
@@ -182,9 +190,12 @@ class ProbeResult:
         """The numbers, for JSON (arrays: :meth:`arrays`)."""
         out = {"method": self.method, "method_reason": self.method_reason, "loss": self.loss,
                "n_outputs": self.n_outputs, "n_params": self.n_params,
-               "K": self.K.as_dict(), "K_training": self.K_training.as_dict(), "alpha": self.alpha.as_dict(),
+               "K": self.K.as_dict(), "K_training": self.K_training.as_dict(),
+               "alpha": None if self.alpha is None else self.alpha.as_dict(),
                "delta3": self.delta3, "weights": [dict(w) for w in self.weights],
                "drift": None if self.drift is None else self.drift.as_dict()}
+        if self.not_applicable:
+            out["not_applicable"] = dict(self.not_applicable)
         if self.method == "dense":
             out |= {"K_vs_K_training": None if self.K_vs_K_training is None else self.K_vs_K_training.as_dict(),
                     "linearised": self.linearised.as_dict(), "threshold_training": self.threshold_training}
@@ -192,7 +203,7 @@ class ProbeResult:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Eigenvalues of K and ½(K̃ + K̃ᵀ) (ascending), (u_iᵀ r)², singular values of G_{L−1,t}, α over t."""
-        out = {"alpha_singular_values": self.alpha.singular_values}
+        out = {} if self.alpha is None else {"alpha_singular_values": self.alpha.singular_values}
         if self.method == "dense":
             out |= {"K_eigenvalues": self.K.eigenvalues, "K_training_sym_eigenvalues": self.K_training.eigenvalues,
                     "K_projections": self.linearised.projections}
@@ -205,14 +216,16 @@ class ProbeResult:
         """The inverse of :meth:`as_dict` and :meth:`arrays` (a probe read back from its files)."""
         drift = lambda x: None if x is None else KernelDrift(**x)  # noqa: E731
         dense = d["method"] == "dense"
+        alpha = None if d["alpha"] is None else FeatureSpectrum.from_dict(d["alpha"], arrays["alpha_singular_values"])
         return cls(
             d["method"], d["loss"], KernelStats.from_dict(d["K"], arrays.get("K_eigenvalues")),
             KernelStats.from_dict(d["K_training"], arrays.get("K_training_sym_eigenvalues")),
-            FeatureSpectrum.from_dict(d["alpha"], arrays["alpha_singular_values"]), d["delta3"], d["n_outputs"],
+            alpha, d["delta3"], d["n_outputs"],
             d["n_params"], tuple(d["weights"]),
             Linearised.from_dict(d["linearised"], arrays["K_projections"]) if dense else None,
             drift(d.get("K_vs_K_training")), d.get("threshold_training"), drift(d["drift"]),
-            arrays.get("alpha_over_t"), method_reason=d.get("method_reason", ""))
+            arrays.get("alpha_over_t"), method_reason=d.get("method_reason", ""),
+            not_applicable=d.get("not_applicable", {}))
 
 
 @dataclass(frozen=True)
@@ -231,7 +244,7 @@ class ProbeFailure:
 # -- measuring ----------------------------------------------------------------------------------------------
 
 
-def measure(model: MathL2O, problem: problems.Problem, T: int, *, lr: float, method: str = "auto",
+def measure(model: Learner, problem: problems.Problem, T: int, *, lr: float, method: str = "auto",
             jacobian_method: str = "auto", t: int | None = None, alpha_steps: bool = False,
             kernels: bool = False, lanczos_budget: int | None = None, memory: float | None = None) -> ProbeResult:
     """Everything the proof needs at the weights of ``model`` (module docstring), in float64.
@@ -239,9 +252,10 @@ def measure(model: MathL2O, problem: problems.Problem, T: int, *, lr: float, met
     ``lr`` = η for the linearised predictions; ``method``: ``dense``, ``lanczos`` or ``auto`` (dense whenever the
     dense kernels and Jacobians fit in half of ``memory`` bytes, default the memory available now:
     :func:`~ntkcheck.resources.kernel_method`); ``jacobian_method``: the Jacobian behind the dense kernel
-    (:func:`ntkcheck.measure.ntk.jacobian`); ``t``: the step of α (default T); ``alpha_steps``: also α over every step
+    (:func:`ntkcheck.instruments.ntk.jacobian`); ``t``: the step of α (default T); ``alpha_steps``: also α over every step
     t = 1..T; ``kernels``: keep the dense K and K̃; ``lanczos_budget``: matrix-free products per kernel after which
-    Lanczos stops (default max(N·b, 120)). ``method_reason`` of the result says which method ran and why.
+    Lanczos stops (default max(N·b, 120)). ``method_reason`` of the result says which method ran and why. A learner
+    other than MathL2O gets K and K̃ only (α, δ₃, weights: ``not_applicable``; ``t`` and ``alpha_steps`` unused).
     Raises :class:`NonFiniteKernel` where the kernel overflows."""
     if method not in PROBE_METHODS:
         raise ValueError(f"method must be one of {', '.join(PROBE_METHODS)} (got {method!r})")
@@ -266,11 +280,7 @@ def measure(model: MathL2O, problem: problems.Problem, T: int, *, lr: float, met
 
 def _measure(m, p, T, lr, method, jacobian_method, t, alpha_steps, kernels, *, reason: str, budget: int,
              dense_fits: bool) -> ProbeResult:
-    alpha, delta3 = _features_along(m, p, T, T if t is None else t)
-    common = {"alpha": alpha, "delta3": delta3,
-              "weights": tuple(weight_spectra(m).assign(shape=lambda f: f["shape"].map(list)).to_dict("records")),
-              "n_params": sum(v.numel() for v in parameters(m).values()),
-              "alpha_over_t": alpha_table(m, p, T)[["t", "alpha", "rank"]].to_numpy() if alpha_steps else None}
+    common = {"n_params": sum(v.numel() for v in parameters(m).values())} | _layer_parts(m, p, T, t, alpha_steps)
     if method == "dense":
         return _dense(m, p, T, lr, jacobian_method, kernels, common).replace(method_reason=reason)
     result = _lanczos(m, p, T, common, budget=budget, dense_fits=dense_fits)
@@ -279,7 +289,26 @@ def _measure(m, p, T, lr, method, jacobian_method, t, alpha_steps, kernels, *, r
     return result.replace(method_reason=f"{reason}; {result.method_reason}")
 
 
-def _dense(m: MathL2O, p: problems.Problem, T: int, lr: float, jacobian_method: str, kernels: bool,
+def _layer_parts(m: Learner, p: problems.Problem, T: int, t: int | None, alpha_steps: bool) -> dict:
+    """α, δ₃, the weight spectra and α over t for a MathL2O; for another learner None (weights empty) and why."""
+    if not isinstance(m, MathL2O):
+        why = f"{type(m).__name__} has no wide layer G_{{L−1}} nor weight matrices W_ℓ (MathL2O's quantities)"
+        return {"alpha": None, "delta3": None, "weights": (), "alpha_over_t": None,
+                "not_applicable": {"alpha": why, "delta3": why, "weights": why}}
+    alpha, delta3 = _features_along(m, p, T, T if t is None else t)
+    return {"alpha": alpha, "delta3": delta3,
+            "weights": tuple(weight_spectra(m).assign(shape=lambda f: f["shape"].map(list)).to_dict("records")),
+            "alpha_over_t": alpha_table(m, p, T)[["t", "alpha", "rank"]].to_numpy() if alpha_steps else None}
+
+
+def _traces(G, m: Learner) -> dict:
+    """trace(K_ℓ) per layer ℓ of a MathL2O; per parameter name for another learner (its names are not W_ℓ, b_ℓ)."""
+    if isinstance(m, MathL2O):
+        return G.layer_traces()
+    return {name: float(torch.trace(B)) for name, B in G.blocks.items()}
+
+
+def _dense(m: Learner, p: problems.Problem, T: int, lr: float, jacobian_method: str, kernels: bool,
            common: dict) -> ProbeResult:
     J = jacobian(m, p, T, mode="true", method=jacobian_method)
     Jt = jacobian(m, p, T, mode="detached", method=jacobian_method)
@@ -296,8 +325,8 @@ def _dense(m: MathL2O, p: problems.Problem, T: int, lr: float, jacobian_method: 
                             pred.threshold, pred.plateau.value, pred.plateau.null_dim, pred.plateau.tol,
                             float(pred.loss_eig[0]), pred.projections)
     return ProbeResult(
-        "dense", float(0.5 * r @ r), KernelStats.dense(spec, G.layer_traces()),
-        KernelStats.dense(spec_t, Gt.layer_traces(), asymmetry), n_outputs=int(r.numel()), linearised=linearised,
+        "dense", float(0.5 * r @ r), KernelStats.dense(spec, _traces(G, m)),
+        KernelStats.dense(spec_t, _traces(Gt, m), asymmetry), n_outputs=int(r.numel()), linearised=linearised,
         K_vs_K_training=kernel_drift(G.K, Gt.K) if spec.lambda_max > 0 and norm_t > 0 else None,
         threshold_training=stability_threshold(spec_t.lambda_max),
         kernels=(G.K.cpu().numpy(), Gt.K.cpu().numpy()) if kernels else None, **common)
@@ -348,7 +377,7 @@ def _extremes_within(op: LinearOperator, budget: int):
         return None, count[0], "ARPACK's iteration limit"
 
 
-def _lanczos(m: MathL2O, p: problems.Problem, T: int, common: dict, *, budget: int,
+def _lanczos(m: Learner, p: problems.Problem, T: int, common: dict, *, budget: int,
              dense_fits: bool) -> ProbeResult | str:
     """λ_max, λ_min of K and ½(K̃ + K̃ᵀ) by Lanczos, at most ``budget`` products per kernel. Where a kernel's
     spectrum does not converge within it: the reason to fall back to the dense probe (a str) when ``dense_fits``,
@@ -387,7 +416,7 @@ def max_feature_row_norm(model: MathL2O, problem: problems.Problem, T: int) -> f
 
 @torch.no_grad()
 def _features_along(m: MathL2O, p: problems.Problem, T: int, t: int) -> tuple[FeatureSpectrum, float]:
-    """From one unroll of the float64 model ``m``: α = σ_min(G_{L−1,t}) (:func:`ntkcheck.measure.features.alpha`'s
+    """From one unroll of the float64 model ``m``: α = σ_min(G_{L−1,t}) (:func:`ntkcheck.instruments.features.alpha`'s
     spectrum) and δ₃ = max over s ≤ T and rows j of ‖G_{L−1,s}[j, :]‖₂; one R×n feature matrix at a time."""
     if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= T:
         raise ValueError(f"t must be an integer in [1, T = {T}] (got {t!r})")

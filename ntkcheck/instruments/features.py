@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ntkcheck.measure.linalg import Rank, numerical_rank, singular_spectrum
-from ntkcheck.measure.ntk import with_mode
+from ntkcheck.instruments.linalg import Rank, numerical_rank, singular_spectrum
+from ntkcheck.instruments.ntk import with_mode
 from ntkcheck.models.math_l2o import MathL2O
 from ntkcheck.problems.qp import Problem
 

@@ -1,6 +1,6 @@
 """Kernel drift along training, linearised predictions of the training loss, and the measured rate.
 
-Notation (:mod:`ntkcheck.measure.ntk`): r_k = r(W_k) ∈ R^{N·b}, loss L_k = ½‖r_k‖² = F(X_T(W_k)) (summed over
+Notation (:mod:`ntkcheck.instruments.ntk`): r_k = r(W_k) ∈ R^{N·b}, loss L_k = ½‖r_k‖² = F(X_T(W_k)) (summed over
 instances), K = J Jᵀ, K̃ = J J̃ᵀ, η the meta learning rate of plain SGD W_{k+1} = W_k − η J̃ᵀ r_k.
 
 Linearised dynamics (first order in ΔW = −η J̃ᵀ r_k, kernel frozen at the iteration it was measured):
@@ -29,9 +29,9 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from ntkcheck.measure.features import alpha as alpha_of
-from ntkcheck.measure.linalg import as_float64, eigh, kernel_drift, kernel_spectrum
-from ntkcheck.measure.ntk import gram, jacobian, parameters, residual_fn, with_mode
+from ntkcheck.instruments.features import alpha as alpha_of
+from ntkcheck.instruments.linalg import as_float64, eigh, kernel_drift, kernel_spectrum
+from ntkcheck.instruments.ntk import gram, jacobian, parameters, residual_fn, with_mode
 from ntkcheck.models.math_l2o import MathL2O
 from ntkcheck.problems import qp as problems
 from ntkcheck.problems.qp import Problem

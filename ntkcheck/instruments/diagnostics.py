@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ntkcheck.config import LOSSES, ConfigError
-from ntkcheck.measure.ntk import with_mode
+from ntkcheck.instruments.ntk import with_mode
 from ntkcheck.models.math_l2o import MathL2O, Trajectory
 from ntkcheck.problems.qp import Problem, gd_trajectory, gradient, objective
 

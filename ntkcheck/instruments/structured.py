@@ -111,6 +111,9 @@ def structured_jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str =
         raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
     if not model.angular:
         raise ValueError("the structured Jacobian needs a bias-free wide layer (model.angular)")
+    if model.update.name != "gd":
+        raise ValueError(f"the structured Jacobian is derived for the gd update rule (got {model.update.name!r}); use "
+                         "the func Jacobian")
     dtype = torch.float64
     problem = problem.to(dtype=dtype)
     params = {k: v.detach().to(dtype) for k, v in model.named_parameters()}
@@ -129,8 +132,8 @@ def structured_jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str =
     N, b, d = problem.M.shape
     Lam = problem.M.clone()  # Λ_T: row k of instance i is m_ik
     n = W.shape[1]
-    D = torch.zeros(N, b, 2 * n + 1, 2, dtype=dtype)  # difference array over the doubled sorted columns
-    J_early = torch.zeros(N, b, sum(early[k].numel() for k in early), dtype=dtype)
+    D = W.new_zeros(N, b, 2 * n + 1, 2)  # difference array over the doubled sorted columns
+    J_early = W.new_zeros(N, b, sum(early[k].numel() for k in early))
     for rec in reversed(steps):
         U = Lam * (-s * (rec["grad"] * rec["dP"])[:, None, :])
         _add_arcs(D, rec["h"].reshape(N, d, 2), U, rec["lo"].reshape(N, d), rec["hi"].reshape(N, d))
@@ -143,7 +146,7 @@ def structured_jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str =
             Lam = Lam + _times_H(problem, through_H)
 
     C = torch.cumsum(D, dim=2)
-    A_bar = torch.empty(N, b, n, 2, dtype=dtype)
+    A_bar = W.new_empty(N, b, n, 2)
     A_bar[:, :, column_order(W)[1]] = C[:, :, :n] + C[:, :, n:2 * n]  # Ā[i, o, c] = Σ_t A_t[i, o, c]
     out, offset = {}, 0
     for name in early:

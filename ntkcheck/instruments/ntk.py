@@ -5,7 +5,9 @@ The map under study (the proof's object; symbols in docs/ARCHITECTURE.md) is
     W ↦ r(W) = vec(M X_T(W) − Y) ∈ R^{N·b},      training loss ½‖r‖² = F(X_T)  (summed over instances)
 
 with rows ordered (instance i, row k): ``r.reshape(N, b)`` is ``problems.residual(problem, X_T)``.
-W is the dict of the model's named parameters W1..WL (and b1..bL with biases).
+W is the dict of the model's named parameters W1..WL (and b1..bL with biases); any other learner
+(:class:`ntkcheck.models.base.Learner`, e.g. the LSTM of :mod:`ntkcheck.models.lstm`) works through the func path
+with its own named parameters.
 
 Two Jacobians (both (N·b) × P, one block per parameter, row-major as ``param.reshape(-1)``):
 
@@ -27,8 +29,8 @@ Per layer ℓ: K_ℓ = Σ_{p ∈ {W_ℓ, b_ℓ}} J_p J_pᵀ, so K = Σ_ℓ K_ℓ
 
 Implementations (``method="auto"`` takes the structured one where it applies): ``method="func"`` is the reference, with torch.func (a vmap over instances of jacrev,
 using that r_i depends only on instance i); ``method="structured"`` is the model-specific fast path of
-:mod:`ntkcheck.measure.structured` (same return convention). Matrix-free products v ↦ J(J̃ᵀv) are one VJP and
-one JVP (:func:`ntk_operator`), for Lanczos (:func:`ntkcheck.measure.linalg.extreme_eigenvalues`) when K is not needed.
+:mod:`ntkcheck.instruments.structured` (same return convention). Matrix-free products v ↦ J(J̃ᵀv) are one VJP and
+one JVP (:func:`ntk_operator`), for Lanczos (:func:`ntkcheck.instruments.linalg.extreme_eigenvalues`) when K is not needed.
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ with warnings.catch_warnings():  # torch's forward-mode decompositions still cal
     warnings.simplefilter("ignore", FutureWarning)
     import torch._decomp.decompositions_for_jvp  # noqa: F401
 
-from ntkcheck.models.math_l2o import MathL2O, build
-from ntkcheck.problems.qp import Problem, residual
+from ntkcheck.instruments.structured import structured_jacobian
+from ntkcheck.models.base import Learner
+from ntkcheck.models.math_l2o import MathL2O
+from ntkcheck.problems.qp import Problem
 
 MODES = ("true", "detached")
 METHODS = ("auto", "func", "structured")
@@ -71,31 +75,28 @@ def _check_T(T) -> None:
 # -- the map W ↦ r(W) as a pure function of the parameters ---------------------------------------------
 
 
-def with_mode(model: MathL2O, mode: str, *, dtype: torch.dtype | None = None) -> MathL2O:
-    """A copy of ``model`` (same weights, architecture and wide-layer path) with ``detach`` set by ``mode``:
-    ``"true"`` → detach=False (J), ``"detached"`` → detach=True (J̃). ``dtype`` converts the copy."""
+def with_mode(model: Learner, mode: str, *, dtype: torch.dtype | None = None) -> Learner:
+    """A copy of ``model`` (same weights and architecture; for MathL2O the same wide-layer path) with ``detach`` set
+    by ``mode``: ``"true"`` → detach=False (J), ``"detached"`` → detach=True (J̃). ``dtype`` converts the copy."""
     _choice("mode", mode, MODES)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    first = next(iter(params.values()))
-    return build(model.widths, params, bias=model.bias, detach=mode == "detached", step_scale=model.step_scale,
-                 wide_layer="angular" if model.angular else "dense", device=first.device,
-                 dtype=dtype or first.dtype)
+    twin = model.with_detach(mode == "detached")
+    return twin if dtype is None else twin.to(dtype=dtype)
 
 
-def parameters(model: MathL2O) -> dict[str, torch.Tensor]:
-    """The model's named parameters W1..WL (b1..bL), detached, in registration order."""
+def parameters(model: Learner) -> dict[str, torch.Tensor]:
+    """The model's named parameters (W1..WL, b1..bL for MathL2O), detached, in registration order."""
     return {k: v.detach() for k, v in model.named_parameters()}
 
 
 def _output(problem: Problem, X: torch.Tensor, output: str) -> torch.Tensor:
-    """r = vec(M X_T − Y) (rows (i, k)) or vec(X_T) (rows (i, j))."""
-    return (residual(problem, X) if output == "residual" else X).reshape(-1)
+    """r = vec(problem.residual(X_T)) (least squares: M X_T − Y, rows (i, k)) or vec(X_T) (rows (i, j))."""
+    return (problem.residual(X) if output == "residual" else X).reshape(-1)
 
 
 class _Unrolled(nn.Module):
     """r(W) of one unroll as a module's forward, so that ``functional_call`` can substitute W."""
 
-    def __init__(self, model: MathL2O):
+    def __init__(self, model: Learner):
         super().__init__()
         self.model = model
 
@@ -103,7 +104,7 @@ class _Unrolled(nn.Module):
         return _output(problem, self.model.unroll(problem, T).X[-1], output)
 
 
-def residual_fn(model: MathL2O, problem: Problem, T: int, *, mode: str = "true", output: str = "residual",
+def residual_fn(model: Learner, problem: Problem, T: int, *, mode: str = "true", output: str = "residual",
                 dtype: torch.dtype | None = None) -> Callable[[dict], torch.Tensor]:
     """The pure function W ↦ r(W) (all N instances, shape (N·b,)) for torch.func, in ``mode``.
 
@@ -125,7 +126,7 @@ def residual_fn(model: MathL2O, problem: Problem, T: int, *, mode: str = "true",
 # -- Jacobians ---------------------------------------------------------------------------------------------
 
 
-def jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str = "true", method: str = "auto",
+def jacobian(model: Learner, problem: Problem, T: int, *, mode: str = "true", method: str = "auto",
              chunk: int | None = None, params: Sequence[str] | None = None,
              output: str = "residual") -> dict[str, torch.Tensor]:
     """J = ∂r/∂W (``mode="true"``) or J̃ (``mode="detached"``), one block per parameter.
@@ -140,8 +141,10 @@ def jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str = "true", me
     temporaries). Measured at N=32, 32×25, n=1024, T=20 (angular), busy 2-core machine: 1 thread, chunk 4
     ≈ 0.45 s and all rows ≈ 0.6–0.9 s; 2 threads, chunk 1 ≈ 37 s, chunk 5 ≈ 9 s, all rows ≈ 2.4–4 s. On a
     shared CPU ``torch.set_num_threads(1)`` helps most: the operations are tiny and OpenMP barriers dominate.
-    ``method="structured"``: :func:`ntkcheck.measure.structured.structured_jacobian`.
-    ``method="auto"``: structured where it applies (angular wide layer, output r), func otherwise.
+    Any other learner (:class:`ntkcheck.models.base.Learner`, e.g. the LSTM, whose h_0 rows depend on the instance's
+    place in the batch): ``jacrev`` of the whole map r(W), ``chunk`` rows per vmapped VJP (default all).
+    ``method="structured"``: :func:`ntkcheck.instruments.structured.structured_jacobian` (MathL2O only).
+    ``method="auto"``: structured where it applies (a MathL2O with an angular wide layer, output r), func otherwise.
     """
     _check_T(T)
     _choice("mode", mode, MODES)
@@ -154,8 +157,13 @@ def jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str = "true", me
         raise ValueError(f"params must be a non-empty subset of {', '.join(all_names)} (got {params!r})")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk must be None or an integer ≥ 1 (got {chunk!r})")
+    mlp = isinstance(model, MathL2O)
+    if method == "structured" and not mlp:
+        raise ValueError(f"method='structured' applies to MathL2O only (got a {type(model).__name__}); "
+                         "use method='func' or 'auto'")
     if method == "auto":
-        method = "structured" if model.angular and output == "residual" else "func"
+        method = "structured" if mlp and model.angular and model.update.name == "gd" and output == "residual" \
+            else "func"
     if method == "structured":
         return _structured(model, problem, T, mode, names, output)
     return _func_jacobian(model, problem, T, mode, names, output, chunk)
@@ -164,18 +172,15 @@ def jacobian(model: MathL2O, problem: Problem, T: int, *, mode: str = "true", me
 def _structured(model, problem, T, mode, names, output):
     if output != "residual":
         raise NotImplementedError("method='structured' computes the Jacobian of r only; use method='func' for X_T")
-    try:
-        from ntkcheck.measure.structured import structured_jacobian
-    except ModuleNotFoundError as err:
-        if err.name not in ("ntkcheck.measure.structured", None):
-            raise
-        raise NotImplementedError("method='structured' needs ntkcheck/measure/structured.py, which is not available "
-                                  "in this installation; use method='func'") from None
     J = structured_jacobian(with_mode(model, mode), problem, T, mode=mode)
     return {k: J[k] for k in names}
 
 
 def _func_jacobian(model, problem, T, mode, names, output, chunk):
+    """∂r/∂W by torch.func: vmap over the instances for the MLP on least squares (each instance's unroll is
+    independent), one jacrev of the whole residual otherwise."""
+    if not (isinstance(model, MathL2O) and isinstance(problem, Problem)):
+        return _whole_jacobian(model, problem, T, mode, names, output, chunk)
     net = _Unrolled(with_mode(model, mode))
     base = parameters(net.model)
     fixed = {f"model.{k}": v for k, v in base.items() if k not in names}
@@ -197,6 +202,13 @@ def _func_jacobian(model, problem, T, mode, names, output, chunk):
     jac = vmap(jacrev(one_instance, chunk_size=chunk), in_dims=in_dims)(wrt, *data)
     rows = problem.N * (problem.b if output == "residual" else problem.d)
     return {k: jac[k].reshape(rows, -1) for k in names}
+
+
+def _whole_jacobian(model, problem, T, mode, names, output, chunk):
+    """∂r/∂W of all N instances at once: ``jacrev`` of :func:`residual_fn` over the parameters ``names``."""
+    f = residual_fn(model, problem, T, mode=mode, output=output)
+    jac = jacrev(f, chunk_size=chunk)({k: v for k, v in parameters(model).items() if k in names})
+    return {k: jac[k].reshape(jac[k].shape[0], -1) for k in names}
 
 
 # -- Gram matrices -----------------------------------------------------------------------------------------
@@ -277,7 +289,7 @@ def gram(J: dict[str, torch.Tensor], Jt: dict[str, torch.Tensor] | None = None, 
     return Gram(K, blocks, N, n // N, kind or ("true" if Jt is J else "training"))
 
 
-def empirical_ntk(model: MathL2O, problem: Problem, T: int, *, kernel: str = "true", method: str = "auto",
+def empirical_ntk(model: Learner, problem: Problem, T: int, *, kernel: str = "true", method: str = "auto",
              dtype: torch.dtype | None = torch.float64, chunk: int | None = None,
              params: Sequence[str] | None = None) -> Gram:
     """K = J Jᵀ (``kernel="true"``) or K̃ = J J̃ᵀ (``kernel="training"``), dense, in ``dtype`` (float64
@@ -295,7 +307,7 @@ def empirical_ntk(model: MathL2O, problem: Problem, T: int, *, kernel: str = "tr
 # -- matrix-free products ----------------------------------------------------------------------------------
 
 
-def ntk_operator(model: MathL2O, problem: Problem, T: int, *, kernel: str = "true", part: str = "full",
+def ntk_operator(model: Learner, problem: Problem, T: int, *, kernel: str = "true", part: str = "full",
                  dtype: torch.dtype = torch.float64) -> LinearOperator:
     """K or K̃ as a scipy LinearOperator on R^{N·b}, without forming J.
 

@@ -1,0 +1,1 @@
+"""Instruments (what the proof measures), pure functions of (model, problem): Jacobians and kernels (:mod:`.ntk`, :mod:`.structured`), spectra (:mod:`.linalg`), features and α (:mod:`.features`), linearised dynamics (:mod:`.dynamics`), diagnostics at W_0 (:mod:`.diagnostics`), and one probe of everything (:mod:`.probes`)."""
