@@ -37,6 +37,7 @@ from ntkcheck.build.experiment import make_problem
 from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.instruments.dynamics import fit_contraction
 from ntkcheck.instruments.probes import ProbeFailure, ProbeResult
+from ntkcheck.problems import meta
 from ntkcheck.problems import qp as problems
 
 PREDICTION_RTOL = 0.1  # ntkcheck's own tolerance (not the paper's) for a linearised prediction to "agree"
@@ -46,11 +47,11 @@ MLP_QUANTITIES = ("n", "L", "e", "alpha0", "alpha0_tol", "alpha0_rank", "alpha0_
 
 def problem_constants(problem: problems.Problem, T: int, step_scale: float) -> dict:
     """The data's quantities (:func:`bounds.gd_quantities`, numpy: β_i, σ_min(M_i)², ‖X_0 − X*‖² with X* the
-    minimum-norm solution, F_GD(X_T), β₀, …) and the GD curve ``F_gd`` = F(X_t^GD), t = 0..T, by the model's
-    own code."""
+    minimum-norm solution, F_GD(X_T), β₀, …) and the GD curve ``F_gd`` = F(X_t^GD), t = 0..T: F(X_0), then the
+    trainer's reference F_GD(X_1..X_T) (:func:`ntkcheck.problems.meta.gd_objective`)."""
     p = problem.to(device="cpu", dtype=torch.float64)
-    curve = [float(problems.objective(p, X)) for X in problems.gd_trajectory(p, T, step_scale)]
-    return bounds.gd_quantities(p.M.numpy(), p.Y.numpy(), T, step_scale) | {"F_gd": np.array(curve)}
+    curve = torch.cat([meta.objective(p, p.X0())[None], meta.gd_objective(p, T, step_scale)])
+    return bounds.gd_quantities(p.M.numpy(), p.Y.numpy(), T, step_scale) | {"F_gd": curve.numpy()}
 
 
 def thresholds(cfg: TrainConfig, *, C: float | None = None, data: bool = True) -> list[dict]:

@@ -36,7 +36,7 @@ from ntkcheck.models.base import Learner
 from ntkcheck.models.math_l2o import MathL2O
 from ntkcheck.problems import qp as problems
 from ntkcheck.report import run as reports
-from ntkcheck.results import io, runfolder
+from ntkcheck.results import io, runfolder, schema
 from ntkcheck.results.runfolder import Interrupted
 from ntkcheck.theory import (
     comparisons,
@@ -58,7 +58,8 @@ SETTINGS = "verify.json"  # the configuration and probe options, written first: 
 class VerifyResult:
     """A finished verification.
 
-    ``report``: what report.json holds (conditions with verdicts, comparisons, probes, summary, config);
+    ``report``: what report.json holds (conditions with verdicts, comparisons, probes, summary, config; the probes'
+    metrics columns of :mod:`ntkcheck.results.schema` as ``probe_quantities``, defined in ``probe_columns``);
     ``metrics``: training metrics and probe quantities (``ntk/…``, ``alpha/…``), one row per iteration;
     ``probes``: iteration → :class:`~ntkcheck.instruments.probes.ProbeResult` (or :class:`~ntkcheck.instruments.probes.ProbeFailure`);
     ``curves``: the predicted loss curves; ``training``: the training run; ``folder``: None in memory."""
@@ -172,30 +173,16 @@ def probe_method(points: dict, probes: ProbeConfig) -> str:
     return ", ".join(ran) or probes.ntk_method
 
 
+def probe_quantities(points: dict) -> dict[int, dict[str, float]]:
+    """Iteration → the metrics columns of :mod:`ntkcheck.results.schema` at that probe (failed probes left out)."""
+    return {k: schema.metrics_row(p.as_dict()) for k, p in sorted(points.items()) if isinstance(p, ProbeResult)}
+
+
 def probe_frame(points: dict) -> pd.DataFrame:
-    """The probe quantities, one row per probed iteration: ``ntk/K/…``, ``ntk/K_training/…``, ``ntk/loss``,
-    ``alpha/…``, ``ntk/drift/…``, ``ntk/K_vs_K_training/…``, ``ntk/K_training/asymmetry``."""
-    rows = {}
-    for k, p in sorted(points.items()):
-        if not isinstance(p, ProbeResult):
-            continue
-        row = {}
-        for key, stats in (("K", p.K), ("K_training", p.K_training)):
-            row |= {f"ntk/{key}/lambda_max": stats.lambda_max, f"ntk/{key}/lambda_min": stats.lambda_min}
-            if stats.rank is not None:
-                row[f"ntk/{key}/rank"] = float(stats.rank.rank)
-        row["ntk/loss"] = p.loss
-        a = p.alpha
-        if a is not None:  # None for a learner without the MLP's wide layer (its not_applicable says why)
-            row |= {"alpha/alpha": a.alpha, "alpha/sigma_max": a.sigma_max, "alpha/rank": float(a.rank.rank),
-                    "alpha/tol": a.rank.tol}
-        if p.drift is not None:
-            row |= {f"ntk/drift/{name}": v for name, v in p.drift.as_dict().items()}
-        if p.K_vs_K_training is not None:  # detached training against the true kernel
-            row |= {f"ntk/K_vs_K_training/{name}": v for name, v in p.K_vs_K_training.as_dict().items()}
-            row["ntk/K_training/asymmetry"] = p.K_training.asymmetry
-        rows[k] = row
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("iteration")
+    """The probe quantities, one row per probed iteration, one column per metrics column of
+    :mod:`ntkcheck.results.schema` measured at some probe (``ntk/K/lambda_max``, ``alpha/alpha``, …), in its order."""
+    frame = pd.DataFrame.from_dict(probe_quantities(points), orient="index").rename_axis("iteration")
+    return frame[[c.key for c in schema.metrics_columns() if c.key in frame]]
 
 
 def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path | None = None, *,
@@ -280,6 +267,8 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
                     "F_gd": constants["F_gd"].tolist()},
         "notes": learner_notes(cfg) + notes(training.summary, points), "conditions": verdicts, "comparisons": rows,
         "probe_points": {str(k): {"iteration": k, **p.as_dict()} for k, p in sorted(points.items())},
+        "probe_columns": schema.definitions(schema.metrics_columns()),
+        "probe_quantities": {str(k): row for k, row in probe_quantities(points).items()},
         "diagnostics": prober.diagnostics or {}, "figure_format": figures or None,
         "seconds": {"training": training.summary["seconds_training"], **prober.seconds},
     }

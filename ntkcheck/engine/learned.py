@@ -5,10 +5,11 @@ X_0..X_T: ours (:class:`ntkcheck.models.math_l2o.MathL2O`), Liu et al.'s LSTM (:
 (:mod:`.lista`); the last two also take and return a ``state`` to continue from.
 
 :func:`fit` is the sweep-sized sibling of :func:`ntkcheck.engine.training.train`, which stays the trainer of
-record for single runs (run folder, checkpoints, resume). It shares its pieces: the meta optimiser,
-the training loss (last / mean / weighted, summed over instances), the finiteness check and the long
-metrics format. Metrics of iteration k are measured at W_k before its update, so k = 0 is the
-untrained model. A non-finite loss or gradient ends the run: it is recorded (``diverged_at``), not
+record for single runs (run folder, checkpoints, resume). Both run the same meta-iteration
+(:func:`ntkcheck.problems.meta.meta_step`: unroll, training loss, backward, finite check, optimiser step) with the
+same unroll (:func:`ntkcheck.engine.training.recorded_unroll`) and record F_T, gain and gain_mean by the same
+definition (:mod:`ntkcheck.problems.meta`). Metrics of iteration k are measured at W_k before its update, so k = 0
+is the untrained model. A non-finite loss or gradient ends the run: it is recorded (``diverged_at``), not
 raised, since which (η, T) runs explode is what the paper's Fig. 2 is about.
 """
 
@@ -20,10 +21,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ntkcheck.engine.training import grads_finite, meta_optimizer, training_loss
-from ntkcheck.models.math_l2o import MathL2O
-from ntkcheck.problems.qp import Problem, objective
-from ntkcheck.problems.solvers import Curve, gd, iterate
+from ntkcheck.engine.training import recorded_unroll
+from ntkcheck.problems.meta import gain_metrics, gd_objective, meta_optimizer, meta_step
+from ntkcheck.problems.qp import Problem
+from ntkcheck.problems.solvers import Curve, iterate
 
 
 @dataclass
@@ -39,36 +40,23 @@ class Fit:
         return float(self.metrics[quantity].iloc[-1])
 
 
-def unroll(model: nn.Module, problem: Problem, T: int, X0=None, state=None):
-    """(iterates X_0..X_T, state to continue from); ours carries no state beyond X."""
-    if isinstance(model, MathL2O):
-        return model.unroll(problem, T, X0=X0).X, None
-    traj = model.unroll(problem, T, X0=X0, state=state)
-    return traj.X, traj.state
-
-
-def curve_metrics(problem: Problem, X: list[torch.Tensor], F_gd: torch.Tensor) -> dict[str, float]:
-    """F(X_T), gain = (F_GD(X_T) − F(X_T))/F_GD(X_T), gain_mean = the same ratio averaged over t = 1..T."""
-    with torch.no_grad():
-        F_t = torch.stack([objective(problem, x) for x in X[1:]])
-        return {"F_T": float(F_t[-1]), "gain": float((F_gd[-1] - F_t[-1]) / F_gd[-1]),
-                "gain_mean": float(((F_gd - F_t) / F_gd).mean())}
-
-
 def fit(model: nn.Module, problem: Problem, T: int, *, lr: float, iters: int, optimizer: str = "sgd",
         loss: str = "last", truncation: int | None = None, step_scale: float = 1.0) -> Fit:
     """K = ``iters`` meta-iterations of ``model`` on the fixed training set ``problem``.
 
     Full BPTT through all T steps, or, with ``truncation`` = S, truncated BPTT as Liu et al. train:
-    the unroll is cut into segments of S steps, each with its own loss and optimiser step, and the
-    iterate and the LSTM state are detached between segments. F_GD comes from GD with step s/β_i.
+    the unroll is cut into segments of S steps, each with its own loss and optimiser step
+    (:func:`ntkcheck.problems.meta.meta_step`), and the iterate and the LSTM state are detached between segments.
+    ``loss`` is the mean of the segments' losses; F_T, gain and gain_mean (:func:`ntkcheck.problems.meta.gain_metrics`)
+    are measured on the whole unroll against GD with step s/β_i.
     """
     opt = meta_optimizer(optimizer, model.parameters(), lr)
-    F_gd = gd(problem, T, step_scale=step_scale).F[1:]
+    F_gd = gd_objective(problem, T, step_scale)
     rows, diverged_at = [], None
     for k in range(iters + 1):
         X, finite, losses = _iteration(model, opt, problem, T, loss, truncation or T, update=k < iters)
-        metrics = {"loss": sum(losses) / len(losses), **curve_metrics(problem, X, F_gd)}
+        metrics = {"loss": sum(losses) / len(losses)}
+        metrics |= {name: float(v) for name, v in gain_metrics(problem, X, F_gd).items()}
         metrics["diverged"] = 0.0 if finite else 1.0
         rows.append(metrics)
         if not finite:
@@ -82,27 +70,14 @@ def _iteration(model, opt, problem, T, loss, S, *, update):
     """One meta-iteration in segments of S steps: ([X_0..X_T] detached, all finite?, segment losses)."""
     X_all, X0, state, losses = [problem.X0()], None, None, []
     for start in range(0, T, S):
-        opt.zero_grad(set_to_none=False)
-        X, state = unroll(model, problem, min(S, T - start), X0, state)
-        seg_loss = training_loss(problem, _Path(X), loss)
-        losses.append(float(seg_loss.detach()))
-        X_all += [x.detach() for x in X[1:]]
-        if not torch.isfinite(seg_loss):
+        step = meta_step(opt, problem, loss, lambda: recorded_unroll(model, problem, min(S, T - start), X0, state),
+                         update=update)
+        losses.append(step.loss)
+        X_all += [x.detach() for x in step.traj.X[1:]]
+        if not step.finite:
             return X_all + [X_all[-1]] * (T + 1 - len(X_all)), False, losses
-        seg_loss.backward()
-        if not grads_finite(model):
-            return X_all + [X_all[-1]] * (T + 1 - len(X_all)), False, losses
-        if update:
-            opt.step()
-        X0, state = X[-1].detach(), None if state is None else _detach(state)
+        X0, state = step.traj.X[-1].detach(), _detach(getattr(step.traj, "state", None))
     return X_all, True, losses
-
-
-@dataclass
-class _Path:
-    """The one field of a trajectory that :func:`ntkcheck.engine.training.training_loss` reads."""
-
-    X: list[torch.Tensor]
 
 
 def _detach(state):
@@ -115,7 +90,7 @@ def evaluate(model: nn.Module, problem: Problem, T_test: int) -> Curve:
     training horizon; the curve stops where an iterate stops being finite."""
 
     def step(t, carry):
-        X, state = unroll(model, problem, 1, carry[0], carry[1])
-        return X[-1], (X[-1], state)
+        traj = recorded_unroll(model, problem, 1, *carry)
+        return traj.X[-1], (traj.X[-1], getattr(traj, "state", None))
 
     return iterate(problem, T_test, step, (problem.X0(), None))

@@ -6,7 +6,8 @@ step. ∇̃ is the true gradient when ``detach=False`` and the detached-input gr
 metric recorded at iteration k is measured at W_k, before its update, so iteration 0 is the untrained
 model (GD under the deterministic initialisation).
 
-Training losses, all summed over instances:
+Training losses, all summed over instances (:func:`ntkcheck.problems.meta.training_loss`, where they and the
+recorded metrics are defined):
     last      F(X_T)
     mean      (1/T) Σ_{t=1..T} F(X_t)
     weighted  Σ_t t·F(X_t) / Σ_t t
@@ -39,6 +40,8 @@ from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.models.base import Learner, Path as Unroll
 from ntkcheck.models.math_l2o import MathL2O
 from ntkcheck.problems import qp as problems
+from ntkcheck.problems.meta import gd_objective, meta_optimizer, meta_step, step_metrics
+from ntkcheck.problems.meta import training_loss  # noqa: F401 - re-exported: tests import it from here
 from ntkcheck.results import io, runfolder
 from ntkcheck.results.runfolder import CHECKPOINT, Interrupted
 
@@ -67,59 +70,7 @@ class RunResult:
         return build_model(self.config, self.weights, device=device, dtype=dtype)
 
 
-def meta_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """Plain SGD (the paper) or Adam, with learning rate η = ``lr``, over ``params``."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    return torch.optim.SGD(params, lr=lr)
-
-
-# -- one iteration ----------------------------------------------------------------------------------
-
-
-def training_loss(problem: problems.Problem, traj: Unroll, kind: str) -> torch.Tensor:
-    """The meta objective of the module docstring, from F(X_1..X_T) (one per cell for a batch of cells)."""
-    if kind == "last":
-        return problems.objective(problem, traj.X[-1])
-    F_t = problems.objective_path(problem, traj.X[1:])
-    if kind == "mean":
-        return F_t.mean(-1)
-    t = torch.arange(1, F_t.shape[-1] + 1, dtype=F_t.dtype, device=F_t.device)
-    return (t * F_t).sum(-1) / t.sum()
-
-
-def step_metric_tensors(problem, traj: Unroll, F_gd: torch.Tensor, tol: float) -> dict[str, torch.Tensor]:
-    """Objective, gain over GD and step-size statistics of one unroll, as tensors (one entry per cell for a batch
-    of cells; ``F_gd`` = F_GD(X_1..X_T), shape (…, T)).
-
-    gain = (F_GD(X_T) − F(X_T)) / F_GD(X_T) (the paper's "last" gain); gain_mean averages the same
-    ratio over t = 1..T. P_saturated is the share of P entries (all t) within ``tol`` of 0 or 2. active_share:
-    the mean share of active ReLUs in the wide layer, where the unroll recorded it (the MLP's).
-    """
-    with torch.no_grad():
-        F_t = problems.objective_path(problem, traj.X[1:])
-        P = torch.stack(traj.P, dim=-3).flatten(-3)  # (…, T·N·d)
-        active = getattr(traj, "active", None)
-        return {
-            "F_T": F_t[..., -1],
-            "gain": (F_gd[..., -1] - F_t[..., -1]) / F_gd[..., -1],
-            "gain_mean": ((F_gd - F_t) / F_gd).mean(-1),
-            "P_min": P.amin(-1),
-            "P_mean": P.mean(-1),
-            "P_max": P.amax(-1),
-            "P_saturated": ((P <= tol) | (P >= 2 - tol)).double().mean(-1),
-        } | ({} if active is None else {"active_share": torch.stack(active, dim=-1).mean(-1)})
-
-
-def step_metrics(problem, traj: Unroll, F_gd: torch.Tensor, tol: float) -> dict[str, float]:
-    """:func:`step_metric_tensors` of a single run, as floats."""
-    return {k: float(v) for k, v in step_metric_tensors(problem, traj, F_gd, tol).items()}
-
-
-def gd_objective(problem: problems.Problem, T: int, step_scale: float) -> torch.Tensor:
-    """F_GD(X_t), t = 1..T: GD with step s/β_i from X_0 = 0 (shape (…, T), one curve per problem)."""
-    path = problems.gd_trajectory(problem, T, step_scale)[1:]
-    return problems.objective_path(problem, path)
+# -- one iteration (the pieces: :mod:`ntkcheck.problems.meta`) -----------------------------------------------------
 
 
 def weight_metrics(params: dict[str, torch.Tensor], W0: dict) -> dict[str, float]:
@@ -137,33 +88,25 @@ def weight_metrics(params: dict[str, torch.Tensor], W0: dict) -> dict[str, float
     return out
 
 
-def recorded_unroll(model: Learner, problem: problems.Problem, T: int) -> Unroll:
-    """The unroll of a training iteration: the MLP's records its wide layer's active share, another learner's as is."""
+def recorded_unroll(model: Learner, problem: problems.Problem, T: int, X0: torch.Tensor | None = None,
+                    state=None) -> Unroll:
+    """The unroll of a training iteration from ``X0`` (default X_0): the MLP's records its wide layer's active share;
+    another learner's continues from its ``state`` (default: a fresh one)."""
     if isinstance(model, MathL2O):
-        return model.unroll(problem, T, record_active=True)
-    return model.unroll(problem, T)
+        return model.unroll(problem, T, X0=X0, record_active=True)
+    return model.unroll(problem, T, X0=X0, state=state)
 
 
 def run_iteration(cfg, model, optimizer, problem, F_gd, W0, *, update: bool) -> dict[str, float]:
-    """Unroll, backpropagate, measure, and (if ``update`` and everything is finite) step."""
-    optimizer.zero_grad(set_to_none=False)
-    traj = recorded_unroll(model, problem, cfg.T)
-    loss = training_loss(problem, traj, cfg.loss)
-    finite = bool(torch.isfinite(loss))
-    if finite:
-        loss.backward()
-        finite = grads_finite(model)
-    metrics = {"loss": float(loss.detach())}
-    metrics |= step_metrics(problem, traj, F_gd, cfg.saturation_tol)
-    metrics |= weight_metrics(dict(model.named_parameters()), W0)
-    metrics["diverged"] = 0.0 if finite else 1.0
-    if update and finite:
-        optimizer.step()
-    return metrics
+    """:func:`ntkcheck.problems.meta.meta_step` (unroll, backpropagate, and, if ``update`` and everything is finite,
+    step), measuring the loss, :func:`~ntkcheck.problems.meta.step_metrics` and :func:`weight_metrics` at W_k."""
 
+    def measure(traj, loss: float, finite: bool) -> dict[str, float]:
+        return ({"loss": loss} | step_metrics(problem, traj, F_gd, cfg.saturation_tol)
+                | weight_metrics(dict(model.named_parameters()), W0) | {"diverged": 0.0 if finite else 1.0})
 
-def grads_finite(model: Learner) -> bool:
-    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+    return meta_step(optimizer, problem, cfg.loss, lambda: recorded_unroll(model, problem, cfg.T), update=update,
+                     measure=measure).metrics
 
 
 # -- the run ----------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ import torch
 from ntkcheck.config import LOSSES, ConfigError
 from ntkcheck.instruments.ntk import with_mode
 from ntkcheck.models.math_l2o import MathL2O, Trajectory
-from ntkcheck.problems.qp import Problem, gd_trajectory, gradient, objective
+from ntkcheck.problems.meta import gd_path, objective, training_loss
+from ntkcheck.problems.qp import Problem
 
 ROWS = "(step t, instance i, coordinate j) at [t − 1, i, j], 1 ≤ t ≤ T"
 
@@ -61,20 +62,6 @@ def _copy(model: MathL2O, dtype: torch.dtype | None = None) -> MathL2O:
 
 def _float64(model: MathL2O, problem: Problem) -> tuple[MathL2O, Problem]:
     return _copy(model, torch.float64), problem.to(dtype=torch.float64)
-
-
-def meta_loss(problem: Problem, traj: Trajectory, kind: str) -> torch.Tensor:
-    """The training loss of :mod:`ntkcheck.engine.training` (re-derived here: instruments do not import runs):
-
-        last  F(X_T),      mean  (1/T) Σ_{t=1..T} F(X_t),      weighted  Σ_t t·F(X_t) / Σ_t t
-    """
-    if kind == "last":
-        return objective(problem, traj.X[-1])
-    F_t = torch.stack([objective(problem, X) for X in traj.X[1:]])
-    if kind == "mean":
-        return F_t.mean()
-    t = torch.arange(1, F_t.shape[0] + 1, dtype=F_t.dtype, device=F_t.device)
-    return (t * F_t).sum() / t.sum()
 
 
 def _inputs(model: MathL2O, problem: Problem, X: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -170,7 +157,7 @@ def _grad_norm(model: MathL2O, problem: Problem, T: int, loss: str) -> tuple[flo
     """‖∇_W loss‖_F over all parameters, the unroll it came from (detached), and the gradient by name."""
     params = dict(model.named_parameters())
     traj = model.unroll(problem, T)
-    grads = torch.autograd.grad(meta_loss(problem, traj, loss), list(params.values()))
+    grads = torch.autograd.grad(training_loss(problem, traj, loss), list(params.values()))
     norm = math.sqrt(sum(float(g.square().sum()) for g in grads))
     detached = Trajectory([X.detach() for X in traj.X], [P.detach() for P in traj.P])
     return norm, detached, dict(zip(params, grads))
@@ -248,14 +235,9 @@ def dead_cone(model: MathL2O, problem: Problem, T: int) -> DeadCone:
 
 
 def final_iterate(problem: Problem, P: torch.Tensor, step_scale: float = 1.0) -> torch.Tensor:
-    """X_T of X_t = X_{t−1} − (s/β_i)·P_t ⊙ ∇F(X_{t−1}) from X_0 = 0, for given step sizes P (T, N, d).
-
-    P ≡ 1 is GD bit for bit (:func:`ntkcheck.problems.qp.gd_trajectory`)."""
-    X = problem.X0()
-    step = (step_scale / problem.beta)[:, None]
-    for P_t in P:
-        X = X - step * P_t * gradient(problem, X)
-    return X
+    """X_T of X_t = X_{t−1} − (s/β_i)·P_t ⊙ ∇F(X_{t−1}) from X_0 = 0, for given step sizes P (T, N, d)
+    (:func:`ntkcheck.problems.meta.gd_path`; P ≡ 1 is GD bit for bit)."""
+    return gd_path(problem, P.shape[0], step_scale, P)[-1]
 
 
 def live_steps(live: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -307,7 +289,7 @@ def _dead_tensor(dead_mask, problem: Problem, T: int) -> torch.Tensor:
     if dead.dtype != torch.bool or tuple(dead.shape) != (T, problem.N, problem.d):
         raise ConfigError("dead_mask", f"must be a boolean array of shape (T, N, d) = ({T}, {problem.N}, {problem.d}) "
                                        f"(got {str(dead.dtype)[6:]} of shape {tuple(dead.shape)})")
-    return dead.to(problem.M.device)
+    return dead.to(problem.beta.device)
 
 
 def _stop_reason(state: dict, max_iter: int, max_eval: int, grad_max: float, gtol: float) -> tuple[bool, str]:
@@ -338,7 +320,7 @@ def best_gain_live(model: MathL2O, problem: Problem, T: int, dead_mask, *, max_i
     _check_positive("ftol", ftol)
     p = problem.to(dtype=torch.float64)
     live = ~_dead_tensor(dead_mask, p, T)
-    F_gd = float(objective(p, gd_trajectory(p, T, model.step_scale)[-1]))
+    F_gd = float(objective(p, gd_path(p, T, model.step_scale)[-1]))  # F at u = 0, evaluated as F(u) is
     F = live_objective(p, live, model.step_scale)
     u = torch.zeros(int(live.sum()), dtype=torch.float64, device=live.device, requires_grad=True)
     if u.numel() == 0:

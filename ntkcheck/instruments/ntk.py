@@ -162,8 +162,8 @@ def jacobian(model: Learner, problem: Problem, T: int, *, mode: str = "true", me
         raise ValueError(f"method='structured' applies to MathL2O only (got a {type(model).__name__}); "
                          "use method='func' or 'auto'")
     if method == "auto":
-        method = "structured" if mlp and model.angular and model.update.name == "gd" and output == "residual" \
-            else "func"
+        structured = mlp and model.angular and model.update.name == "gd" and isinstance(problem, Problem)
+        method = "structured" if structured and output == "residual" else "func"
     if method == "structured":
         return _structured(model, problem, T, mode, names, output)
     return _func_jacobian(model, problem, T, mode, names, output, chunk)

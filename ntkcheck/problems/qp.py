@@ -74,6 +74,10 @@ class Problem:
         """f_i(x_i) = ½‖M_i x_i − y_i‖² (:func:`objective_per_instance`)."""
         return objective_per_instance(self, X)
 
+    def objective_path(self, Xs) -> torch.Tensor:
+        """F(X_1), …, F(X_T) at once (:func:`objective_path`), the fast path :mod:`ntkcheck.problems.meta` takes."""
+        return objective_path(self, Xs)
+
     def gradient(self, X: torch.Tensor) -> torch.Tensor:
         """∇f_i(x_i) = M_iᵀ(M_i x_i − y_i) (:func:`gradient`)."""
         return gradient(self, X)

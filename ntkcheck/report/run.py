@@ -18,7 +18,7 @@ import pandas as pd
 from rich.table import Table
 
 from ntkcheck.instruments.probes import ProbeResult
-from ntkcheck.results import io
+from ntkcheck.results import io, schema
 from ntkcheck.theory import PREDICTION_RTOL
 
 VERDICT = {True: "holds", False: "FAILS", None: "undecided"}
@@ -161,8 +161,7 @@ def markdown(report: dict) -> str:
         "**differs**. **undecided**: a number is missing.",
         md_table(COMPARISON_HEADER, comparison_rows(report)),
         "## Probes along training",
-        md_table(["k", "F(X_T)", "λ_max(K)", "λ_min(K)", "rank K", "α = σ_min(G_{L−1,T})", "rank G", "‖K_k − K_0‖/‖K_0‖"],
-                  probe_rows(report)),
+        md_table(probe_header(), probe_rows(report)),
         *diagnostics_section(report),
         *(["## Figures", "\n".join(f"![{name}](figures/{name}.{report['figure_format']})" for name in FIGURES)]
           if report.get("figure_format") else []),
@@ -207,29 +206,58 @@ def diagnostics_section(report: dict) -> list[str]:
             "dead cone). Derivations: docs/diagnostics.md.", md_table(["quantity", "value", "detail"], rows), *note]
 
 
+def probe_header() -> list[str]:
+    """The columns of "Probes along training": k, then the labels of the schema's ``verify`` table."""
+    return ["k", *(c.label for c in schema.table("verify"))]
+
+
 def probe_rows(report: dict) -> list[list[str]]:
+    """One row per probe of report.json's ``probe_points``: each column of the schema's ``verify`` table read from
+    the probe (:meth:`~ntkcheck.results.schema.Column.read`), as :data:`PROBE_CELLS` writes it where it carries a
+    tolerance or a size, else by :func:`fmt`; ``n/a (why)`` where the learner does not have it."""
+    columns = schema.table("verify")
     rows = []
     for k, p in sorted(report["probe_points"].items(), key=lambda kp: int(kp[0])):  # JSON sorts keys as text
         if "error" in p:
-            rows.append([k, p["error"], "", "", "", "", "", ""])
+            rows.append([k, p["error"], *[""] * (len(columns) - 1)])
             continue
-        drift = p.get("drift") or {}
-        K, a = p["K"], p["alpha"]
-        lam_min = fmt(K["lambda_min"]) + (f" (≤ tol {fmt(K['rank_tol'])})" if "rank_tol" in K and
-                                          abs(K["lambda_min"]) <= K["rank_tol"] else "")
-        rank_K = f"{K['rank']}/{p['n_outputs']} (tol {fmt(K['rank_tol'])})" if "rank" in K else "—"
-        if a is None:  # a learner without the MLP's wide layer
-            rows.append([k, fmt(p["loss"]), fmt(K["lambda_max"]), lam_min, rank_K, not_applicable_text(p), "n/a",
-                         fmt(drift.get("rel_change"))])
-            continue
-        exact = a.get("rank_bound") is not None  # the pattern bound makes the trailing singular values exact zeros
-        alpha = fmt(a["alpha"]) + (" (exactly)" if exact and a["alpha"] == 0 else
-                                   f" (≤ tol {fmt(a['tol'])})" if a["alpha"] <= a["tol"] else "")
-        bound = f"; ≤ {a['rank_bound']} from {a['patterns']} patterns" if exact else ""
-        rows.append([k, fmt(p["loss"]), fmt(K["lambda_max"]), lam_min, rank_K, alpha,
-                     f"{a['rank']}/{min(a['n_rows'], a['n_cols'])} (tol {fmt(a['tol'])}{bound})",
-                     fmt(drift.get("rel_change"))])
+        said, row = set(), [k]
+        for c in columns:
+            v, part = c.read(p), c.key.split("/")[0]
+            if v is None and part in p.get("not_applicable", {}):  # the reason once per part, then n/a
+                row.append("n/a" if part in said else not_applicable_text(p, part))
+                said.add(part)
+            else:
+                row.append(fmt(v) if v is None or c.key not in PROBE_CELLS else PROBE_CELLS[c.key](p, v))
+        rows.append(row)
     return rows
+
+
+def _lambda_min_cell(p: dict, v: float) -> str:
+    """λ_min(K) with the rank tolerance where it is within it (zero to working precision)."""
+    tol = p["K"].get("rank_tol")
+    return fmt(v) + (f" (≤ tol {fmt(tol)})" if tol is not None and abs(v) <= tol else "")
+
+
+def _rank_K_cell(p: dict, v: int) -> str:
+    return f"{v}/{p['n_outputs']} (tol {fmt(p['K']['rank_tol'])})"
+
+
+def _alpha_cell(p: dict, v: float) -> str:
+    """α, "exactly" zero where the activation patterns bound the rank, else with its tolerance where within it."""
+    a = p["alpha"]
+    exact = a.get("rank_bound") is not None  # the pattern bound makes the trailing singular values exact zeros
+    return fmt(v) + (" (exactly)" if exact and v == 0 else f" (≤ tol {fmt(a['tol'])})" if v <= a["tol"] else "")
+
+
+def _rank_G_cell(p: dict, v: int) -> str:
+    a = p["alpha"]
+    bound = f"; ≤ {a['rank_bound']} from {a['patterns']} patterns" if a.get("rank_bound") is not None else ""
+    return f"{v}/{min(a['n_rows'], a['n_cols'])} (tol {fmt(a['tol'])}{bound})"
+
+
+PROBE_CELLS = {"ntk/K/lambda_min": _lambda_min_cell, "ntk/K/rank": _rank_K_cell, "alpha/alpha": _alpha_cell,
+               "alpha/rank": _rank_G_cell}  # schema key → its cell in "Probes along training" (others: fmt)
 
 
 # -- figures --------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ntkcheck.report.run import fmt as fmt_number
 from ntkcheck.report.run import md_table
+from ntkcheck.results import schema
 
 WORSE = -math.inf  # the outcome of a seed without a finite gain (diverged, failed, non-finite loss)
 SYMBOLS = {"lr": "η", "width": "n", "step_scale": "s"}  # paper symbols of the fields whose names differ
@@ -84,24 +85,21 @@ def summary_table(cells: pd.DataFrame, axes) -> pd.DataFrame:
 
 
 def probe_table(cells: pd.DataFrame, axes) -> pd.DataFrame:
-    """One row per grid cell with the medians over its seeds of the k = 0 probe numbers: ``lambda_max`` = λ_max(K_0),
-    ``stable_lr`` = 2/λ_max(K_0) next to the cell's ``lr`` η and ``stable`` (seeds with η < 2/λ_max(K_0)); ``alpha``
-    = α₀ = σ_min(G_{L−1,T}) with ``alpha_zero`` (seeds with α₀ ≤ its tolerance), ``alpha_tol``, ``alpha_rank`` out
-    of ``alpha_full`` = min(N·d, n); ``rank_K`` out of ``n_outputs`` = N·b at ``rank_K_tol``. ``probed``: seeds with
-    a k = 0 probe."""
+    """One row per grid cell with the medians over its seeds of the k = 0 probe numbers: every ``initial`` column of
+    :mod:`ntkcheck.results.schema` under its sweep name (``lambda_max`` = λ_max(K_0), ``stable_lr`` = 2/λ_max(K_0),
+    ``alpha`` = α₀ = σ_min(G_{L−1,T}), ``alpha_tol``, ``alpha_rank``, ``rank_K``, ``rank_K_tol``, …), the cell's
+    ``lr`` η, and the counts: ``stable`` (seeds with η < 2/λ_max(K_0)), ``alpha_zero`` (seeds with α₀ ≤ its
+    tolerance), ``alpha_full`` = min(N·d, n) and ``n_outputs`` = N·b (the ranks' sizes). ``probed``: seeds with a
+    k = 0 probe."""
     rows = []
     for key, part in grid_cells(cells, axes):
-        lam, stable_lr, lr = number(part, "lambda_max_0"), number(part, "stable_lr_0"), number(part, "lr")
-        alpha, tol = number(part, "alpha_0"), number(part, "alpha_tol_0")
-        probed = lam.notna()
-        rows.append({**dict(zip(axes, key)), "seeds": len(part), "probed": int(probed.sum()),
-                     "lr": lr.median(), "lambda_max": lam.median(), "stable_lr": stable_lr.median(),
-                     "stable": int((lr < stable_lr).sum()), "alpha": alpha.median(),
-                     "alpha_zero": int((alpha <= tol).sum()), "alpha_tol": tol.median(),
-                     "alpha_rank": number(part, "alpha_rank_0").median(),
+        lr, probed = number(part, "lr"), number(part, "lambda_max_0").notna()
+        medians = {c.sweep: number(part, c.initial_name).median() for c in schema.initial_columns()}
+        rows.append({**dict(zip(axes, key)), "seeds": len(part), "probed": int(probed.sum()), "lr": lr.median(),
+                     **medians, "stable": int((lr < number(part, "stable_lr_0")).sum()),
+                     "alpha_zero": int((number(part, "alpha_0") <= number(part, "alpha_tol_0")).sum()),
                      "alpha_full": np.minimum(part["N"] * part["d"], part["width"]).median(),
-                     "rank_K": number(part, "rank_K_0").median(), "n_outputs": (part["N"] * part["b"]).median(),
-                     "rank_K_tol": number(part, "rank_K_tol_0").median()})
+                     "n_outputs": (part["N"] * part["b"]).median()})
     return pd.DataFrame(rows)
 
 
@@ -149,18 +147,31 @@ def gain_rows(table: pd.DataFrame, axes) -> list[list[str]]:
              share(r["diverged"], r["seeds"]), share(r["failed"], r["seeds"])] for r in table.to_dict("records")]
 
 
+def probe_header(axes) -> list[str]:
+    """The columns of the k = 0 table: the axes, η, then the labels of the schema's ``sweep`` table."""
+    return [*map(heading, axes), "η", *(c.label for c in schema.table("sweep"))]
+
+
 def probe_rows(table: pd.DataFrame, axes) -> list[list[str]]:
+    """:func:`probe_table`'s rows under :func:`probe_header`: each schema column's median as :data:`PROBE_CELLS`
+    writes it where it carries a count, a tolerance or a size, else by :func:`value`."""
+    columns = schema.table("sweep")
     rows = []
     for r in table.to_dict("records"):
+        head = [*(value(r[a]) for a in axes), value(r["lr"])]
         if r["probed"] == 0:
-            rows.append([*(value(r[a]) for a in axes), "not probed", "", value(r["lr"]), "", "", "", ""])
+            rows.append([*head, "not probed", *[""] * (len(columns) - 1)])
             continue
-        rows.append([*(value(r[a]) for a in axes), value(r["lambda_max"]), value(r["stable_lr"]), value(r["lr"]),
-                     share(r["stable"], r["probed"]),
-                     f"{value(r['alpha'])} (≤ tol in {share(r['alpha_zero'], r['probed'])})",
-                     f"{value(r['alpha_rank'])}/{value(r['alpha_full'])}, tol {value(r['alpha_tol'])}",
-                     f"{value(r['rank_K'])}/{value(r['n_outputs'])}, tol {value(r['rank_K_tol'])}"])
+        rows.append([*head, *(PROBE_CELLS[c.key](r) if c.key in PROBE_CELLS else value(r[c.sweep]) for c in columns)])
     return rows
+
+
+PROBE_CELLS = {  # schema key → its cell in the k = 0 table, from a row of probe_table (others: value)
+    "ntk/K/threshold": lambda r: f"{value(r['stable_lr'])} (η below in {share(r['stable'], r['probed'])})",
+    "alpha/alpha": lambda r: f"{value(r['alpha'])} (≤ tol in {share(r['alpha_zero'], r['probed'])})",
+    "alpha/rank": lambda r: f"{value(r['alpha_rank'])}/{value(r['alpha_full'])}, tol {value(r['alpha_tol'])}",
+    "ntk/K/rank": lambda r: f"{value(r['rank_K'])}/{value(r['n_outputs'])}, tol {value(r['rank_K_tol'])}",
+}
 
 
 def failures(cells: pd.DataFrame, axes) -> str:
@@ -196,10 +207,10 @@ def markdown(result, drawn: list) -> str:
                  gain_rows(gains, axes)),
         "## Failed and diverged cells", failures(cells, axes),
         "## The kernel and the features at k = 0",
-        "Medians over each grid cell's seeds. η is stable for the linearised dynamics below 2/λ_max(K_0). "
-        "α₀ = σ_min(G_{L−1,T}) is zero to working precision where it is at most its tolerance "
-        "(max(shape)·eps·σ_max); ranks are numerical ranks at the tolerance shown.",
-        md_table([*heads, "λ_max(K_0)", "2/λ_max(K_0)", "η", "η < 2/λ_max", "α₀", "rank G_{L−1,T}",
-                  "rank K_0 / N·b"], probe_rows(probe_table(cells, axes), axes)),
+        "The probes at k = 0 (K = K_0, α = α₀), medians over each grid cell's seeds. η is stable for the linearised "
+        "dynamics below 2/λ_max(K_0) (the seeds where it is are counted). α₀ = σ_min(G_{L−1,T}) is zero to working "
+        "precision where it is at most its tolerance (max(shape)·eps·σ_max); ranks are numerical ranks out of the "
+        "matrix's size (min(N·d, n) for G, N·b for K_0) at the tolerance shown.",
+        md_table(probe_header(axes), probe_rows(probe_table(cells, axes), axes)),
         "## Figures", figures,
     ]) + "\n"

@@ -13,6 +13,10 @@ rounding, and the stacked products round otherwise, so a cell's last bits depend
 1e-12 relative in float64 and 1e-4 in float32 on tiny cells; a cell at an unstable step amplifies the difference).
 The same batch gives the same bits, so a sweep fixes its batches once (:func:`plan`, recorded by
 :mod:`ntkcheck.apps.sweep.run`).
+
+Only the MLP takes the cell axis (:data:`BATCHED`). A cell of another learner (the LSTM) is a batch of one and runs
+as its single run in memory (:func:`run_alone`, through :func:`ntkcheck.engine.training.train`): its curve is that
+run's, bit for bit, with ``active_share`` (the MLP's wide layer only) NaN.
 """
 
 from __future__ import annotations
@@ -35,13 +39,8 @@ from ntkcheck.build.experiment import (
     resolve_device,
 )
 from ntkcheck.config import TrainConfig
-from ntkcheck.engine.training import (
-    gd_objective,
-    meta_optimizer,
-    step_metric_tensors,
-    training_loss,
-    weight_metrics,
-)
+from ntkcheck.engine.training import train, weight_metrics
+from ntkcheck.problems.meta import gd_objective, meta_optimizer, step_metric_tensors, training_loss
 from ntkcheck.problems import qp as problems
 
 # The fields a batch handles per cell: each cell draws its own W_0 (e, init, init_seed, init_file, draw) and data
@@ -49,6 +48,7 @@ from ntkcheck.problems import qp as problems
 # writes no checkpoints (checkpoint_every). Cells batched together agree on every other field (:func:`batch_key`).
 PER_CELL_FIELDS = ("e", "lr", "iters", "seed", "init_seed", "init", "init_file", "draw", "on_divergence",
                    "checkpoint_every")
+BATCHED = ("mlp",)  # the learners (cfg.model) whose unroll takes a leading cell axis; the others run alone
 
 
 @dataclass
@@ -78,10 +78,11 @@ def data_key(cfg: TrainConfig) -> tuple:
 
 def plan(cells: list[Cell], batch_size: int) -> list[list[Cell]]:
     """The batches, at most ``batch_size`` cells each, of equal :func:`batch_key`: the cells of one data seed together
-    (they share their problem), and the groups smaller than half a batch merged (a problem per cell). A function of
-    the cells in their order and ``batch_size`` alone."""
+    (they share their problem), and the groups smaller than half a batch merged (a problem per cell); then every cell
+    of a learner not in :data:`BATCHED` as a batch of one. A function of the cells in their order and ``batch_size``
+    alone."""
     groups: dict[tuple, list[Cell]] = {}
-    for cell in cells:
+    for cell in (c for c in cells if c.config.model in BATCHED):
         groups.setdefault((batch_key(cell.config), str(data_key(cell.config))), []).append(cell)
     out, small = [], {}
     for (key, _), group in groups.items():
@@ -90,7 +91,7 @@ def plan(cells: list[Cell], batch_size: int) -> list[list[Cell]]:
             (small.setdefault(key, []).extend(chunk) if 2 * len(chunk) < batch_size else out.append(chunk))
     for group in small.values():
         out += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
-    return out
+    return out + [[c] for c in cells if c.config.model not in BATCHED]
 
 
 def failed(cell: Cell, error: str) -> CellRun:
@@ -127,9 +128,14 @@ class _Problems:
 
 def run_batch(cells: list[Cell], spec: SweepSpec, on_done, progress=None) -> None:
     """Train ``cells`` (one :func:`batch_key`) together; ``on_done(CellRun)`` as each ends, ``progress(n)`` after
-    every iteration with the number of cells it advanced. An error fails the cells still running, not the sweep."""
+    every iteration with the number of cells it advanced. An error fails the cells still running, not the sweep.
+    Cells of a learner not in :data:`BATCHED` run one after another, each alone (:func:`run_alone`)."""
     configs = [c.config for c in cells]
     cfg0 = configs[0]
+    if cfg0.model not in BATCHED:
+        for cell in cells:
+            on_done(run_alone(cell, spec, progress))
+        return
     device, dtype = resolve_device(cfg0.device), getattr(torch, cfg0.dtype)
     model = build_model(cfg0, device=device, dtype=dtype)  # the architecture; the weights come per call
     names = [name for name, _ in model.named_parameters()]
@@ -155,6 +161,35 @@ def run_batch(cells: list[Cell], spec: SweepSpec, on_done, progress=None) -> Non
     except Exception as err:  # noqa: BLE001 (a cell's failure is recorded, not raised: the sweep goes on)
         for i in active:
             on_done(state[i].result(f"{type(err).__name__}: {err}"))
+
+
+def run_alone(cell: Cell, spec: SweepSpec, progress=None) -> CellRun:
+    """``cell`` as its single run in memory (:func:`ntkcheck.engine.training.train` on :func:`make_problem`'s
+    instances, as ``train(cfg)`` draws them): its curve is that run's metrics at the recorded iterations, bit for bit
+    (``active_share`` NaN where the learner has no wide layer), and its probes a batched cell's (at W_k, before
+    iteration k). ``progress(1)`` after every iteration; an error fails the cell with the rows recorded so far."""
+    cfg = cell.config
+    every, probes, rows = spec.record_step(cfg.iters), _Probes(cfg, spec), {}
+
+    def record(k: int, metrics: dict) -> None:
+        if _records(k, every, cfg.iters) or metrics["diverged"]:
+            rows[k] = metrics
+        if progress is not None:
+            progress(1)
+
+    started = time.perf_counter()
+    try:
+        problem = make_problem(cfg).to(device=resolve_device(cfg.device), dtype=getattr(torch, cfg.dtype))
+        probe = lambda k, model: probes(k, problem, dict(model.named_parameters()))  # noqa: E731
+        # the sweep has checked the cell against its memory limit (run.py's plan): the trainer checks nothing more
+        run = train(cfg, problem=problem, callback=record, probe=probe, max_memory=math.inf)
+        status, error = run.status, None
+    except Exception as err:  # noqa: BLE001 (recorded, as a batch's failure is)
+        status, error = "failed", f"{type(err).__name__}: {err}"
+    curve = _curve(rows)
+    if len(curve) and "active_share" not in curve:  # no wide layer: NaN, so the cells row's final value is NaN
+        curve = curve.assign(active_share=math.nan)
+    return CellRun(cell, status, curve, probes.rows, time.perf_counter() - started, error)
 
 
 def _iteration(k: int, active: list[int], state: list, names: list[str], model, data: _Problems,
@@ -196,6 +231,35 @@ def _iteration(k: int, active: list[int], state: list, names: list[str], model, 
     return ended
 
 
+def _records(k: int, every: int, K: int) -> bool:
+    """Whether iteration k is on a curve recorded every ``every`` iterations up to K."""
+    return k % every == 0 or k == K
+
+
+def _curve(rows: dict[int, dict]) -> pd.DataFrame:
+    """The recorded rows (iteration → metrics) as a curve indexed by ``iteration``."""
+    curve = pd.DataFrame.from_dict(rows, orient="index")
+    curve.index = pd.Index(curve.index, name="iteration")
+    return curve
+
+
+class _Probes:
+    """One cell's probes (:func:`probe_cell`) at the spec's iterations, each at W_k before iteration k (as
+    ``verify``'s): ``rows``, one dict per probe; K_0 is kept for the drift of later probes."""
+
+    def __init__(self, cfg: TrainConfig, spec: SweepSpec):
+        self.cfg, self.method, self.at = cfg, spec.probe_method, set(spec.probe_iterations(cfg.iters))
+        self.rows, self.K0 = [], None
+
+    def __call__(self, k: int, problem, weights: dict) -> None:
+        if k in self.at:
+            detached = {name: w.detach() for name, w in weights.items()}
+            row, K = probe_cell(self.cfg, problem, detached, k, self.method, self.K0)
+            self.rows.append(row)
+            if k == 0:
+                self.K0 = K
+
+
 class _CellState:
     """One cell inside a batch: its weights (leaf tensors), optimizer, W_0, records and probes."""
 
@@ -206,22 +270,15 @@ class _CellState:
         self.W0 = {k: v.detach().cpu().clone() for k, v in self.weights.items()}
         self.optimizer = meta_optimizer(self.cfg.optimizer, list(self.weights.values()), self.cfg.lr)
         self.every = spec.record_step(self.cfg.iters)
-        self.probe_at = set(spec.probe_iterations(self.cfg.iters))
-        self.probe_method = spec.probe_method
-        self.rows, self.probes, self.K0 = {}, [], None
+        self.probes = _Probes(self.cfg, spec)
+        self.rows = {}
         self.status, self.seconds = "running", 0.0
 
     def records(self, k: int) -> bool:
-        return k % self.every == 0 or k == self.cfg.iters
+        return _records(k, self.every, self.cfg.iters)
 
     def probe(self, k: int, problem) -> None:
-        """The probes at W_k, before iteration k (as ``verify``'s); K_0 is kept for the drift of later probes."""
-        if k in self.probe_at:
-            weights = {name: w.detach() for name, w in self.weights.items()}
-            row, K = probe_cell(self.cfg, problem, weights, k, self.probe_method, self.K0)
-            self.probes.append(row)
-            if k == 0:
-                self.K0 = K
+        self.probes(k, problem, self.weights)
 
     def step(self, k: int, loss: float, finite: bool, steps: dict | None) -> bool:
         """Record iteration k, step unless it diverged or is the last; whether the cell ends here."""
@@ -239,7 +296,5 @@ class _CellState:
         return last
 
     def result(self, error: str | None = None) -> CellRun:
-        curve = pd.DataFrame.from_dict(self.rows, orient="index")
-        curve.index = pd.Index(curve.index, name="iteration")
         status = "failed" if error else self.status
-        return CellRun(self.cell, status, curve, self.probes, self.seconds, error)
+        return CellRun(self.cell, status, _curve(self.rows), self.probes.rows, self.seconds, error)

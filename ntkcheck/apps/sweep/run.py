@@ -31,7 +31,7 @@ from ntkcheck import resources
 from ntkcheck.apps.sweep.batched import CellRun, failed, plan, run_batch
 from ntkcheck.apps.sweep.spec import Cell, SweepSpec, load_spec
 from ntkcheck.config import FORMATS, ConfigError
-from ntkcheck.results import io, runfolder
+from ntkcheck.results import io, runfolder, schema
 
 MARKER = "sweep.toml"
 PLAN = "plan.json"
@@ -254,9 +254,8 @@ def _row(run: CellRun) -> dict:
            "F_T_initial": float(curve["F_T"].iloc[0]) if len(curve) else math.nan,
            **{f"{name}_final": float(last[name]) if len(curve) else math.nan for name in SUMMARY}}
     first = next((p for p in run.probes if p["iteration"] == 0), None)
-    for key in ("lambda_max", "lambda_min", "stable_lr", "rank_K", "rank_K_tol", "alpha", "alpha_rank", "alpha_tol",
-                "plateau", "freeze_phi_max", "freeze_saturated", "freeze_gain_landing", "freeze_c", "freeze_scale",
-                "dead_share"):
+    row |= schema.initial_row(first)  # the k = 0 probe columns, then the diagnostics at W_0
+    for key in ("freeze_phi_max", "freeze_saturated", "freeze_gain_landing", "freeze_c", "freeze_scale", "dead_share"):
         row[f"{key}_0"] = first.get(key) if first else None
     return row
 

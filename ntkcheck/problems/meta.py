@@ -1,0 +1,163 @@
+"""The meta-problem of learning to optimise, defined once for any :class:`~ntkcheck.problems.base.Problem`: the
+training loss of an unroll, what is recorded per step, the GD reference, and one meta-gradient step.
+
+An unroll X_0..X_T (any object with a list ``X``; step multipliers ``P``, and the MLP's ``active``, where recorded)
+on N instances has F(X_t) = Σ_i F_i(x_{t,i}) (``problem.objective_per_instance``, summed over instances; one per cell
+for a batch of cells, X (C, N, d)). The training losses:
+
+    last      F(X_T)
+    mean      (1/T) Σ_{t=1..T} F(X_t)
+    weighted  Σ_t t·F(X_t) / Σ_t t
+
+The GD reference runs the paper's backbone with P ≡ 1 (or given step multipliers P_t) from X_0:
+
+    X_t = X_{t−1} − (s/β_i) P_t ⊙ ∇f_i(X_{t−1}),      F_GD = F(X_1^GD), …, F(X_T^GD)
+
+and the per-step metrics of an unroll, measured against it (``F_gd`` = F_GD(X_1..X_T), shape (…, T)):
+
+    F_T        F(X_T)
+    gain       (F_GD(X_T) − F(X_T)) / F_GD(X_T)                     (the paper's "last" gain)
+    gain_mean  (1/T) Σ_{t=1..T} (F_GD(X_t) − F(X_t)) / F_GD(X_t)
+    P_min, P_mean, P_max over all P entries (t, i, j); P_saturated: the share within ``tol`` of 0 or 2
+    active_share: the mean share of active ReLUs in the MLP's wide layer, where the unroll recorded it
+
+:func:`meta_step` is the one meta-iteration every loop runs (the trainer, :func:`ntkcheck.engine.learned.fit`,
+:func:`ntkcheck.instruments.dynamics.sgd_snapshots`): unroll → loss → backward → finite check → optimiser step.
+
+A problem may offer ``objective_path(Xs)``, F(X_1..X_T) at once (the least squares' reads M_i once for all t,
+equal to the F(X_t) one by one to rounding); otherwise each F(X_t) is evaluated on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ntkcheck.config import LOSSES
+from ntkcheck.problems.base import Problem
+
+
+def objective(problem: Problem, X: torch.Tensor) -> torch.Tensor:
+    """F(X) = Σ_i F_i(x_i) (one per cell for X (C, N, d))."""
+    return problem.objective_per_instance(X).sum(-1)
+
+
+def objective_path(problem: Problem, Xs) -> torch.Tensor:
+    """F(X_1), …, F(X_T) of the iterates ``Xs``, shape (…, T): the problem's ``objective_path`` where it has one."""
+    if hasattr(problem, "objective_path"):
+        return problem.objective_path(Xs)
+    return torch.stack([objective(problem, X) for X in Xs], dim=-1)
+
+
+def training_loss(problem: Problem, traj, kind: str) -> torch.Tensor:
+    """The training loss ``kind`` (last / mean / weighted, module docstring) of the unroll ``traj`` (one per cell)."""
+    if kind not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)} (got {kind!r})")
+    if kind == "last":
+        return objective(problem, traj.X[-1])
+    F_t = objective_path(problem, traj.X[1:])
+    if kind == "mean":
+        return F_t.mean(-1)
+    t = torch.arange(1, F_t.shape[-1] + 1, dtype=F_t.dtype, device=F_t.device)
+    return (t * F_t).sum(-1) / t.sum()
+
+
+# -- the GD reference ---------------------------------------------------------------------------------------
+
+
+def gd_path(problem: Problem, T: int, step_scale: float = 1.0, P=None) -> list[torch.Tensor]:
+    """X_0..X_T of X_t = X_{t−1} − (s/β_i) P_t ⊙ ∇f_i(X_{t−1}) from X_0 (``P`` (T, N, d); None: P ≡ 1, plain GD).
+
+    Differentiable in P. With P ≡ 1 given, the iterates are GD's bit for bit."""
+    alpha = (step_scale / problem.beta)[..., None]
+    X = problem.X0()
+    path = [X]
+    for t in range(T):
+        step = alpha if P is None else alpha * P[t]
+        X = X - step * problem.gradient(X)
+        path.append(X)
+    return path
+
+
+def gd_objective(problem: Problem, T: int, step_scale: float = 1.0) -> torch.Tensor:
+    """F_GD(X_1..X_T): GD with step s/β_i from X_0 (shape (…, T), one curve per problem)."""
+    return objective_path(problem, gd_path(problem, T, step_scale)[1:])
+
+
+# -- what is recorded per step --------------------------------------------------------------------------------
+
+
+def gain_metrics(problem: Problem, X: list[torch.Tensor], F_gd: torch.Tensor) -> dict[str, torch.Tensor]:
+    """F_T, gain and gain_mean (module docstring) of the iterates X_0..X_T against ``F_gd`` = F_GD(X_1..X_T)."""
+    with torch.no_grad():
+        F_t = objective_path(problem, X[1:])
+        return {"F_T": F_t[..., -1], "gain": (F_gd[..., -1] - F_t[..., -1]) / F_gd[..., -1],
+                "gain_mean": ((F_gd - F_t) / F_gd).mean(-1)}
+
+
+def step_metric_tensors(problem: Problem, traj, F_gd: torch.Tensor, tol: float) -> dict[str, torch.Tensor]:
+    """The per-step metrics of the module docstring, as tensors (one entry per cell for a batch of cells):
+    :func:`gain_metrics`, the P statistics with saturation tolerance ``tol``, and ``active_share`` where recorded."""
+    with torch.no_grad():
+        P = torch.stack(traj.P, dim=-3).flatten(-3)  # (…, T·N·d)
+        active = getattr(traj, "active", None)
+        return gain_metrics(problem, traj.X, F_gd) | {
+            "P_min": P.amin(-1),
+            "P_mean": P.mean(-1),
+            "P_max": P.amax(-1),
+            "P_saturated": ((P <= tol) | (P >= 2 - tol)).double().mean(-1),
+        } | ({} if active is None else {"active_share": torch.stack(active, dim=-1).mean(-1)})
+
+
+def step_metrics(problem: Problem, traj, F_gd: torch.Tensor, tol: float) -> dict[str, float]:
+    """:func:`step_metric_tensors` of a single run, as floats."""
+    return {k: float(v) for k, v in step_metric_tensors(problem, traj, F_gd, tol).items()}
+
+
+# -- one meta-iteration -----------------------------------------------------------------------------------------
+
+
+def meta_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """Plain SGD (the paper) or Adam, with learning rate η = ``lr``, over ``params``."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr)
+
+
+def grads_finite(params) -> bool:
+    """Whether every gradient of ``params`` that exists is finite."""
+    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+
+
+@dataclass(frozen=True)
+class MetaStep:
+    """One meta-iteration at W_k: the unroll (its graph freed), the loss, whether the loss and every gradient were
+    finite, and what ``measure`` recorded at W_k before the update."""
+
+    traj: object
+    loss: float
+    finite: bool
+    metrics: dict
+
+
+def meta_step(optimizer: torch.optim.Optimizer, problem: Problem, kind: str, unroll: Callable, *, update: bool,
+              measure: Callable | None = None) -> MetaStep:
+    """Unroll (``unroll()``, at the current weights W_k), evaluate the training loss ``kind``, backpropagate through
+    all steps, check that the loss and the gradients of the optimiser's parameters are finite, call
+    ``measure(traj, loss, finite)`` (metrics at W_k, gradients attached), and, if ``update`` and all is finite, take
+    the optimiser's step to W_{k+1}. A non-finite loss is not backpropagated; a non-finite loss or gradient leaves W
+    unchanged."""
+    optimizer.zero_grad(set_to_none=False)
+    traj = unroll()
+    loss = training_loss(problem, traj, kind)
+    finite = bool(torch.isfinite(loss))
+    if finite:
+        loss.backward()
+        finite = grads_finite(p for group in optimizer.param_groups for p in group["params"])
+    value = float(loss.detach())
+    metrics = {} if measure is None else measure(traj, value, finite)
+    if update and finite:
+        optimizer.step()
+    return MetaStep(traj, value, finite, metrics)
