@@ -15,16 +15,7 @@ import math
 import numpy as np
 from scipy.optimize import brentq
 
-from bounds.core import (
-    OVERFLOW,
-    Condition,
-    Outcome,
-    decide_logs,
-    exp_of,
-    log_of,
-    log_product,
-    range_note,
-)
+from bounds.core import OVERFLOW, Condition, Outcome, decide_logs, exp_of, log_of, log_product, range_note
 from bounds.quantities import log_sigmoid_prime, optional, scalar, sigmoid_prime
 
 __all__ = ["theorem_d1", "best_radius_x", "lambda_max_apriori", "log_lambda_max_apriori", "lambda_max_of_e", "EQ13", "EQ14", "EQ14_APRIORI",

@@ -15,17 +15,7 @@ import math
 
 import numpy as np
 
-from bounds.core import (
-    OVERFLOW,
-    ROUNDING,
-    Condition,
-    Outcome,
-    decide_logs,
-    exp_of,
-    log_of,
-    log_product,
-    range_note,
-)
+from bounds.core import OVERFLOW, ROUNDING, Condition, Outcome, decide_logs, exp_of, log_of, log_product, range_note
 from bounds.gd import EPS64, rounding_slack
 from bounds.quantities import log_sigmoid_prime, optional, scalar, sigmoid_prime
 

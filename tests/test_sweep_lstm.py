@@ -24,11 +24,9 @@ from ntkcheck.apps.sweep.spec import Cell, cell_id
 from ntkcheck.config import TrainConfig
 from ntkcheck.report import sweep_figures
 
+from killed import interrupt
+
 TINY = dict(N=2, d=6, b=4, T=3, width=16, iters=4, lstm_hidden=4, lr=1e-2)
-
-
-class Killed(BaseException):
-    """A kill: nothing in the sweep catches it (as in tests/test_sweep_resume.py)."""
 
 
 @pytest.fixture(autouse=True)
@@ -99,18 +97,8 @@ def test_a_killed_lstm_sweep_reruns_to_the_bits_of_the_uninterrupted_one(tmp_pat
     reference = sweep(spec, tmp_path / "ref")
     assert (reference.cells.status == "completed").all()
     for after in (1, 3):
-        out, written, write = tmp_path / f"sw{after}", [], sweep_run._write_cell
-
-        def write_then_die(work, run):
-            if len(written) == after:
-                raise Killed
-            write(work, run)
-            written.append(run.cell.id)
-
-        with monkeypatch.context() as patch:
-            patch.setattr(sweep_run, "_write_cell", write_then_die)
-            with pytest.raises(Killed):
-                sweep(spec, out)
+        out = tmp_path / f"sw{after}"
+        written = interrupt(spec, out, after, monkeypatch)
         recorded = json.loads((tmp_path / f"sw{after}.partial" / "plan.json").read_text())
         assert recorded["batches"] == [[c.id] for c in spec.cells()]  # alone, in spec order
         ran = []

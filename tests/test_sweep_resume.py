@@ -21,6 +21,7 @@ from ntkcheck.apps.sweep.spec import Cell, cell_id
 from ntkcheck.build.experiment import initial_weights
 from ntkcheck.config import TrainConfig, preset
 from ntkcheck.report import sweep_figures
+from killed import interrupt
 
 TINY = dict(N=3, d=8, b=6, width=32, T=5, iters=24)
 UNSTABLE = dict(e=1.0, lr=10.0, init_seed=1)  # its loss grows 19-fold in one iteration (checked below)
@@ -47,25 +48,6 @@ def _rel(a: pd.DataFrame, b: pd.DataFrame) -> float:
     return float(np.max(diff.max(axis=0) / np.maximum(np.abs(y).max(axis=0), np.maximum(ratio, 1e-300))))
 
 
-class Killed(BaseException):
-    """A kill: nothing in the sweep catches it, as nothing can catch a SIGKILL."""
-
-
-def _interrupt(spec, out, after: int, monkeypatch) -> list[str]:
-    """Run ``spec`` into ``out`` and kill it as it is about to write its (after + 1)-th cell; the cells written."""
-    written, write = [], sweep_run._write_cell
-
-    def write_then_die(work, run):
-        if len(written) == after:
-            raise Killed
-        write(work, run)
-        written.append(run.cell.id)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(sweep_run, "_write_cell", write_then_die)
-        with pytest.raises(Killed):
-            sweep(spec, out)
-    return written
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -87,7 +69,7 @@ def reference(tmp_path_factory, no_figures) -> dict:
 def test_a_sweep_killed_after_any_cell_reruns_to_the_bits_of_the_uninterrupted_sweep(tmp_path, monkeypatch,
                                                                                      reference, dtype, after):
     spec, out = _spec(dtype), tmp_path / "sw"
-    kept = _interrupt(spec, out, after, monkeypatch)
+    kept = interrupt(spec, out, after, monkeypatch)
     partial = tmp_path / "sw.partial"
     recorded = json.loads((partial / "plan.json").read_text())
     assert recorded["batches"] == [[c.id for c in batch] for batch in plan(spec.cells(), 3)] and \
@@ -131,7 +113,7 @@ def test_a_resume_with_another_batch_size_is_refused_and_leaves_the_folder(tmp_p
     from ntkcheck.cli import main
 
     out = tmp_path / "sw"
-    kept = _interrupt(_spec("float64"), out, 1, monkeypatch)
+    kept = interrupt(_spec("float64"), out, 1, monkeypatch)
     with pytest.raises(ConfigError) as err:
         sweep(_spec("float64", batch_size=2), out)
     assert err.value.field == "batch_size" and "planned with batch_size 3" in str(err.value)
@@ -146,7 +128,7 @@ def test_a_resume_with_less_memory_fails_the_batches_that_no_longer_fit(tmp_path
 
     spec = make_spec("small", base=TINY | dict(iters=3), grid={"width": (32, 2048)}, probe_method="none")
     out = tmp_path / "sw"
-    _interrupt(spec, out, 1, monkeypatch)  # the width-32 cell written, the width-2048 one lost
+    interrupt(spec, out, 1, monkeypatch)  # the width-32 cell written, the width-2048 one lost
     small, large = (resources.estimate(c.config).total_bytes for c in spec.cells())
     cells = sweep(spec, out, max_memory=(small + large) / 2).cells.set_index("width")
     assert cells.loc[32, "status"] == "completed"
