@@ -43,6 +43,7 @@ DRAWS = ("ntkcheck", "paper")
 MODELS = ("mlp", "lstm")  # the learner: Math-L2O's step-size MLP, or Liu et al.'s coordinate-wise LSTM
 LSTM_VARIANTS = ("P", "PA")  # the LSTM's heads: step multipliers P, and the accelerator A (ntkcheck.models.lstm)
 FORMATS = ("png", "pdf", "svg")  # figure files
+SEED_MAX = 2**63 - 1  # seeds are stored as int64 (metrics, cells.parquet)
 DENSE_MAX = 4000  # ``ntk_method="auto"`` where the available memory cannot be read: dense up to N·b = 4000 outputs
 
 # The named configurations: the paper's small scale (Fig. 5) and its full scale (Fig. 4a). Every default of
@@ -200,9 +201,11 @@ def _pick(cls, values: dict) -> dict:
 # -- validation ---------------------------------------------------------------------------------------------
 
 
-def _integer(name: str, value, minimum: int = 1) -> None:
+def _integer(name: str, value, minimum: int = 1, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(name, f"must be an integer ≥ {minimum} (got {value!r})")
+    if maximum is not None and value > maximum:
+        raise ConfigError(name, f"must be an integer ≤ {maximum} (got {value!r})")
 
 
 def _positive_float(name: str, value) -> None:
@@ -239,9 +242,9 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.wide_layer == "angular" and cfg.bias:
         raise ConfigError("wide_layer", "angular needs a bias-free wide layer; use auto or dense with bias")
     _choice("on_divergence", cfg.on_divergence, ON_DIVERGENCE)
-    _integer("seed", cfg.seed, minimum=0)
+    _integer("seed", cfg.seed, minimum=0, maximum=SEED_MAX)
     if cfg.init_seed is not None:
-        _integer("init_seed", cfg.init_seed, minimum=0)
+        _integer("init_seed", cfg.init_seed, minimum=0, maximum=SEED_MAX)
     _choice("draw", cfg.draw, DRAWS)
     _choice("model", cfg.model, MODELS)
     _choice("lstm_variant", cfg.lstm_variant, LSTM_VARIANTS)
@@ -251,6 +254,9 @@ def validate(cfg: TrainConfig) -> None:
         _lstm_model(cfg)
     if cfg.draw == "paper":
         _paper_model(cfg)
+        if cfg.problem_file:
+            raise ConfigError("draw", "paper draws the authors' instances, which a problem_file would replace; give "
+                                      "one of them")
 
 
 def _lstm_model(cfg: TrainConfig) -> None:

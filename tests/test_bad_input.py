@@ -245,6 +245,21 @@ CASES = [
     case("train", "--model", "lstm", "--init", "random", flag="--init"),
     case("train", "--model", "lstm", "--bias", flag="--bias"),
     case("ntk", "--model", "lstm", "--draw", "paper", flag="--draw"),
+    # -- sizes and combinations that were silently accepted or crashed late (issue 22) -------------------------------
+    case("sweep", "--seeds", "0-1000000000", flag="--seeds", contains=("100000",), id="sweep --seeds 10^9 seeds"),
+    case("sweep", "--seeds", "0-99999,100000-100001", flag="--seeds", id="sweep --seeds over the cap in two ranges"),
+    case("sweep", "--seeds", str(2**64), flag="--seeds", contains=("int64",), id="sweep --seeds 2^64"),
+    case("sweep", "--grid", "lr=1e-3,1e-2", "--seed", str(2**64), flag="--seed", id="sweep --seed 2^64"),
+    case("train", "--seed", str(2**63), flag="--seed", id="train --seed 2^63"),
+    case("train", "--init-seed", str(2**64), flag="--init-seed", id="train --init-seed 2^64"),
+    case("sweep", "--grid", "e=" + ",".join(str(i + 1) for i in range(400)), "--grid",
+         "lr=" + ",".join(f"{i + 1}e-9" for i in range(400)), flag="--grid", id="sweep a 160000-cell grid"),
+    case("sweep", "--workers", "2", flag="--workers", id="sweep --workers without ray"),
+    case("sweep", "--probe-at", "0,5", flag="--probe-at", id="sweep --probe-at beyond iters"),
+    case("sweep", "--grid", "iters=2,3", "--probe-at", "4", flag="--probe-at", id="sweep --probe-at beyond every iters"),
+    case("train", "--draw", "paper", "--problem-file", "@good.npz", flag="--draw", id="train --draw paper --problem-file"),
+    case("verify", "--draw", "paper", "--problem-file", "@good.npz", flag="--draw",
+         id="verify --draw paper --problem-file"),
 ]
 
 
@@ -280,6 +295,7 @@ def files(tmp_path_factory) -> Path:
     np.savez(root / "b_gt_d.npz", M=rng.standard_normal((2, 20, 12)), Y=rng.standard_normal((2, 20)))
     np.savez(root / "noY.npz", M=M)
     np.savez(root / "nan.npz", M=np.where(M > 0.5, np.nan, M), Y=Y)
+    problems.save(problems.generate(2, 6, 4, 0), root / "good.npz")  # a valid file
     np.savez(root / "badY.npz", M=M, Y=Y[:, :3])
     np.savez(root / "empty.npz", M=np.zeros((0, 4, 6)), Y=np.zeros((0, 4)))
     w = inits.deterministic((2, 8), 3.0, 0)

@@ -212,7 +212,7 @@ torch.set_num_threads(1)
 from ntkcheck.apps.sweep import make_spec, sweep
 spec = make_spec("small", base=dict(N=4, d=10, b=6, width=40, T=5, iters=int(sys.argv[2])),
                  grid={"e": (5.0, 25.0, 50.0), "lr": (1e-3, 1e-2)}, batch_size=1, probe_method="none")
-sweep(spec, sys.argv[1], engine=sys.argv[3], workers=2)
+sweep(spec, sys.argv[1], engine=sys.argv[3], workers=2 if sys.argv[3] == "ray" else None)
 """
 
 

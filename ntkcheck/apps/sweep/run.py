@@ -69,6 +69,8 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
         raise ConfigError("address", "needs engine ray")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ConfigError("workers", f"must be an integer ≥ 1 (got {workers!r})")
+    if workers is not None and engine != "ray":
+        raise ConfigError("workers", "needs engine ray (the embedded engine runs in this process)")
     if figures not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
     resources.check(spec.base, limit=max_memory)

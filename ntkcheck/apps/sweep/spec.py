@@ -34,9 +34,10 @@ from pathlib import Path
 
 import tomli_w
 
-from ntkcheck.config import NTK_METHODS, ConfigError, TrainConfig, preset
+from ntkcheck.config import NTK_METHODS, SEED_MAX, ConfigError, TrainConfig, preset
 
 VARY = ("both", "data", "init")
+MAX_CELLS = 100_000  # cells in one sweep: grid × seeds (each cell is a training run)
 SEED_FIELDS = ("seed", "init_seed")  # set by ``seeds`` and ``vary``, never an axis
 CURVE_POINTS = 200  # default record_every: about this many points per curve
 SPEC_KEYS = ("preset", "base", "grid", "seeds", "vary", "record_every", "probe_at", "probe_method", "batch_size",
@@ -85,6 +86,13 @@ class SweepSpec:
             raise ConfigError("seeds", f"must be integers ≥ 0 (got {list(self.seeds)!r})")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("seeds", f"lists a seed twice ({list(self.seeds)})")
+        if max(self.seeds) > SEED_MAX:
+            raise ConfigError("seeds", f"must be ≤ {SEED_MAX} (seeds are stored as int64; got {max(self.seeds)})")
+        cells = math.prod(len(values) for _, values in self.grid) * len(self.seeds)
+        if cells > MAX_CELLS:
+            raise ConfigError("seeds" if len(self.seeds) > 1 and cells // len(self.seeds) <= MAX_CELLS else "grid",
+                              f"the sweep has {cells} cells (grid × seeds), more than the {MAX_CELLS} one sweep takes; "
+                              "split it into several sweeps")
         if self.vary not in VARY:
             raise ConfigError("vary", f"must be one of {', '.join(VARY)} (got {self.vary!r})")
         _integer("record_every", self.record_every, 0)
@@ -92,9 +100,14 @@ class SweepSpec:
         if self.probe_method not in (*NTK_METHODS, "none"):
             raise ConfigError("probe_method", f"must be one of {', '.join((*NTK_METHODS, 'none'))} "
                                               f"(got {self.probe_method!r})")
+        last = max([self.base.iters, *(v for name, values in self.grid if name == "iters" for v in values
+                                       if isinstance(v, int))])
         for k in self.probe_at:
             if k != "K" and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
                 raise ConfigError("probe_at", f"must list iterations ≥ 0 or K (got {k!r})")
+            if k != "K" and k > last:
+                raise ConfigError("probe_at", f"iteration {k} is beyond the last one of every cell (iters ≤ {last}); "
+                                              "list iterations up to iters, or K")
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -227,11 +240,14 @@ def parse_seeds(text) -> tuple[int, ...]:
     for part in str(text).split(","):
         lo, dash, hi = part.strip().partition("-")
         try:
-            out += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+            lo, hi = int(lo), int(hi) if dash else int(lo)
         except ValueError:
             raise ConfigError("seeds", f"must be a range a-b or a list a,b,c of integers ≥ 0 (got {text!r})") from None
-        if dash and int(hi) < int(lo):
+        if hi < lo:
             raise ConfigError("seeds", f"range {part.strip()} is empty (write low-high)")
+        if len(out) + hi - lo + 1 > MAX_CELLS:  # counted before the list is built
+            raise ConfigError("seeds", f"{text!r} lists more than the {MAX_CELLS} cells one sweep takes")
+        out += range(lo, hi + 1)
     return tuple(out)
 
 
@@ -252,10 +268,12 @@ def parse_probe_at(text) -> tuple:
 
 
 def make_spec(preset_name: str = "small", *, base: dict | None = None, grid=(), seeds=None, **settings) -> SweepSpec:
-    """A :class:`SweepSpec` from a preset, base overrides (TrainConfig fields), axes (``{"e": [1, 5]}`` or
+    """A :class:`SweepSpec` from a preset, base overrides (TrainConfig fields, in ``base`` or as keywords, as in
+    :func:`~ntkcheck.config.preset`), axes (``{"e": [1, 5]}`` or
     ``["e=1,5"]``), seeds (``"0-4"`` or a list; default the base's) and the other settings of :class:`SweepSpec`.
     The base's ``seed`` and ``init_seed`` are what a seed does not vary (``vary="init"`` keeps the data of ``seed``)."""
-    cfg = preset(preset_name, **dict(base or {}))
+    fields = {k: settings.pop(k) for k in list(settings) if k in TrainConfig.__dataclass_fields__}
+    cfg = preset(preset_name, **(dict(base or {}) | fields))
     axes = grid.items() if isinstance(grid, dict) else (parse_axis(a) if isinstance(a, str) else a for a in grid)
     axes = tuple((AXIS_ALIASES.get(name, name), tuple(values)) for name, values in axes)
     default_seeds = (_weights_seed(cfg),) if settings.get("vary") == "init" else (cfg.seed,)
