@@ -6,6 +6,7 @@ import math
 import os
 
 import numpy as np
+import torch
 import pytest
 
 import bounds
@@ -20,8 +21,11 @@ def test_a_notebook_workflow_from_top_level_imports_writes_nothing(tmp_path, mon
     problem, model = ntkcheck.make_problem(cfg), ntkcheck.build_model(cfg)
     at_init = ntkcheck.measure(model, problem, cfg.T, lr=cfg.lr)
     cfg = cfg.replace(lr=0.5 * at_init.linearised.threshold)  # η = half of 2/λ_max(K_0): stable
+    W0 = {k: v.detach().clone() for k, v in model.named_parameters()}
     run = ntkcheck.train(cfg, problem=problem, model=model)
     assert os.listdir(tmp_path) == []  # in memory: no file, no folder
+    assert all(torch.equal(v, W0[k]) for k, v in model.named_parameters())  # the caller's model is not trained
+    assert any(not torch.equal(run.weights[k], W0[k]) for k in W0)
     assert run.folder is None and run.status == "completed" and list(run.metrics.index) == list(range(51))
 
     # K = J Jᵀ at the trained weights: N·b × N·b, symmetric, PSD up to rounding

@@ -10,6 +10,8 @@ Math-L2O's MLP (:class:`~ntkcheck.models.math_l2o.MathL2O`) or Liu et al.'s LSTM
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 
 import torch
@@ -91,7 +93,7 @@ def build_model(cfg: TrainConfig, weights: dict | None = None, *, device=None, d
 @dataclass(frozen=True)
 class Experiment:
     """A configuration with its objects: the problem and the model on ``device`` in ``dtype``. ``config``
-    carries the problem's N, d, b; ``model`` holds W_0 until a trainer updates it in place."""
+    carries the problem's N, d, b; ``model`` holds W_0 until a trainer updates it (the experiment's own copy)."""
 
     config: TrainConfig
     device: torch.device
@@ -104,8 +106,8 @@ def setup(cfg: TrainConfig, *, problem: problems.Problem | None = None, model: L
     """Build (or adopt) the problem and the model of ``cfg`` once.
 
     A given ``problem`` replaces the config's data (its N, d, b win); a given ``model`` must be the one the
-    config describes (widths, bias, detach, step scale); it is moved to the config's device and dtype in place
-    (``nn.Module.to``) and a trainer then updates it in place, as torch optimizers do."""
+    config describes (widths, bias, detach, step scale); a copy of it, on the config's device and dtype, is what the
+    run trains, so the caller's module is never changed (its weights stay W_0)."""
     device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
     problem = make_problem(cfg) if problem is None else problem
     cfg = cfg.replace(N=problem.N, d=problem.d, b=problem.b)
@@ -113,7 +115,7 @@ def setup(cfg: TrainConfig, *, problem: problems.Problem | None = None, model: L
         model = build_model(cfg, device=device, dtype=dtype)
     else:
         check_architecture(cfg, model)
-        model = model.to(device=device, dtype=dtype)
+        model = copy.deepcopy(model).to(device=device, dtype=dtype)
     return Experiment(cfg, device, dtype, problem.to(device=device, dtype=dtype), model)
 
 

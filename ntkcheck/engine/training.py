@@ -117,8 +117,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, problem: problems.
           max_memory: float | None = None) -> RunResult:
     """Train the learner of ``cfg`` (Math-L2O's MLP, or the LSTM: ``cfg.model``) for K = ``cfg.iters`` iterations.
 
-    ``problem`` and ``model`` replace the ones the config describes (:func:`ntkcheck.build.experiment.setup`; the
-    model is trained in place). With ``out`` None the run stays in memory; with a folder it is written there
+    ``problem`` and ``model`` replace the ones the config describes (:func:`ntkcheck.build.experiment.setup`; a
+    copy of the model is trained, the caller's keeps W_0). With ``out`` None the run stays in memory; with a folder it is written there
     (``<out>.partial`` until it ends, then renamed), checkpointed at k = 0 and every ``checkpoint_every``
     iterations, and on SIGINT/SIGTERM the last completed iteration is checkpointed and :class:`Interrupted`
     raised; ``resume=True`` continues it (:func:`resume_run` needs only the folder) and ends with the numbers an
