@@ -158,3 +158,18 @@ def test_verify_builds_the_problem_and_the_model_once(monkeypatch):
     monkeypatch.setattr(experiment, "build_model", counted("build_model", experiment.build_model))
     ntkcheck.verify(ntkcheck.TrainConfig(**SMALL, lr=1e-3, iters=4), ntkcheck.ProbeConfig(ntk_every=2))
     assert calls == {"generate": 1, "build_model": 1}
+
+
+def test_a_run_and_a_probe_show_short_reprs_and_tables():
+    """repr of a run or a probe is one line of headline numbers (it used to dump every array: thousands of
+    characters); in a notebook they render as tables (_repr_html_), with the probe's numbers those of as_dict."""
+    cfg = ntkcheck.TrainConfig(N=2, d=6, b=4, width=16, T=3, iters=3)
+    run = ntkcheck.train(cfg)
+    text = repr(run)
+    assert len(text) < 200 and "\n" not in text and f"{run.summary['gain_final']:.4g}" in text
+    assert "<table" in run._repr_html_()
+    probe = ntkcheck.measure(run.model(), ntkcheck.make_problem(cfg), cfg.T, lr=cfg.lr)
+    assert len(repr(probe)) < 200 and f"{probe.K.lambda_max:.4g}" in repr(probe)
+    table = probe.table()
+    assert table.loc["λ_max(K)", "value"] == probe.K.lambda_max and table.loc["F(X_T)", "value"] == probe.loss
+    assert "<table" in probe._repr_html_()

@@ -65,6 +65,18 @@ class RunResult:
     W0: dict[str, torch.Tensor] = field(repr=False)
     folder: Path | None = None
 
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"RunResult(status={self.status!r}, iterations={len(self.metrics) - 1}, "
+                f"F_T {s.get('F_T_initial', float('nan')):.6g} → {s.get('F_T_final', float('nan')):.6g}, "
+                f"gain={s.get('gain_final', float('nan')):.4g}, "
+                f"folder={None if self.folder is None else str(self.folder)!r})")
+
+    def _repr_html_(self) -> str:
+        """The summary, then the first and last iterations of the metrics: a table, not arrays."""
+        head = pd.DataFrame({"value": {k: v for k, v in self.summary.items() if not isinstance(v, (list, dict))}})
+        return head.to_html() + pd.concat([self.metrics.head(3), self.metrics.tail(3)]).to_html()
+
     def model(self, *, device=None, dtype=None) -> Learner:
         """The trained model (:func:`ntkcheck.build.experiment.build_model` with the final weights)."""
         return build_model(self.config, self.weights, device=device, dtype=dtype)

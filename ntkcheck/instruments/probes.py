@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.sparse.linalg import ArpackError, LinearOperator, eigsh
 
@@ -59,6 +60,7 @@ from ntkcheck.models.base import Learner
 from ntkcheck.models.math_l2o import MathL2O
 from ntkcheck.problems import qp as problems
 from ntkcheck.resources import kernel_method
+from ntkcheck.results import schema
 
 PROBE_METHODS = ("auto", "dense", "lanczos")
 LANCZOS_TOL = 1e-10
@@ -185,6 +187,21 @@ class ProbeResult:
 
     def replace(self, **changes) -> "ProbeResult":
         return dataclasses.replace(self, **changes)
+
+    def table(self) -> "pd.DataFrame":
+        """The probe as a table: one row per column of :mod:`ntkcheck.results.schema` (label, formula, value; None
+        where not measured), what a notebook shows for it."""
+        probe = self.as_dict()
+        return pd.DataFrame([{"quantity": c.label, "formula": c.formula, "value": c.read(probe)}
+                             for c in schema.metrics_columns()]).set_index("quantity")
+
+    def __repr__(self) -> str:
+        alpha = "n/a" if self.alpha is None else f"{self.alpha.alpha:.3g}"
+        return (f"ProbeResult(method={self.method!r}, loss={self.loss:.6g}, λ_max(K)={self.K.lambda_max:.4g}, "
+                f"λ_min(K)={self.K.lambda_min:.4g}, α={alpha}, outputs={self.n_outputs}, params={self.n_params})")
+
+    def _repr_html_(self) -> str:
+        return self.table().to_html()
 
     def as_dict(self) -> dict:
         """The numbers, for JSON (arrays: :meth:`arrays`)."""
