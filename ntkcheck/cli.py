@@ -20,7 +20,7 @@ from ntkcheck.apps import options as opt
 from ntkcheck.config import FORMATS, PRESETS, ConfigError, TrainConfig, preset, probe_preset
 from ntkcheck.config import flag as config_flag
 from ntkcheck.report.progress import ProgressDisplay
-from ntkcheck.resources import set_threads  # (torch is imported inside it)
+from ntkcheck.resources import idle_cores, set_threads  # (torch is imported inside it)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Check the NTK convergence theory of Math-L2O against real training runs.")
@@ -63,10 +63,10 @@ def _machine(values: dict, command: str) -> Path:
     _machine_readable(values)  # checks --json/--csv before the run
     if values.get("format", "png") not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {values['format']!r})")
-    if (threads := values.get("threads")) is not None:
-        if not 1 <= threads <= 4096:
-            raise ConfigError("threads", f"must be an integer in [1, 4096] (got {threads})")
-        set_threads(threads)
+    if (threads := values.get("threads")) is not None and not 1 <= threads <= 4096:
+        raise ConfigError("threads", f"must be an integer in [1, 4096] (got {threads})")
+    if "threads" in values:
+        set_threads(threads or idle_cores())
     if values.get("resume") and values.get("out") is None:
         raise ConfigError("resume", "needs --out, the folder of the interrupted run")
     return values.get("out") or Path("runs") / time.strftime(f"{command}-%Y%m%d-%H%M%S")

@@ -201,6 +201,18 @@ class MemoryLimitError(ConfigError):
                                 f"{lower}{hint} or pass max_memory=inf to insist")
 
 
+def idle_cores() -> int:
+    """The cores this process may use that are not busy now: the affinity set's size minus the 1-minute load
+    average, rounded, and at least 1. The default thread count: torch's own (every core) collapses on a shared
+    machine, where threads that find their core taken spin-wait (10–30× slower runs, benchmarks/README.md)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:  # no load average on this platform: assume a quiet machine
+        busy = 0
+    return max(1, min(cores, cores - busy))
+
+
 def set_threads(n: int) -> None:
     """Use at most ``n`` CPU threads for linear algebra: torch's intra-op threads and the BLAS/OpenMP pools of numpy
     and scipy (through threadpoolctl), which ``torch.set_num_threads`` does not reach (scipy's BLAS runs the

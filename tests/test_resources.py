@@ -240,3 +240,31 @@ def test_set_threads_limits_torch_and_every_blas_pool():
     *counts, apis = json.loads(done.stdout.strip().splitlines()[-1])
     assert "openblas" in apis or "mkl" in apis
     assert counts == [1] * len(counts) and len(counts) >= 3  # torch, and at least numpy's and scipy's BLAS
+
+
+@pytest.mark.parametrize("load,expected", [(0.0, 4), (0.4, 4), (1.6, 2), (3.6, 1), (9.0, 1)])
+def test_the_default_threads_are_the_cores_not_busy(monkeypatch, load, expected):
+    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(resources.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    assert resources.idle_cores() == expected
+
+
+def test_without_a_load_average_every_core_is_taken(monkeypatch):
+    def unavailable():
+        raise OSError("no load average")
+
+    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(resources.os, "getloadavg", unavailable)
+    assert resources.idle_cores() == 3
+
+
+def test_the_command_line_sets_the_idle_cores_unless_threads_is_given(monkeypatch, tmp_path):
+    import ntkcheck.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "set_threads", calls.append)
+    monkeypatch.setattr(cli, "idle_cores", lambda: 7)
+    tiny = ["train", "--N", "2", "--d", "6", "--b", "4", "--width", "8", "--T", "3", "--iters", "1"]
+    assert cli.main([*tiny, "--out", str(tmp_path / "a")]) == 0
+    assert cli.main([*tiny, "--threads", "1", "--out", str(tmp_path / "b")]) == 0
+    assert calls == [7, 1]

@@ -101,8 +101,8 @@ OPTIONS = {
     "continue_from": _o(Optional[Path], OUT, "A completed run folder to continue to --iters iterations, into --out "
                         "(a new folder; the finished one is only read).", "--continue-from"),
     "device": _o(str, MACH, "auto, cpu or cuda.", choices=DEVICES),
-    "threads": _o(Optional[int], MACH, "CPU threads for torch and numpy/scipy BLAS (default: theirs); 1 is often "
-                                       "faster on a busy machine."),
+    "threads": _o(Optional[int], MACH, "CPU threads for torch and numpy/scipy BLAS (default: the cores not busy "
+                                       "now, at least 1)."),
     "max_memory": _o(Optional[float], MACH, "Refuse runs estimated to need more bytes, e.g. 8e9 (default: "
                                             "available; inf)."),
     "strict": _o(bool, OUT, "Exit 1 when a condition the theorem needs FAILS.", "--strict", default=False),
