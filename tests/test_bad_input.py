@@ -498,6 +498,8 @@ HUGE_CHILD = textwrap.dedent("""
     import io, json, os, signal, sys, contextlib
     import torch
     torch.set_num_threads(1)
+    import scipy.linalg, threadpoolctl  # noqa: F401 - imported by every command (thread limits): not the case's time
+    import ntkcheck.apps.train, ntkcheck.apps.verify_start  # noqa: F401
     from ntkcheck.cli import main
 
     class Slow(Exception):

@@ -126,13 +126,15 @@ def test_the_test_batch_is_their_seed_plus_7777_with_32_instances():
         paper_draw.problem(cfg, "validation")
 
 
-def test_the_experiment_dispatches_on_draw_and_files_still_win(tmp_path):
+def test_the_experiment_dispatches_on_draw_an_init_file_wins_and_a_problem_file_is_refused(tmp_path):
     cfg = TrainConfig(**PAPER)
     assert torch.equal(make_problem(cfg).M, paper_draw.problem(cfg).M)
     assert torch.equal(initial_weights(cfg)["W2"], paper_draw.weights(cfg)["W2"])
     theirs = problems.generate(2, 5, 3, seed=1)
     problems.save(theirs, tmp_path / "qp.npz")
-    assert torch.equal(make_problem(cfg.replace(problem_file=str(tmp_path / "qp.npz"))).M, theirs.M)
+    with pytest.raises(ConfigError, match="draws the authors' instances") as err:  # the draw is the instances
+        cfg.replace(problem_file=str(tmp_path / "qp.npz"))
+    assert err.value.field == "draw"
     weights = inits.deterministic(hidden_widths(cfg.width, cfg.L), 2.0, seed=4)
     torch.save(weights, tmp_path / "w.pt")
     assert torch.equal(initial_weights(cfg.replace(init_file=str(tmp_path / "w.pt")))["W2"], weights["W2"])
