@@ -69,6 +69,45 @@ def thresholds(cfg: TrainConfig, *, C: float | None = None, data: bool = True) -
                              step_scale=cfg.step_scale, C=C, data=constants)
 
 
+SWEEP_BOUNDS = ("cell", "e", "lr", "key", "source", "formula", "relation", "threshold", "note")  # sweep_bounds' columns
+
+
+def sweep_bounds(cells: pd.DataFrame) -> pd.DataFrame:
+    """Every condition :func:`bounds.thresholds` decides at each cell's configuration (T, L, e, η, N, d, b, n, s) of a
+    sweep's ``cells`` (cells.parquet), given the cell's measured λ_max(K_0) and, under the deterministic init without a
+    problem file, the data's quantities of its training instances (drawn again from its data seed:
+    :func:`problem_constants`, once per draw). One row per cell and condition, columns :data:`SWEEP_BOUNDS`. Failed
+    cells and cells of another learner than the MLP (whose e and L these bounds are about) have none. Scaling laws
+    (Lemmas 5.1–5.4) at C = 1, their unknown constant."""
+    data, rows = {}, []
+    for c in cells[cells["status"] != "failed"].to_dict("records"):
+        if c.get("model", "mlp") != "mlp":
+            continue
+        q = dict(_instance_constants(c, data))
+        if c.get("lambda_max_0") is not None and np.isfinite(c["lambda_max_0"]):
+            q["lambda_max"] = float(c["lambda_max_0"])
+        for r in bounds.thresholds(int(c["T"]), int(c["L"]), float(c["e"]), float(c["lr"]), N=int(c["N"]),
+                                   d=int(c["d"]), b=int(c["b"]), n=int(c["width"]),
+                                   step_scale=float(c["step_scale"]), data=q):
+            rows.append({"cell": c["cell"], "e": float(c["e"]), "lr": float(c["lr"]),
+                         **{k: r[k] for k in SWEEP_BOUNDS[3:]}})
+    return pd.DataFrame(rows, columns=list(SWEEP_BOUNDS))
+
+
+def _instance_constants(c: dict, cache: dict) -> dict:
+    """The data's quantities of cell ``c``'s training instances (cached per draw), or {} where they cannot be drawn
+    again (a problem file) or do not bound this model's kernel (an initialisation other than deterministic)."""
+    if c.get("problem_file") is not None or c["init"] != "deterministic":
+        return {}
+    key = (int(c["N"]), int(c["d"]), int(c["b"]), int(c["seed"]), int(c["T"]), float(c["step_scale"]),
+           c.get("draw", "ntkcheck"))
+    if key not in cache:
+        cfg = TrainConfig(N=key[0], d=key[1], b=key[2], seed=key[3], T=key[4], step_scale=key[5], draw=key[6])
+        constants = problem_constants(make_problem(cfg), key[4], key[5])
+        cache[key] = {k: v for k, v in constants.items() if k != "F_gd"}
+    return cache[key]
+
+
 def theta_L(W0_L: torch.Tensor, metrics: pd.DataFrame, L: int) -> float:
     """Θ_L ≥ max_k ‖W_{L,k}‖₂ by ‖W_{L,k}‖ ≤ ‖W_{L,0}‖ + ‖W_{L,k} − W_{L,0}‖ (W_L is a column, so ‖·‖₂ = ‖·‖_F);
     exact under the deterministic init, where W_{L,0} = 0."""

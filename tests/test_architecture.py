@@ -95,3 +95,35 @@ def test_the_command_line_is_short_and_renders_no_table():
     rich = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     rich |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not rich & {"rich.table", "rich.progress", "rich.box"}, rich
+
+
+# Issue 21: report/ renders and computes nothing. Its modules take no function from the stages that compute (build/,
+# instruments/, engine/, theory) nor from bounds/; what they may take, and why:
+REPORT_MAY_IMPORT = {
+    ("ntkcheck.theory", "PREDICTION_RTOL"): "a constant: the tolerance of a prediction's verdict, named in report.md",
+    ("bounds.local", "lambda_max_of_e"): "the closed form λ_max(K_0(e)) = e^{2(L−1)}·λ_max(K_0(1)) along which a run's "
+                                         "e–η figure draws its one measured λ_max, so that the scaling is not "
+                                         "written again in the figure",
+}
+COMPUTING_STAGES = {"build", "instruments", "engine", "theory"}
+
+
+def imported_names(path: Path) -> set[tuple[str, str | None]]:
+    """(module, name) of every import in ``path`` (name None for ``import module``), ``from ntkcheck import x`` as
+    (ntkcheck.x, None)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {(f"ntkcheck.{a.name}", None) if node.module == "ntkcheck" else (node.module, a.name)
+                      for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {(a.name, None) for a in node.names}
+    return found
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "report").glob("*.py")), ids=lambda p: p.name)
+def test_the_report_imports_no_computation(path):
+    for module, name in imported_names(path):
+        computing = (module.startswith("ntkcheck.") and stage(module) in COMPUTING_STAGES
+                     or module.split(".")[0] == "bounds")
+        assert not computing or (module, name) in REPORT_MAY_IMPORT, f"{path.name} imports {name} from {module}"

@@ -89,3 +89,27 @@ def test_an_interrupted_reproduce_resumes_running_only_the_missing_sub_runs(figu
     monkeypatch.setattr(reproduce, "fit", real_fit)
     assert main(["reproduce", figure, "--out", str(tmp_path / "whole")]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / f"{figure}.csv"), pd.read_csv(tmp_path / "whole" / f"{figure}.csv"))
+
+
+def test_the_figures_show_the_runs_that_diverged():
+    """fig5 writes each gain in its (e, η) cell and ``div`` where the run diverged; fig2 marks each diverged run ×
+    at its T, and names every line it draws in the legend (GD included)."""
+    import numpy as np
+
+    from ntkcheck.report import reproduce_figures
+
+    grid = [(e, lr) for e in (1.0, 5.0) for lr in (1e-3, 1e-5)]
+    fig5 = pd.DataFrame([{"e": e, "lr": lr, "T": 3, "gain": np.nan if i == 1 else 0.1 * i,
+                          "gain_mean": np.nan if i == 1 else 0.05 * i, "status": "diverged" if i == 1 else "completed"}
+                         for i, (e, lr) in enumerate(grid)])
+    ax = reproduce_figures.draw("fig5", fig5, {"T": 3}).axes[0]
+    texts = sorted(t.get_text() for t in ax.texts if t.get_text())
+    assert texts == sorted(["div", "0.00", "0.20", "0.30"])
+    fig2 = pd.DataFrame([{"model": m, "T": T, "lr": lr, "F_T": np.nan if lr == 10.0 and T == 3 else 1.0 / T,
+                          "F_GD": 0.5 / T, "status": "diverged" if lr == 10.0 and T == 3 else "completed"}
+                         for m in ("a", "b", "c") for T in (2, 3) for lr in (1e-4, 10.0)])
+    fig = reproduce_figures.draw("fig2", fig2, {"iters": 3})
+    marks = [c for ax in fig.axes for c in ax.collections if c.get_label().startswith("diverged")]
+    assert sum(len(c.get_offsets()) for c in marks) == 3 and all(c.get_offsets()[0][0] == 3 for c in marks)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["η = 1e−4", "η = 10", "GD", "diverged (no F(X_T))"]

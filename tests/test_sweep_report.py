@@ -12,6 +12,7 @@ from ntkcheck.apps.sweep import SweepResult, make_spec, sweep
 from ntkcheck.report import sweep as report
 from ntkcheck.report import sweep_figures as figures
 from ntkcheck.config import ConfigError
+from ntkcheck.theory import sweep_bounds
 
 BASE = dict(N=2, d=4, b=3, width=8, T=3, iters=4)
 EPS = np.finfo(np.float64).eps
@@ -37,7 +38,8 @@ def hand_built(grid: dict, seeds="0-2", failed_error=None) -> SweepResult:
         rows.append({"cell": c.id, **cfg.to_dict(), "sweep_seed": c.seed,
                      "status": "failed" if failed else "diverged" if diverged else "completed",
                      "error": f"{failed_error} ({c.id})" if failed else None,
-                     "iterations": 2 if diverged else cfg.iters, "diverged_at": 2 if diverged else None, "seconds": 0.1, "F_T_initial": 1.0, "F_T_final": 1 - gain,
+                     "iterations": 2 if diverged else cfg.iters, "diverged_at": 2 if diverged else None,
+                     "seconds": 0.1, "F_T_initial": 1.0, "F_T_final": 1 - gain,
                      "gain_final": gain, "lambda_max_0": lam, "lambda_min_0": 0.0, "stable_lr_0": 2 / lam,
                      "rank_K_0": 3 + c.seed, "rank_K_tol_0": 6 * EPS * lam, "alpha_0": 0.0 if c.seed else 5 * alpha_tol,
                      "alpha_rank_0": 2, "alpha_tol_0": alpha_tol, "plateau_0": 0.1})
@@ -124,7 +126,7 @@ GRIDS = {
 def test_write_gives_report_and_figures(tmp_path, name):
     grid, expected = GRIDS[name]
     result = hand_built(grid, failed_error="out of memory: the cell needs 12 GB")
-    figures.write(result, tmp_path)
+    figures.write(result, sweep_bounds(result.cells), tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(f"{f}.png" for f in expected)
     assert all((tmp_path / "figures" / f"{f}.png").stat().st_size > 10_000 for f in expected)
@@ -138,18 +140,19 @@ def test_write_gives_report_and_figures(tmp_path, name):
 
 @pytest.mark.parametrize("fmt", ["pdf", "svg"])
 def test_figures_in_other_formats(tmp_path, fmt):
-    figures.write_figures(hand_built({"width": (8, 16)}), tmp_path, fmt)
+    result = hand_built({"width": (8, 16)})
+    figures.write_figures(result, sweep_bounds(result.cells), tmp_path, fmt)
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [f"gain.{fmt}", f"width.{fmt}"]
 
 
 def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="png, pdf, svg"):
-        figures.write_figures(hand_built({}), tmp_path, "jpg")
+        figures.write_figures(hand_built({}), sweep_bounds(hand_built({}).cells), tmp_path, "jpg")
 
 
 def test_stability_caption_says_what_is_missing_without_probes():
     cells = hand_built({"e": (1.0, 10.0), "lr": (1e-4, 1.0)}).cells.assign(lambda_max_0=None, stable_lr_0=None)
-    caption = figures.stability_caption(cells, figures.theory_bounds(cells))
+    caption = figures.stability_caption(cells, sweep_bounds(cells))
     assert "no cell was probed at k = 0" in caption and "Not evaluable here: Eq. 14: η ≤ 1/λ_max(K_0)" in caption
     assert "at C = 1 (its constant C is unknown)" in caption
 
@@ -169,13 +172,16 @@ def test_a_finished_sweep_folder_has_its_report(e_lr_sweep):
     assert not list(folder.glob("**/.*.tmp"))
     text = (folder / "report.md").read_text()
     assert "| completed | 8 |" in text and "![stability](figures/stability.png)" in text
+    stored = pd.read_parquet(folder / "theory.parquet")  # the figures' theory, redrawn without recomputing
+    pd.testing.assert_frame_equal(stored, sweep_bounds(e_lr_sweep.cells))
+    assert set(stored["cell"]) == set(e_lr_sweep.cells["cell"])
 
 
 def test_theory_lines_are_the_bounds_of_the_measured_kernel(e_lr_sweep):
     """Eq. 14 is 1/λ_max(K_0) of each cell, its a-priori form lies below it (Λ̄₀² ≥ λ_max(K_0)), and the Lemma
     thresholds are bounds.lemma_threshold at C = 1."""
     cells = e_lr_sweep.cells
-    theory = figures.theory_bounds(cells).set_index(["cell", "key"])["threshold"]
+    theory = sweep_bounds(cells).set_index(["cell", "key"])["threshold"]
     for c in cells.to_dict("records"):
         assert theory[c["cell"], "eq14.eta"] == pytest.approx(1 / c["lambda_max_0"], rel=1e-12)
         assert theory[c["cell"], "eq14.eta_apriori"] <= theory[c["cell"], "eq14.eta"]
@@ -187,9 +193,96 @@ def test_theory_lines_are_the_bounds_of_the_measured_kernel(e_lr_sweep):
 def test_a_real_sweep_with_failed_cells_names_their_errors(tmp_path):
     spec = make_spec("small", base=BASE, grid={"b": (3, 9)}, seeds="0-1", probe_at=(0,))
     result = sweep(spec)
-    figures.write(result, tmp_path)
+    figures.write(result, sweep_bounds(result.cells), tmp_path)
     text = (tmp_path / "report.md").read_text()
     failed = result.cells[result.cells["status"] == "failed"]
     assert len(failed) == 2 and all(f"| {r['cell']} | 9 | {r['sweep_seed']} | {r['error']} |" in text
                                     for r in failed.to_dict("records"))
     assert (tmp_path / "figures" / "gain.png").is_file()
+
+
+# -- each figure draws the cells it claims ------------------------------------------------------------------------
+
+
+def test_the_heatmap_cell_texts_are_the_medians_of_their_cells():
+    """Each annotated cell of the heatmap, found by its place on the axes, starts with the median outcome of the seeds
+    at that (e, η), computed here with numpy (a seed without a gain is −∞)."""
+    result = hand_built({"e": (1.0, 10.0), "lr": (1e-4, 1e-2, 1.0)}, seeds="0-3", failed_error="out of memory")
+    cells = result.cells
+    ax = figures.gain_heatmap(cells, "e", "lr").axes[0]
+    xs = [float(t.get_text()) for t in ax.get_xticklabels()]
+    ys = [float(t.get_text()) for t in ax.get_yticklabels()]
+    assert xs == [1.0, 10.0] and ys == [1.0, 0.01, 0.0001]  # the largest η on top
+    texts = {(xs[int(t.get_position()[0])], ys[int(t.get_position()[1])]): t.get_text() for t in ax.texts}
+    assert len(texts) == 6
+    ok = (cells["status"] == "completed") & np.isfinite(cells["gain_final"])
+    out = cells.assign(out=np.where(ok, cells["gain_final"], -np.inf))
+    for (e, lr), part in out.groupby(["e", "lr"]):
+        median = float(np.median(part["out"]))
+        first = texts[e, lr].splitlines()[0]
+        assert (first == "−∞") if median == -np.inf else float(first.replace("−", "-")) == pytest.approx(median,
+                                                                                                          rel=5e-3)
+    assert any(t.splitlines()[0] == "−∞" for t in texts.values())  # diverged seeds reach the median somewhere
+
+
+def independent_bounds(cells: pd.DataFrame) -> pd.DataFrame:
+    """bounds.thresholds of every cell that did not fail, with the data of its instances drawn here from the QP family
+    (problems.qp.generate with the cell's seed) and its measured λ_max(K_0)."""
+    from ntkcheck.problems import qp
+
+    rows = []
+    for c in cells[cells["status"] != "failed"].to_dict("records"):
+        p = qp.generate(c["N"], c["d"], c["b"], c["seed"])
+        data = bounds.gd_quantities(p.M.numpy(), p.Y.numpy(), c["T"], c["step_scale"])
+        data["lambda_max"] = c["lambda_max_0"]
+        rows += [{"cell": c["cell"], "e": c["e"], "lr": c["lr"], "key": r["key"], "threshold": r["threshold"]}
+                 for r in bounds.thresholds(c["T"], c["L"], c["e"], c["lr"], N=c["N"], d=c["d"], b=c["b"],
+                                            n=c["width"], step_scale=c["step_scale"], data=data)]
+    return pd.DataFrame(rows)
+
+
+def test_the_stability_lines_are_the_bounds_of_the_cells():
+    """The measured line is the median over seeds of 2/λ_max(K_0) at each e; the Eq. 14 lines the medians of the
+    thresholds bounds.thresholds gives each cell; Cor. C.1's points the median e_max at each η; the Lemma lines
+    bounds.lemma_threshold at C = 1; and sweep_bounds has the same thresholds cell by cell."""
+    result = hand_built({"e": (1.0, 3.0, 10.0), "lr": (1e-6, 1e-3, 1.0)}, failed_error="out of memory")
+    cells = result.cells
+    theory = sweep_bounds(cells)
+    want = independent_bounds(cells)
+    got = theory.set_index(["cell", "key"])["threshold"]
+    assert len(got) == len(want) and cells["status"].eq("failed").sum() == 1
+    for r in want.to_dict("records"):
+        assert got[r["cell"], r["key"]] == pytest.approx(r["threshold"], rel=1e-12, nan_ok=True)
+    ax = figures.stability_map(cells, theory).axes[0]
+    lines = {x.get_label(): x for x in ax.lines}
+
+    def drawn(key):
+        return next(x for label, x in lines.items() if label.startswith(figures.e_eta.LINES[key][0])).get_data()
+
+    stable = cells.groupby("e")["stable_lr_0"].median()
+    np.testing.assert_allclose(drawn("stable"), [stable.index, stable.to_numpy()], rtol=1e-12)
+    for key in ("eq14.eta", "eq14.eta_apriori"):
+        median = want[want["key"] == key].groupby("e")["threshold"].median()
+        np.testing.assert_allclose(drawn(key), [median.index, median.to_numpy()], rtol=1e-12)
+    c1 = want[want["key"] == "corC1.e_eta"].groupby("lr")["threshold"].median()
+    points = next(c for c in ax.collections if c.get_label().startswith(figures.e_eta.COR_C1))
+    np.testing.assert_allclose(points.get_offsets(), np.column_stack([c1.to_numpy(), c1.index]), rtol=1e-12)
+    T, L = int(cells["T"].iloc[0]), int(cells["L"].iloc[0])
+    lemmas = {label.split(":")[0].split()[-1]: x.get_xdata()[0] for label, x in lines.items()
+              if label.startswith("Lemma") and len(x.get_xdata())}
+    assert set(lemmas) == {"5.1", "5.3", "5.4"}  # 5.2 is undefined at T = 3, L = 3
+    for lemma, x in lemmas.items():
+        assert x == pytest.approx(bounds.lemma_threshold(lemma, T, L), rel=1e-12)
+
+
+def test_sweep_bounds_draws_each_training_set_once_and_skips_failed_and_lstm_cells(monkeypatch):
+    import ntkcheck.theory as theory
+
+    draws, real = [], theory.make_problem
+    monkeypatch.setattr(theory, "make_problem", lambda cfg: draws.append(cfg.seed) or real(cfg))
+    cells = hand_built({"e": (1.0, 10.0), "lr": (1e-4, 1.0)}, failed_error="out of memory").cells
+    cells.loc[cells.index[-1], "model"] = "lstm"
+    bounds_ = theory.sweep_bounds(cells)
+    assert sorted(draws) == sorted(cells["seed"].unique())
+    skipped = set(cells.loc[cells["status"].eq("failed") | cells["model"].eq("lstm"), "cell"])
+    assert len(skipped) == 2 and set(bounds_["cell"]) == set(cells["cell"]) - skipped

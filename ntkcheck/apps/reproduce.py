@@ -209,60 +209,6 @@ def fig8(p: dict, seed: int, log=print, steps: Steps | None = None) -> pd.DataFr
 FIGURES = {"fig2": fig2, "fig4a": fig4a, "fig4b": fig4b, "fig5": fig5, "fig8": fig8}
 
 
-# -- plots ------------------------------------------------------------------------------------------
-
-
-def plot(figure: str, frame: pd.DataFrame, path: Path, params: dict | None = None) -> None:
-    """The figure's PNG, drawn with seaborn (``params``: the grid it ran, for the title)."""
-    params = params or {}
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
-    if figure in ("fig2", "fig4b"):
-        grid = sns.relplot(data=frame.assign(η=frame["lr"].map("{:g}".format)), x="T", y="F_T", hue="η",
-                           col="model", col_wrap=2 if figure == "fig2" else None, kind="line", marker="o",
-                           height=3, aspect=1.3, facet_kws={"sharey": False})
-        for ax, (_, sub) in zip(grid.axes.flat, frame.groupby("model", sort=False)):
-            gd_curve = sub.drop_duplicates("T")
-            ax.plot(gd_curve["T"], gd_curve["F_GD"], "k--", label="GD")
-            ax.set_yscale("log")
-        grid.set_axis_labels("T", "F(X_T) at the last iteration (dashed: GD)")
-        sns.move_legend(grid, "center left", bbox_to_anchor=(1.0, 0.5))
-        fig = grid.figure
-    elif figure == "fig4a":
-        fig, ax = plt.subplots(figsize=(6.5, 3.6))
-        palette = sns.color_palette("deep", frame["seed"].nunique())
-        for color, (seed, sub) in zip(palette, frame.groupby("seed")):
-            ax.plot(sub["iteration"], sub["F_T"], color=color, label=f"ours, seed {seed}")
-            ax.axhline(sub["F_GD"].iloc[0], ls="--", color=color, lw=0.8, label=f"GD, seed {seed}")
-        ax.set(yscale="log", xlabel="training iteration k", ylabel="F(X_T^k)",
-               title=f"Fig. 4a: N={params['N']}, {params['b']}×{params['d']}, n={params['width']}, T={params['T']}, "
-                     f"e={params['e']:g}, η={params['lr']:g}")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    elif figure == "fig5":
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-        for ax, column in zip(axes, ("gain", "gain_mean")):
-            table = frame.pivot(index="e", columns="lr", values=column).sort_index(axis=1, ascending=False)
-            sns.heatmap(table, annot=True, fmt=".2f", cmap="vlag_r", center=0, ax=ax, cbar=False)
-            ax.set(title=f"{column} at the last iteration", xlabel="η", ylabel="e")
-    else:
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        lines = frame[~frame["method"].str.startswith("Adam grid")]
-        sns.lineplot(data=lines, x="t", y="F", hue="method", ax=ax)
-        lo = frame[frame["method"] == "Adam grid min"]
-        hi = frame[frame["method"] == "Adam grid max"]
-        ax.fill_between(lo["t"], lo["F"], hi["F"], alpha=0.2, color="gray", label="Adam grid min–max")
-        ax.set(yscale="log", xlabel="step t (held-out instances)", ylabel="F(X_t)")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
 # -- entry point ------------------------------------------------------------------------------------
 
 
@@ -282,6 +228,7 @@ def run(figure: str, out: str | Path, *, preset: str = "small", seed: int = 0, r
         raise ConfigError("preset", f"must be one of {', '.join(PRESET_GRIDS[figure])} (got {preset!r})")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("seed", f"must be an integer ≥ 0 (got {seed!r})")
+    from ntkcheck.report import reproduce_figures  # matplotlib only where figures are drawn
     from ntkcheck.results.runfolder import finish, open_run, versions
 
     settings = {"figure": figure, "preset": preset, "seed": seed}
@@ -298,7 +245,7 @@ def run(figure: str, out: str | Path, *, preset: str = "small", seed: int = 0, r
         frame = FIGURES[figure](params, seed, log=log, steps=Steps(work))
         seconds = time.perf_counter() - started
         io.write_frame(work / f"{figure}.csv", frame, "csv")
-        plot(figure, frame, work / f"{figure}.png", params)
+        reproduce_figures.write(figure, frame, work / f"{figure}.png", params)
         io.write_json(work / "config.json", {**settings, "params": params, "seconds": round(seconds, 1),
                                              "threads": torch.get_num_threads(), "versions": versions()})
         finish(work)

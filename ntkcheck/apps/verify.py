@@ -28,12 +28,10 @@ import pandas as pd
 from ntkcheck import resources
 from ntkcheck.build.experiment import setup
 from ntkcheck.config import FORMATS, ConfigError, ProbeConfig, TrainConfig, command_line
+from ntkcheck.engine.prober import Prober as EngineProber
 from ntkcheck.engine.training import RunResult, load_run, train
-from ntkcheck.instruments.diagnostics import at_initialisation
-from ntkcheck.instruments.linalg import kernel_drift
-from ntkcheck.instruments.probes import NonFiniteKernel, ProbeFailure, ProbeResult, measure
+from ntkcheck.instruments.probes import ProbeFailure, ProbeResult
 from ntkcheck.models.base import Learner
-from ntkcheck.models.math_l2o import MathL2O
 from ntkcheck.problems import qp as problems
 from ntkcheck.report import run as reports
 from ntkcheck.results import io, runfolder, schema
@@ -80,25 +78,30 @@ class VerifyResult:
 
 
 class Prober:
-    """The ``probe`` hook of :func:`ntkcheck.engine.training.train`: :func:`ntkcheck.instruments.probes.measure` at the chosen k, with
-    the drift from K_0. With a ``folder``, one JSON/NPZ pair per k (and K_0), so that a resumed verify skips
-    what an interrupted one measured."""
+    """The ``probe`` hook of :func:`ntkcheck.engine.training.train`: the engine's
+    :class:`~ntkcheck.engine.prober.Prober` (measure at W_k, the drift against K_0, the diagnostics at W_0) at the
+    steps of ``probes``, keeping what it measured and how long each part took. With a ``folder``, one JSON/NPZ pair
+    per k, K_0 and the diagnostics are written as they come, so that a resumed verify skips what an interrupted one
+    measured."""
 
     def __init__(self, cfg: TrainConfig, probes: ProbeConfig, problem: problems.Problem, folder: Path | None = None,
                  phase=None):
-        self.cfg, self.probes, self.problem, self.folder = cfg, probes, problem, folder
+        self.probes, self.folder = probes, folder
         self.phase = phase or (lambda text: None)
         self.steps = set(probes.steps(cfg.iters))
         self.points: dict[int, ProbeResult | ProbeFailure] = {}
         self.seconds: dict[str, float] = {}  # wall time of "diagnostics" and of each probe ("k=…"), kept on disk
-        self.K0, self.diagnostics = None, None
+        self.diagnostics = None
+        K0 = None
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             self.points = self._load()
-            self.K0 = np.load(folder / "K0.npy") if (folder / "K0.npy").exists() else None
+            K0 = np.load(folder / "K0.npy") if (folder / "K0.npy").exists() else None
             if (folder / DIAGNOSTICS).exists():
                 self.diagnostics = json.loads((folder / DIAGNOSTICS).read_text())
                 self.seconds["diagnostics"] = self.diagnostics.pop("seconds", math.nan)
+        self.engine = EngineProber(cfg, problem, method=probes.ntk_method, jacobian=probes.jacobian,
+                                   alpha_steps=probes.alpha_steps == "all", K0=K0)
 
     def __call__(self, k: int, model: Learner) -> None:
         if k == 0 and self.diagnostics is None:
@@ -109,50 +112,25 @@ class Prober:
             return
         self.phase(f"probe k={k}: K, K̃, α ({self.probes.ntk_method})")
         started = time.perf_counter()
-        try:
-            result = measure(model, self.problem, self.cfg.T, lr=self.cfg.lr, method=self.probes.ntk_method,
-                             jacobian_method=self.probes.jacobian,
-                             alpha_steps=k == 0 and self.probes.alpha_steps == "all", kernels=True)
-        except NonFiniteKernel as err:
-            result = ProbeFailure(str(err))
-        else:
-            result = self._with_drift(k, result)
-        self.points[k] = result
-        self.seconds[f"k={k}"] = time.perf_counter() - started
+        probe = self.engine(k, model)
+        if k == 0 and probe.K is not None and self.folder is not None:
+            io.write_npy(self.folder / "K0.npy", probe.K)
+        self.points[k] = result = probe.result
+        seconds = self.seconds[f"k={k}"] = time.perf_counter() - started
         if self.folder is not None:
             io.write_npz(self._path(k, "npz"), result.arrays())
-            io.write_json(self._path(k, "json"), {"iteration": k, "seconds": self.seconds[f"k={k}"], **result.as_dict()})
+            io.write_json(self._path(k, "json"), {"iteration": k, "seconds": seconds, **result.as_dict()})
 
     def _diagnose(self, model: Learner) -> None:
-        """The freeze predictor, the dead cone and the best gains at W_0 (:func:`ntkcheck.instruments.diagnostics.at_initialisation`;
-        {} away from the deterministic initialisation, when the features overflow there, or for a learner other than
-        the MLP: they read its wide layer and W_L = 0)."""
+        """The diagnostics at W_0 (:meth:`ntkcheck.engine.prober.Prober.diagnose`) as report.json holds them: {} where
+        they do not apply (away from the deterministic initialisation, a learner other than the MLP), ``error`` where
+        the features overflow."""
         started = time.perf_counter()
-        self.diagnostics = (self._at_initialisation(model) if isinstance(model, MathL2O) else None) or {}
-        if self.diagnostics.get("freeze") and self.cfg.optimizer != "sgd":
-            self.diagnostics["freeze"]["note"] = "predicts plain SGD's first step; this run trains with Adam"
+        found = self.engine.diagnose(model)
+        self.diagnostics = {"error": found.error} if found.error else found.found
         self.seconds["diagnostics"] = time.perf_counter() - started
         if self.folder is not None:
             io.write_json(self.folder / DIAGNOSTICS, self.diagnostics | {"seconds": self.seconds["diagnostics"]})
-
-    def _at_initialisation(self, model: MathL2O) -> dict:
-        try:
-            return at_initialisation(model, self.problem, self.cfg.T, lr=self.cfg.lr, loss=self.cfg.loss,
-                                     tol=self.cfg.saturation_tol)
-        except (ValueError, RuntimeError) as err:
-            return {"error": f"{type(err).__name__}: {err}"}
-
-    def _with_drift(self, k: int, result: ProbeResult) -> ProbeResult:
-        """‖K_k − K_0‖_F/‖K_0‖_F where K is dense and K_0 ≠ 0; the dense kernels are not kept."""
-        if result.kernels is None:
-            return result
-        K = result.kernels[0]
-        if k == 0:
-            self.K0 = K
-            if self.folder is not None:
-                io.write_npy(self.folder / "K0.npy", K)
-        drift = kernel_drift(self.K0, K) if self.K0 is not None and np.linalg.norm(self.K0) > 0 else None
-        return result.replace(drift=drift, kernels=None)
 
     def _path(self, k: int, suffix: str) -> Path:
         return self.folder / f"k{k:06d}.{suffix}"

@@ -24,7 +24,6 @@ for the MLP only: the LSTM's runs have no such column, and ``drift``/``grad_norm
 from __future__ import annotations
 
 import json
-import math
 import signal
 import threading
 import time
@@ -40,7 +39,7 @@ from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.models.base import Learner, Path as Unroll
 from ntkcheck.models.math_l2o import MathL2O
 from ntkcheck.problems import qp as problems
-from ntkcheck.problems.meta import gd_objective, meta_optimizer, meta_step, step_metrics
+from ntkcheck.problems.meta import gd_objective, meta_optimizer, meta_step, run_status, step_metrics, updates
 from ntkcheck.problems.meta import training_loss  # noqa: F401 - re-exported: tests import it from here
 from ntkcheck.results import io, runfolder
 from ntkcheck.results.runfolder import CHECKPOINT, Interrupted
@@ -254,31 +253,29 @@ def reopen(work: Path, state: dict) -> None:
 
 
 def loop(cfg, model, optimizer, problem, F_gd, state: dict, work, stop, callback, probe) -> None:
-    """Iterations k = state["k"]..K: probe, step, record; stop at a divergence (``on_divergence="stop"``) or
-    on a stop request; with a run folder ``work``, checkpoint every ``checkpoint_every`` iterations. A run ends
-    ``completed`` only when its last loss is finite (with ``on_divergence="skip"`` it may not be)."""
+    """Iterations k = state["k"]..K: probe, step (all but the last), record; the status after each by the divergence
+    policy (:func:`ntkcheck.problems.meta.run_status`): stop at a divergence (``on_divergence="stop"``), and end
+    ``completed`` only when the last loss is finite (with ``on_divergence="skip"`` it may not be); stop on a stop
+    request; with a run folder ``work``, checkpoint every ``checkpoint_every`` iterations."""
     while state["k"] <= cfg.iters:
         k = state["k"]
         if probe is not None:
             probe(k, model)
         started = time.perf_counter()
-        metrics = run_iteration(cfg, model, optimizer, problem, F_gd, state["W0"], update=k < cfg.iters)
+        metrics = run_iteration(cfg, model, optimizer, problem, F_gd, state["W0"], update=updates(k, cfg.iters))
         state["seconds"] += time.perf_counter() - started
         state["records"].append(metrics)
-        if metrics["diverged"]:
-            state["skipped"] += 1
-            if cfg.on_divergence == "stop":
-                state["status"] = "diverged"
+        state["skipped"] += int(metrics["diverged"])
+        state["status"] = run_status(k, cfg.iters, metrics["loss"], not metrics["diverged"], cfg.on_divergence)
         state["k"] = k + 1
         if callback is not None:
             callback(k, metrics)
-        if state["status"] == "diverged":
+        if state["status"] != "running":
             return
         if stop.requested:
             raise KeyboardInterrupt
-        if work is not None and state["k"] % cfg.checkpoint_every == 0 and state["k"] <= cfg.iters:
+        if work is not None and state["k"] % cfg.checkpoint_every == 0:
             save_checkpoint(work, cfg, model, optimizer, state)
-    state["status"] = "completed" if math.isfinite(state["records"][-1]["loss"]) else "diverged"
 
 
 class StopRequest:

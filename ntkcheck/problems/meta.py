@@ -22,7 +22,9 @@ and the per-step metrics of an unroll, measured against it (``F_gd`` = F_GD(X_1.
     active_share: the mean share of active ReLUs in the MLP's wide layer, where the unroll recorded it
 
 :func:`meta_step` is the one meta-iteration every loop runs (the trainer, :func:`ntkcheck.engine.learned.fit`,
-:func:`ntkcheck.instruments.dynamics.sgd_snapshots`): unroll → loss → backward → finite check → optimiser step.
+:func:`ntkcheck.instruments.dynamics.sgd_snapshots`): unroll → loss → backward → finite check → optimiser step. The
+batched sweep runs the same pieces on a leading cell axis: :func:`backward` (the finite losses backpropagated, the
+finite check per cell), :func:`updates` and the divergence policy :func:`run_status`, which the trainer applies too.
 
 A problem may offer ``objective_path(Xs)``, F(X_1..X_T) at once (the least squares' reads M_i once for all t,
 equal to the F(X_t) one by one to rounding); otherwise each F(X_t) is evaluated on its own.
@@ -30,6 +32,7 @@ equal to the F(X_t) one by one to rounding); otherwise each F(X_t) is evaluated 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -131,6 +134,51 @@ def grads_finite(params) -> bool:
     return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
 
 
+def backward(loss: torch.Tensor, params: list) -> list[bool]:
+    """Backpropagate the finite entries of ``loss`` (one training loss, or one per cell of a batch) and say, for each,
+    whether it and every gradient of its parameters ``params[c]`` are finite. A non-finite loss is not
+    backpropagated: its parameters keep the zero gradients the optimiser's ``zero_grad`` left. The cells do not
+    interact, so the gradient of the sum Σ_c loss_c is each cell's own."""
+    losses = loss.reshape(-1)
+    finite = torch.isfinite(losses)
+    if bool(finite.any()):
+        torch.where(finite, losses, torch.zeros_like(losses)).sum().backward()
+    out = []
+    for ok, cell in zip(finite.tolist(), params):
+        cell = list(cell)
+        if not ok:  # its slice of the sum was 0, but 0·∞ in its graph can leave NaN there
+            for p in cell:
+                if p.grad is not None:
+                    p.grad.zero_()
+        out.append(ok and grads_finite(cell))
+    return out
+
+
+# -- the divergence policy -------------------------------------------------------------------------------------
+
+
+def updates(k: int, K: int) -> bool:
+    """Whether iteration k of 0..K takes its optimiser step (when finite): every one but the last, whose W_{K+1}
+    would never be measured."""
+    return k < K
+
+
+def run_status(k: int, K: int, loss: float, finite: bool, on_divergence: str) -> str:
+    """The divergence policy: the status of a run after its iteration k of 0..K, with training loss ``loss``, and
+    ``finite`` whether that loss and every gradient were finite (an iteration that is not takes no step):
+
+        diverged   not finite and on_divergence = "stop": the run ends at k
+        completed  k = K and the loss is finite
+        diverged   k = K and the loss is not finite (on_divergence = "skip" goes on to K)
+        running    otherwise
+    """
+    if not finite and on_divergence == "stop":
+        return "diverged"
+    if k == K:
+        return "completed" if math.isfinite(loss) else "diverged"
+    return "running"
+
+
 @dataclass(frozen=True)
 class MetaStep:
     """One meta-iteration at W_k: the unroll (its graph freed), the loss, whether the loss and every gradient were
@@ -152,10 +200,7 @@ def meta_step(optimizer: torch.optim.Optimizer, problem: Problem, kind: str, unr
     optimizer.zero_grad(set_to_none=False)
     traj = unroll()
     loss = training_loss(problem, traj, kind)
-    finite = bool(torch.isfinite(loss))
-    if finite:
-        loss.backward()
-        finite = grads_finite(p for group in optimizer.param_groups for p in group["params"])
+    finite = backward(loss, [[p for group in optimizer.param_groups for p in group["params"]]])[0]
     value = float(loss.detach())
     metrics = {} if measure is None else measure(traj, value, finite)
     if update and finite:

@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from ntkcheck.instruments.probes import ProbeResult
-from ntkcheck.results import io, schema
+from ntkcheck.results import schema
 from ntkcheck.theory import PREDICTION_RTOL
 
 VERDICT = {True: "holds", False: "FAILS", None: "undecided"}
@@ -262,188 +261,17 @@ PROBE_CELLS = {"ntk/K/lambda_min": _lambda_min_cell, "ntk/K/rank": _rank_K_cell,
 
 # -- figures --------------------------------------------------------------------------------------------------
 
-def figures(report: dict, metrics: pd.DataFrame, points: dict, curves: dict, folder: Path, fmt: str = "png") -> list[Path]:
-    """figures/loss, spectrum, probes, e_eta (seaborn; ``fmt`` png, pdf or svg), from report.json's content, the
-    wide metrics of the run, its probes (iteration → :class:`ntkcheck.instruments.probes.ProbeResult`) and the predicted curves.
-    Every figure is titled with the run's configuration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
-    paths = []
-    for name, draw in FIGURES.items():
-        fig = draw(plt, sns, report, metrics, points, curves)
-        fig.suptitle(configuration_title(report["config"]), fontsize=8, y=1.0, color="dimgray")
-        path = Path(folder) / f"{name}.{fmt}"
-        io.write_figure(path, fig, fmt, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
-    return paths
+FIGURES = ("loss", "spectrum", "probes", "e_eta")  # a run's figures, in report.md's order (report.run_figures)
 
 
-def configuration_title(cfg: dict) -> str:
-    """One line naming the run: sizes, the learner (n, L, e of the MLP; the LSTM's variant and size), η, K, seed."""
-    learner = (f"n={cfg['width']}, L={cfg['L']}, T={cfg['T']}, e={fmt(cfg['e'])}" if cfg.get("model", "mlp") == "mlp"
-               else f"LSTM-{cfg['lstm_variant']} {cfg['lstm_hidden']}×{cfg['lstm_layers']}, T={cfg['T']}")
-    return (f"N={cfg['N']}, {cfg['b']}×{cfg['d']}, {learner}, "
-            f"η={fmt(cfg['lr'])}, K={cfg['iters']}, seed {cfg['seed']}" + (", paper draws" if cfg.get("draw") == "paper"
-                                                                              else ""))
+def figures(report: dict, metrics: pd.DataFrame, points: dict, curves: dict, folder: Path,
+            fmt: str = "png") -> list[Path]:
+    """figures/loss, spectrum, probes, e_eta of a run: :func:`ntkcheck.report.run_figures.write`."""
+    from ntkcheck.report import run_figures  # matplotlib only where figures are drawn
+
+    return run_figures.write(report, metrics, points, curves, folder, fmt)
 
 
-def _loss(plt, sns, report, metrics, points, curves):
-    """Measured F(X_T^k) with the predicted curves, the GD level, the plateau, and the fit's band. Predicted curves
-    that coincide (to 0.1 % at every k) are drawn once and named together."""
-    from matplotlib.ticker import LogLocator
-
-    names = {"eigen_projection": "eigen-projection of K_0", "lambda_min_rate": "(1 − ηλ_min)^{2k} F_0",
-             "theorem_4_3": "Thm 4.3: ρ^k F_0"}
-    drawn: list[tuple[str, np.ndarray]] = []
-    for key, label in names.items():
-        if key not in curves:
-            continue
-        same = next((i for i, (_, y) in enumerate(drawn) if np.allclose(y, curves[key], rtol=1e-3, atol=0)), None)
-        if same is None:
-            drawn.append((label, np.asarray(curves[key])))
-        else:
-            drawn[same] = (f"{drawn[same][0]} = {label} (coincide)", drawn[same][1])
-    long = [pd.DataFrame({"k": metrics.index, "F": metrics["F_T"].to_numpy(), "curve": "measured F(X_T^k)"})]
-    long += [pd.DataFrame({"k": curves["iteration"], "F": y, "curve": label}) for label, y in drawn]
-    data = pd.concat(long, ignore_index=True)
-    data = data[np.isfinite(data["F"]) & (data["F"] > 0)]
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
-    sns.lineplot(data=data, x="k", y="F", hue="curve", style="curve", ax=ax)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.axhline(report["problem"]["F_gd"][-1], color="grey", lw=0.8, ls=":", label="GD, F(X_T)")
-    init = report["probe_points"].get("0", {})
-    if "linearised" in init and init["linearised"]["plateau"] > 0:
-        ax.axhline(init["linearised"]["plateau"], color="black", lw=0.8, ls="--", label="plateau ½‖P_null(K_0) r_0‖²")
-    late = next((c["fit"] for c in report["comparisons"] if "late window" in c["what"] and "fit" in c), None)
-    if late is not None:
-        k = np.arange(late["start"], late["stop"])
-        F0 = np.exp(late["intercept"])
-        ax.fill_between(k, F0 * late["low"] ** k, F0 * late["high"] ** k, alpha=0.2, color="C3",
-                        label=f"fit, late window ({int(100 * late['confidence'])}% band)")
-    ax.set_xscale("symlog", linthresh=10)  # the drop happens in the first iterations
-    ax.set_xlabel("training iteration k (linear up to 10, then log)")
-    ax.set_ylabel("F(X_T)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title("loss: measured and predicted")
-    return fig
-
-
-def _spectrum(plt, sns, report, metrics, points, curves):
-    """Eigenvalues of K at initialisation and at the last probe, descending, with the rank tolerance."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    ks = [k for k in sorted(points) if getattr(getattr(points[k], "K", None), "eigenvalues", None) is not None]
-    for k in sorted({ks[0], ks[-1]}) if ks else []:
-        K = points[k].K
-        lam = np.sort(K.eigenvalues)[::-1]
-        line, = ax.plot(np.arange(1, lam.size + 1), np.abs(lam), label=f"|λ_i(K)|, k = {k} (rank {K.rank.rank}/{lam.size})")
-        ax.axhline(K.rank.tol, ls=":", lw=0.8, color=line.get_color(), label=f"rank tolerance, k = {k}")
-    ax.set_yscale("log")
-    ax.set_xscale("log")
-    ax.set_xlabel("index i (descending)")
-    ax.set_ylabel("|λ_i|")
-    ax.set_title("NTK spectrum (below the dotted line: zero to working precision)" if ks
-                 else "NTK spectrum not measured densely (Lanczos probes)")
-    if ks:
-        ax.legend(fontsize=8)
-    return fig
-
-
-def _probe_series(points: dict, get) -> pd.DataFrame:
-    """(k, value, tolerance) of every probe where ``get(result)`` gives them (None: not measured there)."""
-    rows = []
-    for k, p in sorted(points.items()):
-        found = get(p) if isinstance(p, ProbeResult) else None
-        if found is not None:
-            rows.append((k, *found))
-    return pd.DataFrame(rows, columns=["k", "value", "tol"])
-
-
-def _against_tolerance(ax, series: pd.DataFrame, label: str) -> None:
-    """Values on a log axis; those at or below their tolerance (zero to working precision) as ▽ on the tolerance
-    line, which is drawn as the top of a grey band."""
-    if series.empty:
-        ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", color="gray")
-        return
-    above = series[series["value"] > series["tol"]]
-    below = series[series["value"] <= series["tol"]]
-    ax.plot(above["k"], above["value"], "o-", ms=4, label=label)
-    ax.fill_between(series["k"], 0, series["tol"], color="0.85", step="mid", label="≤ tolerance: zero to working precision")
-    ax.plot(below["k"], below["tol"], "v", color="C3", ms=6, label="value ≤ tolerance")
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=max(series["tol"].min() / 10, np.finfo(float).tiny))
-
-
-def _probes(plt, sns, report, metrics, points, curves):
-    """α_k with its rank tolerance, |λ_min(K_k)| against the rank tolerance of K_k, λ_max(K_k) (log: it moves by
-    decades) and the kernel drift along training."""
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
-    dense = lambda p: p.K.rank is not None  # noqa: E731
-    _against_tolerance(axes[0], _probe_series(points, lambda p: None if p.alpha is None else
-                                              (p.alpha.alpha, p.alpha.rank.tol)), "α_k")
-    rank = _probe_series(points, lambda p: None if p.alpha is None else (p.alpha.rank.rank, 0.0))
-    axes[0].set_title("α_k = σ_min(G_{L−1,T})" + (f", rank {int(rank['value'].iloc[-1])}/{min(points[rank['k'].iloc[-1]].alpha.shape)}"
-                                                  if len(rank) else ""), fontsize=9)
-    _against_tolerance(axes[1], _probe_series(points, lambda p: (abs(p.K.lambda_min), p.K.rank.tol) if dense(p) else None),
-                       "|λ_min(K_k)|")
-    axes[1].set_title("|λ_min(K_k)| against the rank tolerance", fontsize=9)
-    lam = _probe_series(points, lambda p: (p.K.lambda_max, 0.0))
-    axes[2].plot(lam["k"], lam["value"], "o-", ms=4)
-    axes[2].set_yscale("log")
-    axes[2].set_title("λ_max(K_k) (log scale)", fontsize=9)
-    drift = _probe_series(points, lambda p: (p.drift.rel_change, 0.0) if p.drift is not None else None)
-    axes[3].plot(drift["k"], drift["value"], "o-", ms=4)
-    axes[3].set_title("‖K_k − K_0‖_F/‖K_0‖_F", fontsize=9)
-    for ax in axes:
-        ax.set_xlabel("training iteration k")
-    if axes[0].get_legend_handles_labels()[0]:  # nothing to label where α is not measured (another learner)
-        axes[0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    return fig
-
-
-def _e_eta(plt, sns, report, metrics, points, curves):
-    """The e–η plane: this run, the exact stability line η = 2/λ_max(K_0(e)) (λ_max ∝ e^{2(L−1)} at the
-    deterministic initialisation, since the trajectory at W_0 is GD whatever e and G_{L−1} scales as e^{L−1}) with
-    the linearised-stable region shaded, and the Lemma 5.1–5.4 thresholds on e with their constant C. The axes span
-    the run's e and η by a few decades."""
-    cfg = report["config"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
-    if cfg.get("model", "mlp") != "mlp":
-        ax.text(0.5, 0.5, f"the e–η plane is the MLP's (e, L): it does not apply to model {cfg['model']}",
-                transform=ax.transAxes, ha="center", color="gray")
-        ax.set_axis_off()
-        return fig
-    lemmas = [c for c in report["conditions"] if c["key"].startswith("lemma5") and c["threshold"] is not None]
-    shown = [cfg["e"], *(c["threshold"] for c in lemmas if 0 < c["threshold"] < cfg["e"] * 1e4)]
-    e = np.logspace(max(np.log10(min(shown)) - 1, -50), min(np.log10(max(shown)) + 1, 50), 200)  # ≤ 100 decades
-    init = report["probe_points"].get("0", {})
-    lo, hi = min(max(cfg["lr"] / 1e4, 1e-50), 1e45), max(min(cfg["lr"] * 1e4, 1e50), 1e-45)
-    if "K" in init and init["K"]["lambda_max"] > 0 and cfg["init"].startswith("deterministic"):
-        power = 2 * (cfg["L"] - 1)
-        with np.errstate(over="ignore", divide="ignore"):  # far along the line λ_max overflows: η → 0 there
-            line = 2 / (init["K"]["lambda_max"] / cfg["e"] ** power * e ** power)
-        ax.plot(e, line, color="C0", label=f"η = 2/λ_max(K_0(e)), measured at e = {fmt(cfg['e'])}, ∝ e^-{power}")
-        ax.fill_between(e, lo / 10, np.clip(line, lo / 10, hi * 10), color="C0", alpha=0.12,
-                        label="η < 2/λ_max: the linearised dynamics are stable")
-    for i, c in enumerate(lemmas):
-        if e[0] <= c["threshold"] <= e[-1]:
-            ax.axvline(c["threshold"], color=f"C{i + 1}", ls="--", lw=0.9,
-                       label=f"{c['source']}: e ≥ {fmt(c['threshold'])} (C = {fmt((c.get('constants') or {}).get('C', 1.0))})")
-    ax.scatter([cfg["e"]], [cfg["lr"]], color="red", zorder=5, label=f"this run (e = {fmt(cfg['e'])}, η = {fmt(cfg['lr'])})")
-    ax.set(xscale="log", yscale="log", xlim=(e[0], e[-1]), ylim=(lo, hi), xlabel="expansion coefficient e",
-           ylabel="meta learning rate η", title="e–η plane (Lemma lines off this range are not drawn)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return fig
-
-
-FIGURES = {"loss": _loss, "spectrum": _spectrum, "probes": _probes, "e_eta": _e_eta}  # name → drawing function
 
 
 # -- terminal tables of the other commands ------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The figures of a sweep report: seaborn on matplotlib :class:`~matplotlib.figure.Figure` objects (no pyplot, so
 nothing is displayed and a notebook's backend is left alone). Each function returns a Figure titled with the
 configuration (:func:`title`); :func:`write_figures` saves them, each written atomically, into ``folder/figures/``.
+They draw the numbers they are given and compute none: the theory's bounds of each cell come in as data
+(:func:`ntkcheck.theory.sweep_bounds`, computed by the sweep when it finishes and kept in ``theory.parquet``).
 
     gain_heatmap    the final gain over seeds per grid cell (two axes: heatmap; one: per seed; none: per seed)
     stability_map   the e–η plane: seeds diverged and worse than GD, 2/λ_max(K_0(e)), the theory's bounds
@@ -18,15 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-import bounds
-from ntkcheck.build.experiment import make_problem
-from ntkcheck.config import FORMATS, ConfigError, TrainConfig
+from ntkcheck.report import e_eta, plots
+from ntkcheck.report.plots import styled
+from ntkcheck.results import io
 from ntkcheck.report.sweep import (
     BASE_SHOWN,
     WORSE,
@@ -38,30 +39,16 @@ from ntkcheck.report.sweep import (
     symbol,
     value,
 )
-from ntkcheck.results import io
-from ntkcheck.theory import problem_constants
-
-DPI = 150
 LABELS = {"e": "init scale e", "lr": "meta learning rate η", "width": "width n of layer L−1",
           "T": "unrolled steps T", "L": "layers L", "N": "instances N", "d": "variables d", "b": "rows b",
           "step_scale": "step scale s", "iters": "iterations K"}
 WORSE_COLOR, GD_COLOR, POINT_COLOR = "#c0392b", "0.35", "C0"
 K0, G, DRIFT = r"$K_0$", r"$G_{L-1,T}$", r"$\|K_k - K_0\|_F\,/\,\|K_0\|_F$"  # in matplotlib's mathtext
-ETA_BOUNDS = {"eq14.eta": "Eq. 14: η ≤ 1/λ_max(K_0) (Lipschitz constant ≈ λ_max)",
-              "eq14.eta_apriori": "Eq. 14 a priori: η ≤ 1/Λ̄₀²(e), Λ̄₀² ≥ λ_max(K_0) from the data"}
+ETA_BOUNDS = {key: e_eta.LINES[key][0] for key in e_eta.ETA_BOUNDS}  # the theory's η bounds → their labels
 
 
 def label(field: str) -> str:
     return LABELS.get(field, field)
-
-
-def _styled(draw):
-    """Draw under seaborn's whitegrid style and paper context, without touching the global settings."""
-    @functools.wraps(draw)
-    def styled(*args, **kwargs):
-        with matplotlib.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("paper")}):
-            return draw(*args, **kwargs)
-    return styled
 
 
 def title(cells: pd.DataFrame, what: str) -> str:
@@ -99,7 +86,7 @@ def _g(x: float) -> str:
 # -- gain ---------------------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def gain_heatmap(cells: pd.DataFrame, x: str | None = None, y: str | None = None) -> Figure:
     """The final gain (F_GD(X_T) − F(X_T))/F_GD(X_T) over seeds (statistics: :func:`report.summary_table`).
 
@@ -130,7 +117,7 @@ def _gain_grid(cells, x, y) -> Figure:
     table["text"] = [_cell_text(r) for r in table.to_dict("records")]
     xs, ys = axis_values(cells, x), axis_values(cells, y)[::-1]  # the largest y on top
     grid = lambda column: table.pivot(index=y, columns=x, values=column).reindex(index=ys, columns=xs)  # noqa: E731
-    fig = Figure(figsize=(1.35 * len(xs) + 2.6, 0.95 * len(ys) + 1.5), layout="constrained")
+    fig = plots.figure(1.35 * len(xs) + 2.6, 0.95 * len(ys) + 1.5)
     ax = fig.subplots()
     sns.heatmap(grid("median").astype(float).clip(-1, 1), vmin=-1, vmax=1, center=0, cmap="vlag_r",
                 annot=grid("text").to_numpy(), fmt="", annot_kws={"fontsize": 7}, linewidths=1, linecolor="white",
@@ -202,7 +189,7 @@ def _gain_strip(cells, x) -> Figure:
     out = outcomes(cells)
     pos, ticks, labels, xlabel = _positions(cells, x)
     step = min(np.diff(sorted(ticks)), default=1.0) or 1.0
-    fig = Figure(figsize=(max(6.8, 0.9 * len(ticks) + 3.0), 4.2), layout="constrained")
+    fig = plots.figure(max(6.8, 0.9 * len(ticks) + 3.0), 4.2)
     ax = fig.subplots()
     floor = _outcome_points(ax, _jitter(pos, cells["sweep_seed"], step), cells, out)
     for t, r in zip(ticks, summary_table(cells, [x]).to_dict("records")):
@@ -223,7 +210,7 @@ def _gain_strip(cells, x) -> Figure:
 def _gain_per_seed(cells) -> Figure:
     out = outcomes(cells)
     seeds = cells["sweep_seed"].astype(int)
-    fig = Figure(figsize=(max(6.8, 0.35 * len(seeds) + 2.5), 4.0), layout="constrained")
+    fig = plots.figure(max(6.8, 0.35 * len(seeds) + 2.5), 4.0)
     ax = fig.subplots()
     pos = pd.Series(np.arange(len(seeds)), index=cells.index, dtype=float)
     _outcome_points(ax, pos, cells, out)
@@ -243,40 +230,6 @@ def _gain_per_seed(cells) -> Figure:
 # -- the e–η plane ------------------------------------------------------------------------------------------------
 
 
-def theory_bounds(cells: pd.DataFrame) -> pd.DataFrame:
-    """Every condition :func:`bounds.thresholds` decides at each cell's configuration (T, L, e, η, N, d, b, n, s),
-    given its measured λ_max(K_0) and, under the deterministic init without a problem file, the quantities of its
-    training instances (drawn again from its data seed: :func:`ntkcheck.theory.problem_constants`). One row per
-    cell and condition: cell, e, lr, key, source, formula, relation, threshold, note. Scaling laws (Lemmas 5.1–5.4)
-    at C = 1, their unknown constant."""
-    data, rows = {}, []
-    for c in cells[cells["status"] != "failed"].to_dict("records"):
-        q = dict(_instances(c, data))
-        if c.get("lambda_max_0") is not None and np.isfinite(c["lambda_max_0"]):
-            q["lambda_max"] = float(c["lambda_max_0"])
-        for r in bounds.thresholds(int(c["T"]), int(c["L"]), float(c["e"]), float(c["lr"]), N=int(c["N"]),
-                                   d=int(c["d"]), b=int(c["b"]), n=int(c["width"]),
-                                   step_scale=float(c["step_scale"]), data=q):
-            rows.append({"cell": c["cell"], "e": float(c["e"]), "lr": float(c["lr"]),
-                         **{k: r[k] for k in ("key", "source", "formula", "relation", "threshold", "note")}})
-    return pd.DataFrame(rows, columns=["cell", "e", "lr", "key", "source", "formula", "relation", "threshold",
-                                       "note"])
-
-
-def _instances(c: dict, cache: dict) -> dict:
-    """The data's quantities of cell ``c``'s training instances (cached per draw), or {} where they cannot be drawn
-    again (a problem file) or do not bound this model's kernel (an initialisation other than deterministic)."""
-    if c.get("problem_file") is not None or c["init"] != "deterministic":
-        return {}
-    key = (int(c["N"]), int(c["d"]), int(c["b"]), int(c["seed"]), int(c["T"]), float(c["step_scale"]),
-           c.get("draw", "ntkcheck"))
-    if key not in cache:
-        cfg = TrainConfig(N=key[0], d=key[1], b=key[2], seed=key[3], T=key[4], step_scale=key[5], draw=key[6])
-        constants = problem_constants(make_problem(cfg), key[4], key[5])
-        cache[key] = {k: v for k, v in constants.items() if k != "F_gd"}
-    return cache[key]
-
-
 def _band(ax, frame: pd.DataFrame, x: str, y: str, color, text: str, **line) -> None:
     """The median of ``y`` over each ``x`` as a line labelled ``text``, with its min–max band."""
     s = frame[[x, y]].dropna().groupby(x)[y].agg(["median", "min", "max"])
@@ -285,16 +238,16 @@ def _band(ax, frame: pd.DataFrame, x: str, y: str, color, text: str, **line) -> 
         ax.fill_between(s.index, s["min"], s["max"], color=color, alpha=0.15, lw=0)
 
 
-@_styled
-def stability_map(cells: pd.DataFrame, theory: pd.DataFrame | None = None) -> Figure:
+@styled
+def stability_map(cells: pd.DataFrame, theory: pd.DataFrame) -> Figure:
     """The e–η plane of a grid with ``e`` and ``lr`` axes, log–log: per (e, η) the share of seeds that diverged
-    (left) and that end worse than GD (right, diverged and failed included); the measured stability line
-    η = 2/λ_max(K_0(e)) (median over seeds, min–max band); the η bounds of the theory as functions of e (Eq. 14 on
-    the measured λ_max, Eq. 14 a priori), Cor. C.1's largest e for each η, and the Lemma 5.1–5.4 thresholds on e at
-    C = 1. ``theory``: :func:`theory_bounds` of ``cells`` (computed when None)."""
-    theory = theory_bounds(cells) if theory is None else theory
+    (left) and that end worse than GD (right, diverged and failed included), with the lines of
+    :mod:`ntkcheck.report.e_eta`: the measured stability line η = 2/λ_max(K_0(e)) (median over seeds, min–max band);
+    the η bounds of the theory as functions of e (Eq. 14 on the measured λ_max, Eq. 14 a priori; median over seeds,
+    min–max band), Cor. C.1's largest e for each η (median over seeds), and the Lemma 5.1–5.4 thresholds on e at
+    C = 1. ``theory``: the cells' bounds (:func:`ntkcheck.theory.sweep_bounds`)."""
     table = summary_table(cells, ["e", "lr"])
-    fig = Figure(figsize=(10.5, 5.2), layout="constrained")
+    fig = plots.figure(10.5, 5.2)
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     panels = (("diverged", "share of seeds diverged"), ("worse", "share of seeds worse than GD (div/fail included)"))
     size = 520 * min(1.0, 5 / max(table["e"].nunique(), table["lr"].nunique())) ** 2
@@ -306,8 +259,7 @@ def stability_map(cells: pd.DataFrame, theory: pd.DataFrame | None = None) -> Fi
             ax.annotate(f"{r[count]}/{r['seeds']}", (r["e"], r["lr"]), ha="center", va="center",
                         fontsize=7, color="white" if f > 0.6 else "black", zorder=6)
         _stability_lines(ax, cells, theory)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        plots.log_axes(ax, x=True, y=True)
         ax.set_xlabel(label("e"))
         ax.set_title(what, fontsize=8)
     axes[0].set_ylabel(label("lr"))
@@ -315,36 +267,33 @@ def stability_map(cells: pd.DataFrame, theory: pd.DataFrame | None = None) -> Fi
     fig.colorbar(points, ax=axes, label="share of seeds", shrink=0.8)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=7)
-    fig.suptitle(title(cells, "stability in the e–η plane: measured outcome against 2/λ_max(K_0) and the theory"),
-                 fontsize=9)
+    fig.suptitle(title(cells, "stability in the e–η plane: seeds diverged and worse than GD per (e, η), against "
+                              "2/λ_max(K_0) and the theory's bounds"), fontsize=9)
     return fig
+
+
+SEEDS = " (median over seeds, min–max band)"
 
 
 def _stability_lines(ax, cells, theory) -> None:
     """2/λ_max(K_0(e)) measured, the η bounds of the theory, Cor. C.1's points, and the Lemma thresholds on e (drawn
     where they fall within half a decade of the grid's e, else named as off the axis)."""
-    stable_lr = number(cells, "stable_lr_0")
-    _band(ax, cells.assign(stable_lr=stable_lr), "e", "stable_lr", "black",
-          "η = 2/λ_max(K_0(e)), measured (median over seeds, min–max band)", lw=1.5, zorder=4)
-    if stable_lr.isna().all():
+    stable = e_eta.median_band(cells.assign(stable_lr=number(cells, "stable_lr_0")), "e", "stable_lr")
+    if len(stable[0]):
+        e_eta.eta_line(ax, "stable", *stable, note=SEEDS)
+    else:
         ax.plot([], [], ls="none", label="2/λ_max(K_0) not measured: no cell was probed at k = 0")
-    for i, (key, text) in enumerate(ETA_BOUNDS.items()):
-        _band(ax, theory[theory["key"] == key], "e", "threshold", f"C{i}", text + " (median over seeds)", lw=1.2,
-              ls=("--", "-.")[i], zorder=4)
+    for key in e_eta.ETA_BOUNDS:
+        line = e_eta.median_band(theory[theory["key"] == key], "e", "threshold")
+        if len(line[0]):
+            e_eta.eta_line(ax, key, *line, note=SEEDS)
     c1 = theory[theory["key"] == "corC1.e_eta"].groupby("lr")["threshold"].median()
     if len(c1):
-        ax.scatter(c1.to_numpy(), c1.index, marker="X", s=45, color="C2", zorder=5,
-                   label="Cor. C.1: largest e for each η, ∝ η^(−1/(2(L−1))) (from λ_max(K_0), else Λ̄₀²)")
+        e_eta.cor_c1(ax, c1.to_numpy(), c1.index.to_numpy(), " (from λ_max(K_0), else Λ̄₀²; median over seeds)")
     e = cells["e"].astype(float)
     lemmas = theory[theory["key"].str.startswith("lemma5")].groupby("key").first()
-    for (key, r), color in zip(lemmas.iterrows(), ("C4", "C5", "C8", "C9")):
-        where = f"e ≥ {value(r['threshold'])} at C = 1 (C unknown)"
-        if e.min() / 3 <= r["threshold"] <= e.max() * 3:
-            ax.axvline(r["threshold"], color=color, ls=":", lw=1.5, zorder=4, label=f"{r['source']}: {where}")
-        elif np.isfinite(r["threshold"]):
-            ax.plot([], [], ls="none", label=f"{r['source']}: {where}, off the axis")
-        else:
-            ax.plot([], [], ls="none", label=f"{r['source']}: {r['note']}")
+    e_eta.lemma_lines(ax, [(r["source"], r["threshold"], 1.0, r["note"]) for _, r in lemmas.iterrows()],
+                      e.min() / 3, e.max() * 3)
 
 
 def _stability_limits(ax, table, cells, theory) -> None:
@@ -376,21 +325,21 @@ def stability_caption(cells: pd.DataFrame, theory: pd.DataFrame) -> str:
 # -- the width ------------------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def width_figure(cells: pd.DataFrame, probes: pd.DataFrame) -> Figure:
     """Against the width n (log axis), over seeds (dots; line: median): α₀ = σ_min(G_{L−1,T}) at k = 0 with its
     tolerance (a value at most its tolerance is zero to working precision and is drawn on the tolerance line, as
     ▽); the numerical ranks of K_0 (/ N·b) and G_{L−1,T} (/ min(N·d, n)) with K_0's tolerance; the kernel drift
     ‖K_k − K_0‖_F/‖K_0‖_F at each cell's last probe (median, min–max band)."""
     cells = cells[cells["status"] != "failed"]
-    fig = Figure(figsize=(12.5, 4.0), layout="constrained")
+    fig = plots.figure(12.5, 4.0)
     axes = fig.subplots(1, 3)
     _alpha_panel(axes[0], cells)
     _rank_panel(axes[1], cells)
     _drift_panel(axes[2], cells, probes)
     widths = axis_values(cells, "width")
     for ax in axes:
-        ax.set_xscale("log")
+        plots.log_axes(ax, x=True)
         ax.set_xticks(widths, [value(w) for w in widths])
         ax.minorticks_off()
         ax.set_xlim(min(widths) / 1.4, max(widths) * 1.4)
@@ -415,7 +364,7 @@ def _alpha_panel(ax, cells) -> None:
     if zero.any():
         ax.scatter(a.loc[zero, "width"], a.loc[zero, "tol"], marker="v", facecolors="none", edgecolors=WORSE_COLOR,
                    s=40, zorder=3, label=f"α₀ ≤ its tolerance, drawn there ({int(zero.sum())}/{len(a)} seeds)")
-    ax.set_yscale("log")
+    plots.log_axes(ax, y=True)
     ax.set_ylim(bottom, top)
     ax.set_ylabel(r"$\alpha_0 = \sigma_{\min}(G_{L-1,T})$ at k = 0")
     ax.set_title("α₀: Thm 4.3's rate is vacuous where α₀ = 0", fontsize=8)
@@ -449,7 +398,7 @@ def _drift_panel(ax, cells, probes) -> None:
     ax.scatter(drift["width"], drift["drift"], color=POINT_COLOR, s=20, alpha=0.7, zorder=3, label="a seed")
     _band(ax, drift, "width", "drift", POINT_COLOR, "median over seeds (min–max band)", lw=1.2)
     if is_log(drift["drift"]):
-        ax.set_yscale("log")
+        plots.log_axes(ax, y=True)
     ks = sorted(set(later["iteration"].astype(int)))
     ax.set_ylabel(f"relative drift at k = {ks[-1] if len(ks) == 1 else f'{ks[0]}…{ks[-1]}'}")
 
@@ -492,23 +441,22 @@ def _captioned(caption: str, draw, *args):
     return lambda: (draw(*args), caption)
 
 
-def _stability(cells: pd.DataFrame, theory_of):
-    """The e–η figure of ``cells`` and its caption; ``theory_of()``: :func:`theory_bounds` of the whole sweep."""
-    theory = theory_of()
+def _stability(cells: pd.DataFrame, theory: pd.DataFrame):
+    """The e–η figure of ``cells`` and its caption, with their rows of the sweep's ``theory``."""
     theory = theory[theory["cell"].isin(cells["cell"])]
     return stability_map(cells, theory), stability_caption(cells, theory)
 
 
-def figure_plan(result) -> list[tuple[str, Callable[[], tuple[Figure, str]]]]:
+def figure_plan(result, theory: pd.DataFrame) -> list[tuple[str, Callable[[], tuple[Figure, str]]]]:
     """The figures of a sweep as (name, draw), ``draw()`` giving the Figure and its caption: the gain figure always
-    (over the first two axes), the e–η plane where ``e`` and ``lr`` are axes, the width figure where ``width`` is one;
-    one of each per combination of the values of the other axes."""
+    (over the first two axes), the e–η plane where ``e`` and ``lr`` are axes (with ``theory``, the cells' bounds:
+    :func:`ntkcheck.theory.sweep_bounds`), the width figure where ``width`` is one; one of each per combination of the
+    values of the other axes."""
     cells, probes, axes = result.cells, result.probes, list(result.spec.axes)
     plan = [(f"gain{s}", _captioned(GAIN_CAPTION, gain_heatmap, part, *axes[:2]))
             for s, part in _slices(cells, axes, axes[:2])]
     if {"e", "lr"} <= set(axes):
-        theory_of = functools.cache(lambda: theory_bounds(cells))
-        plan += [(f"stability{s}", functools.partial(_stability, part, theory_of))
+        plan += [(f"stability{s}", functools.partial(_stability, part, theory))
                  for s, part in _slices(cells, axes, ["e", "lr"])]
     if "width" in axes:
         plan += [(f"width{s}", _captioned(WIDTH_CAPTION, width_figure, part, probes))
@@ -516,26 +464,25 @@ def figure_plan(result) -> list[tuple[str, Callable[[], tuple[Figure, str]]]]:
     return plan
 
 
-def write_figures(result, folder: Path, fmt: str = "png") -> list[Drawn]:
+def write_figures(result, theory: pd.DataFrame, folder: Path, fmt: str = "png") -> list[Drawn]:
     """Draw :func:`figure_plan` into ``folder/figures/<name>.<fmt>`` (``fmt``: png, pdf or svg), each file written
-    under a temporary name and renamed (:mod:`ntkcheck.results.io`). A figure that cannot be drawn is reported in its
-    :class:`Drawn`: the sweep's numbers are already written, and its report must not be what loses them."""
-    if fmt not in FORMATS:
-        raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    under a temporary name and renamed (:func:`ntkcheck.report.plots.save`). A figure that cannot be drawn is reported
+    in its :class:`Drawn`: the sweep's numbers are already written, and its report must not be what loses them."""
+    plots.check_format(fmt)
     drawn = []
-    for name, draw in figure_plan(result):
+    for name, draw in figure_plan(result, theory):
         try:
             fig, caption = draw()
         except Exception as err:  # noqa: BLE001 (the docstring says why)
             drawn.append(Drawn(name, None, "", f"{type(err).__name__}: {err}"))
             continue
-        path = Path(folder) / "figures" / f"{name}.{fmt}"
-        io.write_figure(path, fig, fmt, dpi=DPI)
+        path = plots.save(fig, Path(folder) / "figures" / f"{name}.{fmt}", fmt)
         drawn.append(Drawn(name, f"figures/{path.name}", caption))
     return drawn
 
 
-def write(result, folder: Path, fmt: str = "png") -> None:
-    """``folder/report.md`` and ``folder/figures/*.<fmt>`` (png, pdf or svg) of the finished sweep ``result``."""
-    drawn = write_figures(result, Path(folder), fmt)
+def write(result, theory: pd.DataFrame, folder: Path, fmt: str = "png") -> None:
+    """``folder/report.md`` and ``folder/figures/*.<fmt>`` (png, pdf or svg) of the finished sweep ``result``, whose
+    cells' bounds are ``theory`` (:func:`ntkcheck.theory.sweep_bounds`)."""
+    drawn = write_figures(result, theory, Path(folder), fmt)
     io.write_text(Path(folder) / "report.md", markdown(result, drawn))

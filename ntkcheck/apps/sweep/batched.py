@@ -8,7 +8,9 @@ cell then steps with its own torch optimizer at its own η, exactly as its singl
 same data seed share one problem: ∇F is then one matrix product per instance over all their iterates.
 
 A cell leaves the batch when it ends: at its K, or at a non-finite loss or gradient with ``on_divergence="stop"``
-(with ``"skip"`` its update is skipped, as in :func:`ntkcheck.train`). Its numbers are those of its single run up to
+(with ``"skip"`` its update is skipped): the single run's pieces of :mod:`ntkcheck.problems.meta` decide, the
+training loss, the step metrics, the finite check of :func:`~ntkcheck.problems.meta.backward` (per cell) and the
+divergence policy :func:`~ntkcheck.problems.meta.run_status`. Its numbers are those of its single run up to
 rounding, and the stacked products round otherwise, so a cell's last bits depend on the batch it ran in (tested:
 1e-12 relative in float64 and 1e-4 in float32 on tiny cells; a cell at an unstable step amplifies the difference).
 The same batch gives the same bits, so a sweep fixes its batches once (:func:`plan`, recorded by
@@ -40,7 +42,15 @@ from ntkcheck.build.experiment import (
 )
 from ntkcheck.config import TrainConfig
 from ntkcheck.engine.training import train, weight_metrics
-from ntkcheck.problems.meta import gd_objective, meta_optimizer, step_metric_tensors, training_loss
+from ntkcheck.problems.meta import (
+    backward,
+    gd_objective,
+    meta_optimizer,
+    run_status,
+    step_metric_tensors,
+    training_loss,
+    updates,
+)
 from ntkcheck.problems import qp as problems
 
 # The fields a batch handles per cell: each cell draws its own W_0 (e, init, init_seed, init_file, draw) and data
@@ -203,13 +213,7 @@ def _iteration(k: int, active: list[int], state: list, names: list[str], model, 
     wanted = [j for j, i in enumerate(active) if state[i].records(k)]
     traj = functional_call(model, params, (problem, cfg0.T), {"record_active": bool(wanted)})
     loss = training_loss(problem, traj, cfg0.loss)
-    loss_finite = torch.isfinite(loss)
-    torch.where(loss_finite, loss, torch.zeros_like(loss)).sum().backward()
-    grads_finite = torch.ones_like(loss_finite)
-    for name in names:
-        grads = torch.stack([state[i].weights[name].grad for i in active])
-        grads_finite &= torch.isfinite(grads).flatten(1).all(1)
-    finite = (loss_finite & grads_finite).tolist()
+    finite = backward(loss, [state[i].weights.values() for i in active])
     losses = loss.detach().tolist()
     wanted = [j for j, i in enumerate(active) if state[i].records(k) or not finite[j]]
     steps = {}
@@ -221,14 +225,7 @@ def _iteration(k: int, active: list[int], state: list, names: list[str], model, 
         tensors = step_metric_tensors(problem, traj, F_gd, cfg0.saturation_tol)
         rows = torch.stack(list(tensors.values()), dim=-1).tolist()
         steps = {j: dict(zip(tensors, rows[j])) for j in wanted}
-    ended = []
-    for j, i in enumerate(active):
-        if not bool(loss_finite[j]):  # the single run never backpropagates a non-finite loss
-            for w in state[i].weights.values():
-                w.grad.zero_()
-        if state[i].step(k, losses[j], finite[j], steps.get(j)):
-            ended.append(i)
-    return ended
+    return [i for j, i in enumerate(active) if state[i].step(k, losses[j], finite[j], steps.get(j))]
 
 
 def _records(k: int, every: int, K: int) -> bool:
@@ -281,19 +278,16 @@ class _CellState:
         self.probes(k, problem, self.weights)
 
     def step(self, k: int, loss: float, finite: bool, steps: dict | None) -> bool:
-        """Record iteration k, step unless it diverged or is the last; whether the cell ends here."""
+        """Record iteration k, step if it is finite and not the last (:func:`~ntkcheck.problems.meta.updates`), and
+        take the status of the divergence policy (:func:`~ntkcheck.problems.meta.run_status`), as the single run
+        does; whether the cell ends here."""
         if steps is not None:
             self.rows[k] = {"loss": loss, **steps, **weight_metrics(self.weights, self.W0),
                             "diverged": 0.0 if finite else 1.0}
-        last = k == self.cfg.iters
-        if finite and not last:
+        if finite and updates(k, self.cfg.iters):
             self.optimizer.step()
-        if not finite and self.cfg.on_divergence == "stop":
-            self.status = "diverged"
-            return True
-        if last:
-            self.status = "completed" if math.isfinite(loss) else "diverged"
-        return last
+        self.status = run_status(k, self.cfg.iters, loss, finite, self.cfg.on_divergence)
+        return self.status != "running"
 
     def result(self, error: str | None = None) -> CellRun:
         status = "failed" if error else self.status

@@ -278,11 +278,15 @@ def _gather(spec: SweepSpec, runs: list, work: Path | None) -> SweepResult:
 
 
 def _finish(work: Path, result: SweepResult, fmt: str) -> Path:
-    """Write the gathered frames, the figures and the report, then rename the folder: the sweep is finished."""
+    """Write the gathered frames, the theory's bounds of every cell (theory.parquet, which the figures draw:
+    :func:`ntkcheck.theory.sweep_bounds`), the figures and the report, then rename the folder: the sweep is finished."""
     from ntkcheck.report import sweep_figures  # matplotlib only where figures are drawn
+    from ntkcheck.theory import sweep_bounds
 
     io.write_frame(work / "cells.parquet", result.cells, "parquet")
     io.write_frame(work / "curves.parquet", result.curves, "parquet")
     io.write_frame(work / "probes.parquet", result.probes, "parquet")
-    sweep_figures.write(result, work, fmt)
+    theory = sweep_bounds(result.cells)
+    io.write_frame(work / "theory.parquet", theory, "parquet")
+    sweep_figures.write(result, theory, work, fmt)
     return runfolder.finish(work)
