@@ -255,6 +255,8 @@ CASES = [
     case("sweep", "--grid", "e=" + ",".join(str(i + 1) for i in range(400)), "--grid",
          "lr=" + ",".join(f"{i + 1}e-9" for i in range(400)), flag="--grid", id="sweep a 160000-cell grid"),
     case("sweep", "--workers", "2", flag="--workers", id="sweep --workers without ray"),
+    *[case("sweep", "--grid", grid, flag="--grid", id=f"sweep --grid {grid} (every cell invalid)")
+      for grid in ("width=0,-1", "b=20", "dtype=float16")],
     case("sweep", "--probe-at", "0,5", flag="--probe-at", id="sweep --probe-at beyond iters"),
     case("sweep", "--grid", "iters=2,3", "--probe-at", "4", flag="--probe-at", id="sweep --probe-at beyond every iters"),
     case("train", "--draw", "paper", "--problem-file", "@good.npz", flag="--draw", id="train --draw paper --problem-file"),

@@ -74,6 +74,7 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
     if figures not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
     resources.check(spec.base, limit=max_memory)
+    _check_some_cell_runs(spec)
     callback = callback or (lambda event, **info: None)
     how = dict(engine=engine, address=address, workers=workers, callback=callback, max_memory=max_memory)
     if out is None:
@@ -94,6 +95,15 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
         _run_plan(spec, recorded, _finished(work), lambda run: _write_cell(work, run), **how)
         result = _gather(spec, [_read_cell(work, cid) for cid in _ids(spec)], work)
         return load_sweep(_finish(work, result, figures))
+
+
+def _check_some_cell_runs(spec: SweepSpec) -> None:
+    """A grid whose every cell is an invalid configuration is refused before any folder exists (a sweep with
+    some invalid cells records them as failed and runs the others)."""
+    cells = spec.cells()
+    if all(c.config is None for c in cells):
+        raise ConfigError("grid", f"every one of its {len(cells)} cells is an invalid configuration (the first: "
+                                  f"{cells[0].error}); nothing to run")
 
 
 def sweep_spec(folder: str | Path, **overrides) -> SweepSpec:
