@@ -1,16 +1,26 @@
-"""Hand-designed optimisers on the QP family, batched over instances, from X_0 = 0.
+"""Hand-designed optimisers, batched over instances, from X_0 = 0, on any :class:`~ntkcheck.problems.base.Problem`
+(F_i = f_i + r_i: ``gradient`` is ∇f_i, ``prox`` the prox of r_i; the QP has r = 0).
 
 Every method takes the per-instance step α_i = s/β_i (s = ``step_scale``; the paper's code uses
-0.9999) and returns a :class:`Curve`: f_i(X_t) for t = 0..T and every instance i. A run whose iterate
+0.9999) and returns a :class:`Curve`: F_i(X_t) for t = 0..T and every instance i. A run whose iterate
 stops being finite is recorded, not raised: the curve is NaN from that step on and ``diverged_at``
 says where.
 
-    GD      X_t = X_{t−1} − α ∇F(X_{t−1})
-    NAG     X_t = Y_{t−1} − α ∇F(Y_{t−1}),   Y_t = X_t + μ_t (X_t − X_{t−1}),   Y_0 = X_0
+    GD      X_t = X_{t−1} − α ∇f(X_{t−1})
+    NAG     X_t = Y_{t−1} − α ∇f(Y_{t−1}),   Y_t = X_t + μ_t (X_t − X_{t−1}),   Y_0 = X_0
             μ_t = (t − 1)/(t + 2) (Nesterov 1983, in the form of Su, Boyd & Candès 2016), or a constant μ
+    prox    X_t = prox_{α r}(X_{t−1} − α ∇f(X_{t−1}))            (proximal gradient; ISTA for r = λ‖·‖₁)
+    FISTA   X_t = prox_{α r}(Y_{t−1} − α ∇f(Y_{t−1})),  Y_t as NAG's (Beck & Teboulle 2009, with NAG's μ_t)
     Adam    m_t = β₁m_{t−1} + (1 − β₁)g_t,   v_t = β₂v_{t−1} + (1 − β₂)g_t²,   g_t = ∇F(X_{t−1})
             X_t = X_{t−1} − α m̂_t/(√v̂_t + ε),   m̂_t = m_t/(1 − β₁ᵗ),  v̂_t = v_t/(1 − β₂ᵗ)
             (Kingma & Ba 2015; ε outside the root, as torch.optim.Adam)
+
+GD, NAG, prox and FISTA are the classical methods of the update rules gd, nag, prox and fista
+(:mod:`ntkcheck.models.updates`, :data:`CLASSICAL`): the untrained learner (P ≡ 1) is each of them exactly.
+
+The reference optimum F_i* of a composite problem (:func:`reference_optimum`) is FISTA with gradient restart
+(O'Donoghue & Candès 2015: the momentum of instance i restarts when ⟨Y_{t−1} − X_t, X_t − X_{t−1}⟩ > 0) run until the
+problem's duality gap, a certified bound gap_i ≥ F_i(x_i) − F_i*, is at most tol·max(1, |F_i|) for every instance.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from ntkcheck.problems.qp import Problem, gradient, objective_per_instance
+from ntkcheck.problems.base import Problem
 
 # The paper's Adam grid (official scripts, Fig. 8): β₁ ∈ {.1, .3, .5, .7, .9}, β₂ ∈ {.95, .955, …, 1.0}.
 # β₂ = 1 leaves v̂_t = v_t/(1 − 1ᵗ) undefined, so the grid here stops at .995.
@@ -31,7 +41,7 @@ ADAM_BETA2 = tuple(round(0.95 + 0.005 * i, 3) for i in range(10))
 
 @dataclass
 class Curve:
-    """f_i(X_t) for t = 0..T (shape (T+1, N), NaN after a divergence), the last finite iterate, and
+    """F_i(X_t) for t = 0..T (shape (T+1, N), NaN after a divergence), the last finite iterate, and
     the first step t at which X_t was not finite (None if it stayed finite). ``X`` holds every iterate
     (T+1, N, d) when asked for with ``keep=True``."""
 
@@ -57,7 +67,7 @@ def iterate(problem: Problem, T: int, step, state, *, keep: bool = False) -> Cur
     Stops at the first non-finite X_t and records it; every method below is one ``step``.
     """
     X = state[0]
-    f = [objective_per_instance(problem, X)]
+    f = [problem.objective_per_instance(X)]
     path = [X] if keep else None
     diverged_at = None
     for t in range(1, T + 1):
@@ -66,7 +76,7 @@ def iterate(problem: Problem, T: int, step, state, *, keep: bool = False) -> Cur
             diverged_at = t
             break
         X = X_new
-        f.append(objective_per_instance(problem, X))
+        f.append(problem.objective_per_instance(X))
         if keep:
             path.append(X)
     f = torch.stack(f)
@@ -77,11 +87,11 @@ def iterate(problem: Problem, T: int, step, state, *, keep: bool = False) -> Cur
 
 @torch.no_grad()
 def gd(problem: Problem, T: int, *, step_scale: float = 1.0, keep: bool = False) -> Curve:
-    """Gradient descent X_t = X_{t−1} − (s/β_i)∇F(X_{t−1}) from X_0 = 0."""
+    """Gradient descent X_t = X_{t−1} − (s/β_i)∇f(X_{t−1}) from X_0 = 0."""
     alpha = _alpha(problem, step_scale)
 
     def step(t, state):
-        X = state[0] - alpha * gradient(problem, state[0])
+        X = state[0] - alpha * problem.gradient(state[0])
         return X, (X,)
 
     return iterate(problem, T, step, (problem.X0(),), keep=keep)
@@ -99,12 +109,87 @@ def nag(problem: Problem, T: int, *, step_scale: float = 1.0, momentum: float | 
 
     def step(t, state):
         X_prev, Y = state
-        X = Y - alpha * gradient(problem, Y)
+        X = Y - alpha * problem.gradient(Y)
         mu = (t - 1) / (t + 2) if momentum is None else momentum
         return X, (X, X + mu * (X - X_prev))
 
     X0 = problem.X0()
     return iterate(problem, T, step, (X0, X0), keep=keep)
+
+
+@torch.no_grad()
+def prox_gradient(problem: Problem, T: int, *, step_scale: float = 1.0, keep: bool = False) -> Curve:
+    """Proximal gradient X_t = prox_{α r}(X_{t−1} − α∇f(X_{t−1})), α_i = s/β_i, from X_0 = 0 (ISTA for r = λ‖·‖₁; GD
+    when r = 0). For s ≤ 1, F(X_t) is non-increasing in t (Beck & Teboulle 2009, Lemma 2.3)."""
+    alpha = _alpha(problem, step_scale)
+
+    def step(t, state):
+        X = problem.prox(state[0] - alpha * problem.gradient(state[0]), alpha)
+        return X, (X,)
+
+    return iterate(problem, T, step, (problem.X0(),), keep=keep)
+
+
+@torch.no_grad()
+def fista(problem: Problem, T: int, *, step_scale: float = 1.0, keep: bool = False) -> Curve:
+    """FISTA from X_0 = Y_0 = 0 (module docstring): NAG's μ_t = (t − 1)/(t + 2) around the proximal step, so that for
+    s ≤ 1, F_i(x_T) − F_i* ≤ 2β_i‖x_0 − x_i*‖²/(s(T + 1)²)."""
+    alpha = _alpha(problem, step_scale)
+
+    def step(t, state):
+        X_prev, Y = state
+        X = problem.prox(Y - alpha * problem.gradient(Y), alpha)
+        return X, (X, X + (t - 1) / (t + 2) * (X - X_prev))
+
+    X0 = problem.X0()
+    return iterate(problem, T, step, (X0, X0), keep=keep)
+
+
+CLASSICAL = {"gd": gd, "nag": nag, "prox": prox_gradient, "fista": fista}  # the update rule → its classical method
+
+
+def classical(update: str):
+    """The classical method of the update rule ``update`` (:data:`CLASSICAL`): ``method(problem, T, step_scale=s,
+    keep=False) → Curve``; a ValueError naming ``update`` otherwise."""
+    if update not in CLASSICAL:
+        raise ValueError(f"update must be one of {', '.join(CLASSICAL)} (got {update!r})")
+    return CLASSICAL[update]
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """The reference optimum of every instance: X (N, d), F = F_i(x_i) (N,), the certified ``gap`` ≥ F_i(x_i) − F_i*
+    (N,), and the FISTA iterations it took."""
+
+    X: torch.Tensor
+    F: torch.Tensor
+    gap: torch.Tensor
+    iterations: int
+
+
+@torch.no_grad()
+def reference_optimum(problem: Problem, *, tol: float = 1e-10, max_iter: int = 200_000,
+                      check_every: int = 50) -> Optimum:
+    """F_i* to within tol·max(1, |F_i*|) (certified by ``problem.duality_gap``): FISTA with step 1/β_i and gradient
+    restart per instance (module docstring), in float64, checked every ``check_every`` iterations. A RuntimeError
+    when ``max_iter`` iterations do not reach the tolerance."""
+    p = problem.to(dtype=torch.float64)
+    alpha = (1.0 / p.beta)[..., None]
+    X = Y = p.X0()
+    c = torch.ones_like(p.beta)[..., None]  # steps since instance i's last restart, as NAG's t
+    for k in range(1, max_iter + 1):
+        X_new = p.prox(Y - alpha * p.gradient(Y), alpha)
+        restart = ((Y - X_new) * (X_new - X)).sum(-1, keepdim=True) > 0
+        c = torch.where(restart, torch.ones_like(c), c + 1)
+        Y = X_new + (c - 1) / (c + 2) * (X_new - X)
+        Y = torch.where(restart, X_new, Y)
+        X = X_new
+        if k % check_every == 0:
+            gap, F = p.duality_gap(X), p.objective_per_instance(X)
+            if bool((gap <= tol * F.abs().clamp_min(1.0)).all()):
+                return Optimum(X, F, gap, k)
+    raise RuntimeError(f"reference_optimum: the duality gap is still {float(gap.max()):.3g} after {max_iter} "
+                       "iterations; raise max_iter")
 
 
 @torch.no_grad()
@@ -115,7 +200,7 @@ def adam(problem: Problem, T: int, *, beta1: float = 0.9, beta2: float = 0.999, 
 
     def step(t, state):
         X, m, v = state
-        g = gradient(problem, X)
+        g = problem.gradient(X)
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g.square()
         m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
