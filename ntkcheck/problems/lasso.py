@@ -85,7 +85,8 @@ class Problem:
     # -- the Problem protocol of :mod:`ntkcheck.problems.base` ---------------------------------------------
 
     def l1(self, X: torch.Tensor) -> torch.Tensor:
-        """r_i(x_i) = λ_i‖x_i‖₁, shape (…, N)."""
+        """r_i(x_i) = λ_i‖x_i‖₁, shape (…, N). Autograd differentiates it as λ_i sign(x_i): 0 at x_ij = 0, a subgradient
+        (the prox makes exact zeros, so a training loss F(X_T) meets that point)."""
         return self.lam * X.abs().sum(-1)
 
     def objective_per_instance(self, X: torch.Tensor) -> torch.Tensor:
