@@ -198,3 +198,54 @@ def test_load_errors(tmp_path):
         inits.load(nan, widths)
     with pytest.raises(ValueError, match="not a readable file"):
         inits.load(tmp_path / "absent.pt", widths)
+
+
+# -- gaussian, xavier, he ----------------------------------------------------------------------------------------
+
+# the variance each paper prescribes, written out here: (fan_in, fan_out) → Var
+PAPER_VARIANCE = {
+    "gaussian": lambda fan_in, out: 1.0 / fan_in,
+    "xavier": lambda fan_in, out: 2.0 / (fan_in + out),  # Glorot & Bengio 2010
+    "he": lambda fan_in, out: 2.0 / fan_in,  # He et al. 2015
+}
+
+
+@pytest.mark.parametrize("name", list(PAPER_VARIANCE))
+def test_random_schemes_have_their_papers_variance_at_a_wide_layer(name):
+    """At the wide layer (64 → 512, 32768 draws) the sample variance is the formula's within 5 standard errors
+    (sd of s²/σ² ≈ √(2/n) for a Gaussian, less for a uniform); mean 0; every layer drawn, W_L included."""
+    from scipy import stats
+
+    widths = (64, 512)
+    params = inits.RANDOM[name](widths, seed=3)
+    assert set(params) == {"W1", "W2", "W3"}
+    for ell, (fan_in, out) in enumerate(expected_shapes(widths), start=1):
+        W = params[f"W{ell}"]
+        assert W.dtype == torch.float64 and tuple(W.shape) == (fan_in, out)
+        assert torch.count_nonzero(W) == W.numel()
+    W = params["W2"].numpy().ravel()
+    var = PAPER_VARIANCE[name](64, 512)
+    assert abs(W.var() / var - 1) < 5 * np.sqrt(2 / W.size)
+    assert abs(W.mean()) < 5 * np.sqrt(var / W.size)
+    if name == "xavier":  # the paper's uniform U(−a, a), a = √(6/(fan_in + fan_out)), filled to its ends
+        a = np.sqrt(6 / (64 + 512))
+        assert np.abs(W).max() <= a and np.abs(W).max() > 0.99 * a
+        assert stats.kstest(W, stats.uniform(-a, 2 * a).cdf).pvalue > 1e-4
+    else:
+        assert stats.kstest(W / np.sqrt(var), "norm").pvalue > 1e-4
+
+
+@pytest.mark.parametrize("name", list(PAPER_VARIANCE))
+def test_random_schemes_are_deterministic_per_seed(name):
+    widths = hidden_widths(40, 3)
+    a, b, c = (inits.RANDOM[name](widths, seed=s, bias=True) for s in (7, 7, 8))
+    assert set(a) == {"W1", "W2", "W3", "b1", "b2", "b3"}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.count_nonzero(a[f"b{ell}"]) == 0 for ell in (1, 2, 3))  # biases 0, as in both papers
+    assert not any(torch.equal(a[f"W{ell}"], c[f"W{ell}"]) for ell in (1, 2, 3))
+    # the stream is the init stream of the seed: the first layer is the first draw from SeedSequence([seed, 2])
+    rng = np.random.default_rng(np.random.SeedSequence([7, inits.INIT_STREAM]))
+    first = rng.uniform(size=(2, 2)) if name == "xavier" else rng.standard_normal((2, 2))
+    std = np.sqrt(PAPER_VARIANCE[name](2, 2))
+    want = (2 * first - 1) * np.sqrt(3) * std if name == "xavier" else first * std
+    np.testing.assert_allclose(a["W1"].numpy(), want, rtol=1e-14)

@@ -1,5 +1,10 @@
 """Initial weights of the step-size network φ_W, as a dict ``{"W1": …, "WL": …, "b1": …}``.
 
+``deterministic`` (the paper's: e·Q, W_L = 0, so the untrained model is its classical method), ``random`` (PyTorch's
+``nn.Linear`` default) and the standard random schemes :data:`RANDOM`: ``gaussian`` N(0, 1/fan_in), ``xavier``
+(Glorot & Bengio 2010, Var = 2/(fan_in + fan_out)) and ``he`` (He et al. 2015, Var = 2/fan_in), each applied to every
+layer, W_L included (the untrained model is then not its classical method).
+
 Weights are stored (in, out) and applied as ``G @ W``. All draws are float64 from a numpy stream seeded
 by ``SeedSequence([seed, 2])``, so the same seed gives the same weights on every device and dtype.
 """
@@ -67,6 +72,45 @@ def random(widths, seed: int, bias: bool = False) -> dict:
         if bias:
             params[f"b{ell}"] = rng.uniform(-bound, bound, out)
     return {k: torch.from_numpy(v) for k, v in params.items()}
+
+
+def _zero_mean(widths, seed: int, bias: bool, draw) -> dict:
+    """Every W_ℓ = draw(rng, fan_in, fan_out) from the init stream, layer by layer; biases 0."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, INIT_STREAM]))
+    params = {}
+    for ell, (fan_in, out) in enumerate(layer_shapes(tuple(widths)), start=1):
+        params[f"W{ell}"] = draw(rng, fan_in, out)
+        if bias:
+            params[f"b{ell}"] = np.zeros(out)
+    return {k: torch.from_numpy(v) for k, v in params.items()}
+
+
+def gaussian(widths, seed: int, bias: bool = False) -> dict:
+    """W_ℓ ~ N(0, 1/fan_in) entrywise, biases 0: the standard Gaussian of the NTK parameterisation (Jacot et al.
+    2018: N(0, 1) weights times 1/√fan_in in the forward pass) written in the standard one, so that every
+    pre-activation has the variance of its input layer's mean square at any width. Std 1/√fan_in."""
+    return _zero_mean(widths, seed, bias, lambda rng, fan_in, out: rng.normal(0.0, 1.0 / np.sqrt(fan_in),
+                                                                              (fan_in, out)))
+
+
+def xavier(widths, seed: int, bias: bool = False) -> dict:
+    """Glorot & Bengio (2010), eq. 16, the "normalized initialization": W_ℓ ~ U(−a, a) with a = √(6/(fan_in +
+    fan_out)), so Var = a²/3 = 2/(fan_in + fan_out); biases 0."""
+    def draw(rng, fan_in, out):
+        a = np.sqrt(6.0 / (fan_in + out))
+        return rng.uniform(-a, a, (fan_in, out))
+
+    return _zero_mean(widths, seed, bias, draw)
+
+
+def he(widths, seed: int, bias: bool = False) -> dict:
+    """He et al. (2015), eq. 10: W_ℓ ~ N(0, 2/fan_in) (std √(2/fan_in), the variance that keeps a ReLU network's
+    forward signal from shrinking), biases 0."""
+    return _zero_mean(widths, seed, bias, lambda rng, fan_in, out: rng.normal(0.0, np.sqrt(2.0 / fan_in),
+                                                                              (fan_in, out)))
+
+
+RANDOM = {"gaussian": gaussian, "xavier": xavier, "he": he}  # the standard random schemes, by name
 
 
 def load(path: str | Path, widths, bias: bool = False) -> dict:
