@@ -1,6 +1,8 @@
 """Update rules and the Problem protocol: the learned unroll under gd, nag, prox and fista against plain loops written
 here, the untrained learner (W_L = 0, so P ≡ 1) against the classical methods, and a problem family defined in this
-file (an ℓ1-regularised least squares) plugged in through the protocol alone."""
+file (an ℓ1-regularised least squares) plugged in through the protocol alone; every rule on every family of
+ntkcheck.problems (qp, lasso, logistic with l1 and l2) against a loop with ∇f and the prox written out, the untrained
+learner against solvers.classical(update), and the NTK of a prox unroll against a dense Jacobian."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from ntkcheck.instruments import ntk
 from ntkcheck.models import init as inits
 from ntkcheck.models import updates
 from ntkcheck.models.math_l2o import build
-from ntkcheck.problems import qp, solvers
+from ntkcheck.problems import lasso, logistic, qp, solvers
 from ntkcheck.problems.base import Problem
 
 N, d, b, T = 3, 6, 4, 6
@@ -168,3 +170,89 @@ def test_the_ntk_of_a_momentum_or_prox_unroll_equals_a_dense_jacrev(name):
 def test_an_unknown_rule_names_update():
     with pytest.raises(ValueError, match="update must be one of gd, nag, prox, fista"):
         updates.rule("adam")
+
+
+# -- the families of ntkcheck.problems: lasso and logistic -----------------------------------------------------
+
+FAMILIES = {
+    "qp": lambda seed=0: least_squares(seed),
+    "lasso": lambda seed=0: lasso.generate(N, d, b, seed, lam=0.1),
+    "logistic-l1": lambda seed=0: logistic.generate(N, d, 2 * d, seed, lam=0.3),
+    "logistic-l2": lambda seed=0: logistic.generate(N, d, 2 * d, seed, lam=0.05, penalty="l2"),
+}
+
+
+def formula_gradient(p, X):
+    """∇f written out with einsums on the data (not the problem's own method)."""
+    if isinstance(p, logistic.Problem):
+        z = torch.einsum("nbd,nd->nb", p.M, X)
+        g = torch.einsum("nbd,nb->nd", p.M, -p.Y / (1 + torch.exp(p.Y * z)))
+        return g + p.lam[:, None] * X if p.penalty == "l2" else g
+    return torch.einsum("nbd,nb->nd", p.M, torch.einsum("nbd,nd->nb", p.M, X) - p.Y)
+
+
+def formula_prox(p, V, a):
+    """sign(v)·max(|v| − λa, 0) for an ℓ1 term, v itself otherwise."""
+    if isinstance(p, qp.Problem) or getattr(p, "penalty", "l1") == "l2":
+        return V
+    return V.sign() * torch.clamp(V.abs() - p.lam[:, None] * a, min=0.0)
+
+
+def family_loop(net, p, T, *, momentum, proximal):
+    """The updates' module docstring with ∇f and the prox written out (formula_gradient, formula_prox)."""
+    X = Y = torch.zeros(N, d, dtype=torch.float64)
+    for t in range(1, T + 1):
+        g = formula_gradient(p, Y)
+        P = net.step_size(torch.stack([g, Y], dim=-1).reshape(-1, 2)).reshape(N, d)
+        a = P / p.beta[:, None]
+        X_new = formula_prox(p, Y - a * g, a) if proximal else Y - a * g
+        Y = X_new + (t - 1) / (t + 2) * (X_new - X) if momentum else X_new
+        X = X_new
+    return X
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("name", list(updates.RULES))
+def test_every_rule_on_every_family_equals_its_plain_loop(family, name):
+    rule = updates.RULES[name]
+    p, net = FAMILIES[family](), model(name)
+    got = net.unroll(p, T).X[-1]
+    want = family_loop(net, p, T, momentum=rule.momentum, proximal=rule.proximal)
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("name", list(updates.RULES))
+def test_the_untrained_learner_is_its_classical_method_on_every_family(family, name):
+    """W_L = 0: P ≡ 1, and the unroll is solvers.classical(update) (GD, NAG, proximal gradient, FISTA) to 1e-12."""
+    p = FAMILIES[family](1)
+    traj = model(name, trained=False).unroll(p, 25)
+    curve = solvers.classical(name)(p, 25, keep=True)
+    assert all(bool((P == 1).all()) for P in traj.P)
+    for X_t, X_ref in zip(traj.X, curve.X, strict=True):
+        assert torch.allclose(X_t, X_ref, rtol=1e-12, atol=1e-15)
+    if updates.RULES[name].proximal and family in ("lasso", "logistic-l1"):
+        assert bool((traj.X[-1] == 0).any())  # the prox acted: soft-thresholding made exact zeros
+
+
+@pytest.mark.parametrize("family", ["lasso", "logistic-l1"])
+@pytest.mark.parametrize("name", ["prox", "fista"])
+def test_the_ntk_of_a_prox_unroll_equals_a_dense_jacobian_product(family, name):
+    """K = J Jᵀ of the residual (lasso: M X_T − Y; logistic: the logits M X_T) by ntk.empirical_ntk (the func path)
+    against a dense jacrev of vec(residual(X_T)) through functional_call. The soft-threshold's kink |v| = λa gets
+    autograd's derivative of relu at 0, which is 0 (and sign's derivative is 0): ∂S/∂v = 1 where |v| > λa, 0 where
+    |v| ≤ λa, kink included. A draw almost surely never lands on the kink; the zeros the prox makes are inside
+    [−λa, λa], where 0 is the derivative."""
+    p = FAMILIES[family]()
+    net = model(name, trained=True).with_detach(False)
+    K = ntk.empirical_ntk(net, p, 4).K
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def r(w):
+        return p.residual(torch.func.functional_call(net, w, (p, 4)).X[-1]).reshape(-1)
+
+    rows = p.residual(p.X0()).numel()
+    J = torch.cat([v.reshape(rows, -1) for v in torch.func.jacrev(r)(params).values()], dim=1)
+    assert torch.allclose(K, J @ J.T, rtol=1e-12, atol=1e-12 * float(K.abs().max()))
+    assert float(K.abs().max()) > 0
+    assert bool((net.unroll(p, 4).X[-1] == 0).any())  # thresholded coordinates are part of the map
