@@ -136,3 +136,15 @@ def test_curve_gap():
         linearised.curve_gap([np.nan], [1.0])
     with pytest.raises(ValueError, match="mode must be one of"):
         linearised.Linearisation(learner(), problem("qp"), T, mode="both")
+
+
+@pytest.mark.parametrize("name", ["qp", "lasso", "logistic"])
+def test_the_linearisation_runs_on_the_meta_device(name):
+    """X^lin and its gradient allocate on the problem's device (a CPU tensor mixed in fails on meta)."""
+    meta = torch.device("meta")
+    p, model = problem(name).to(device=meta), learner("fista").to(meta)
+    lin = linearised.Linearisation(model, p, T)
+    W = {k: v.clone().requires_grad_(True) for k, v in lin.W0.items()}
+    L = training_loss(p, lin.unroll(W), "mean")
+    L.backward()
+    assert L.device.type == "meta" and all(w.grad.device.type == "meta" for w in W.values())

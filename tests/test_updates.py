@@ -256,3 +256,19 @@ def test_the_ntk_of_a_prox_unroll_equals_a_dense_jacobian_product(family, name):
     assert torch.allclose(K, J @ J.T, rtol=1e-12, atol=1e-12 * float(K.abs().max()))
     assert float(K.abs().max()) > 0
     assert bool((net.unroll(p, 4).X[-1] == 0).any())  # thresholded coordinates are part of the map
+
+
+@pytest.mark.parametrize("family", ["lasso", "logistic-l1", "logistic-l2"])
+@pytest.mark.parametrize("name", list(updates.RULES))
+def test_every_rule_on_every_family_runs_on_the_meta_device(family, name):
+    """On torch's meta device (shapes, no values) a tensor made on the CPU by mistake fails: the unroll, the objective,
+    its gradient, the prox, the duality gap and the func NTK all follow the problem's device."""
+    meta = torch.device("meta")
+    p = FAMILIES[family]().to(device=meta)
+    net = model(name).to(meta)
+    X = net.unroll(p, 3).X[-1]
+    assert X.device.type == "meta" and tuple(X.shape) == (N, d)
+    for out in (p.objective_per_instance(X), p.gradient(X), p.prox(X, X), p.duality_gap(X), p.residual(X)):
+        assert out.device.type == "meta"
+    J = ntk.jacobian(net, p, 2, method="func")
+    assert all(v.device.type == "meta" for v in J.values())

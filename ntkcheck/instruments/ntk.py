@@ -9,6 +9,14 @@ W is the dict of the model's named parameters W1..WL (and b1..bL with biases); a
 (:class:`ntkcheck.models.base.Learner`, e.g. the LSTM of :mod:`ntkcheck.models.lstm`) works through the func path
 with its own named parameters.
 
+Other problem families (:mod:`ntkcheck.problems.lasso`, :mod:`ntkcheck.problems.logistic`) go through the func path
+with r = vec(``problem.residual(X_T)``): the smooth part's residual M X_T − Y for the LASSO, the logits M X_T for
+logistic regression; there the training loss F(X_T) is not ½‖r‖². Through a prox step (updates ``prox``, ``fista``)
+the soft-threshold S_τ(v) = sign(v)·relu(|v| − τ) is differentiated by autograd: its kink |v_j| = τ_j gets relu's
+derivative at 0, which is 0 (torch's choice; sign's derivative is 0), so ∂S/∂v_j = 1 for |v_j| > τ_j and 0 for
+|v_j| ≤ τ_j, kink included. A draw almost surely never lands on a kink; the exact zeros the prox makes lie inside
+(−τ_j, τ_j), where 0 is the true derivative.
+
 Two Jacobians (both (N·b) × P, one block per parameter, row-major as ``param.reshape(-1)``):
 
     J  = ∂r/∂W                  the true Jacobian: the model with ``detach=False``

@@ -9,7 +9,11 @@ and gives, per instance, F_i, ∇f_i, β_i and the proximal map of r_i with a co
     prox_{a r}(v) = argmin_x  r(x) + ½ Σ_j (x_j − v_j)² / a_j        (the identity when r = 0).
 
 ``residual(X)`` is the network output whose Gram matrix is the empirical NTK (r = M X − Y for least squares, where
-F = ½‖r‖²). ``select(index)`` keeps the instances of some cells of a problem stacked per cell (tensors (C, N, …)),
+F = ½‖r‖²). For a composite objective it is the output of the data term, on which the loss acts (the LASSO: the smooth
+part's M X − Y, f = ½‖r‖²; logistic regression: the logits M X); F is then not ½‖r‖², so predictions built on
+F = ½‖r‖² do not apply, while linearised training (:mod:`ntkcheck.engine.linearised`) does. A family may also offer
+``duality_gap(X)`` (…, N), a certified bound on F_i(x_i) − F_i*, on which
+:func:`ntkcheck.problems.solvers.reference_optimum` stops. ``select(index)`` keeps the instances of some cells of a problem stacked per cell (tensors (C, N, …)),
 and ``to(device, dtype)`` moves every tensor. :class:`ntkcheck.problems.qp.Problem` (the paper's least squares) is
 one implementation; a new family is a new module with a class of these methods.
 """

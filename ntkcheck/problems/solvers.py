@@ -57,8 +57,8 @@ class Curve:
 
 
 def _alpha(problem: Problem, step_scale: float) -> torch.Tensor:
-    """α_i = s/β_i as a column (N, 1)."""
-    return (step_scale / problem.beta)[:, None]
+    """α_i = s/β_i as a column (…, N, 1)."""
+    return (step_scale / problem.beta)[..., None]
 
 
 def iterate(problem: Problem, T: int, step, state, *, keep: bool = False) -> Curve:
@@ -81,7 +81,7 @@ def iterate(problem: Problem, T: int, step, state, *, keep: bool = False) -> Cur
             path.append(X)
     f = torch.stack(f)
     if diverged_at is not None:
-        f = torch.cat([f, f.new_full((T + 1 - len(f), f.shape[1]), float("nan"))])
+        f = torch.cat([f, f.new_full((T + 1 - len(f), *f.shape[1:]), float("nan"))])
     return Curve(f, X, diverged_at, torch.stack(path) if keep else None)
 
 
