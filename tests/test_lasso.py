@@ -183,6 +183,15 @@ def test_the_reference_optimum_satisfies_the_subgradient_condition(shape, lam):
     assert torch.allclose(opt.F, p.objective_per_instance(opt.X), rtol=0, atol=0)
 
 
+def test_the_reference_optimum_refuses_what_it_cannot_certify():
+    with pytest.raises(RuntimeError, match="raise max_iter"):
+        solvers.reference_optimum(small(), max_iter=3)
+    with pytest.raises(ValueError, match="tol must be > 0"):
+        solvers.reference_optimum(small(), tol=0.0)
+    with pytest.raises(TypeError, match="duality_gap"):
+        solvers.reference_optimum(qp.generate(N, d, b, 0))
+
+
 def test_the_duality_gap_bounds_the_suboptimality():
     p = small(9)
     F_star = solvers.reference_optimum(p).F

@@ -171,8 +171,13 @@ class Optimum:
 def reference_optimum(problem: Problem, *, tol: float = 1e-10, max_iter: int = 200_000,
                       check_every: int = 50) -> Optimum:
     """F_i* to within tol·max(1, |F_i*|) (certified by ``problem.duality_gap``): FISTA with step 1/β_i and gradient
-    restart per instance (module docstring), in float64, checked every ``check_every`` iterations. A RuntimeError
-    when ``max_iter`` iterations do not reach the tolerance."""
+    restart per instance (module docstring), in float64, checked every ``check_every`` iterations and at the last. A
+    RuntimeError when ``max_iter`` iterations do not reach the tolerance."""
+    if not hasattr(problem, "duality_gap"):
+        raise TypeError(f"reference_optimum needs a problem with a duality_gap (got a {type(problem).__name__})")
+    for name, value in (("tol", tol), ("max_iter", max_iter), ("check_every", check_every)):
+        if isinstance(value, bool) or not value > 0:
+            raise ValueError(f"{name} must be > 0 (got {value!r})")
     p = problem.to(dtype=torch.float64)
     alpha = (1.0 / p.beta)[..., None]
     X = Y = p.X0()
@@ -184,7 +189,7 @@ def reference_optimum(problem: Problem, *, tol: float = 1e-10, max_iter: int = 2
         Y = X_new + (c - 1) / (c + 2) * (X_new - X)
         Y = torch.where(restart, X_new, Y)
         X = X_new
-        if k % check_every == 0:
+        if k % check_every == 0 or k == max_iter:
             gap, F = p.duality_gap(X), p.objective_per_instance(X)
             if bool((gap <= tol * F.abs().clamp_min(1.0)).all()):
                 return Optimum(X, F, gap, k)
