@@ -184,11 +184,16 @@ def run_one(name: str, path: str, repeats: int, threads: int | None) -> dict:
     out["setup_seconds"] = time.perf_counter() - t0
     out["setup_peak_rss_bytes"] = peak_rss_bytes()
 
+    if hasattr(training, "cell_state"):  # the one trainer: the run as one cell (K far away, so every iteration steps)
+        cell = training.cell_state(cfg.replace(iters=10**9), model, optimizer, W0)
+        run_iteration = lambda: training.run_iteration(cfg, model, cell, problem, F_gd, 0)  # noqa: E731
+    else:  # the code before it, for an A/B against an older checkout
+        run_iteration = lambda: training.run_iteration(cfg, model, optimizer, problem, F_gd, W0, update=True)  # noqa: E731
     usage = {"user_seconds": [], "system_seconds": [], "minor_faults": []}
 
     def iteration() -> tuple[float, dict]:
         r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        metrics = training.run_iteration(cfg, model, optimizer, problem, F_gd, W0, update=True)
+        metrics = run_iteration()
         seconds, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
         # CPU time and page faults tell a slow machine from a slow iteration: on this VM a first-touch
         # page fault costs microseconds, and the dense path allocates its activations afresh every time.

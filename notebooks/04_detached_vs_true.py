@@ -40,6 +40,7 @@ import seaborn as sns
 
 import ntkcheck
 from ntkcheck.config import hidden_widths
+from ntkcheck.engine import learned
 from ntkcheck.instruments import dynamics, linalg, ntk
 from ntkcheck.models import init
 from ntkcheck.models import math_l2o as model
@@ -62,7 +63,7 @@ print(f"N·b = {N * b} outputs, n = {n}, T = {T}, e = {e:g}, η = {eta:.4e}")
 def along_training(detach):
     """SGD with the given gradient, then K_k, K̃_k and friends at every snapshot."""
     net = model.build(widths, W0, detach=detach)
-    losses, weights = dynamics.sgd_snapshots(net, problem, T, eta, iters, keep=snapshots)
+    losses, weights = learned.sgd_snapshots(net, problem, T, eta, iters, keep=snapshots)
     rows = []
     for k in snapshots:
         m = model.build(widths, weights[k], detach=detach)

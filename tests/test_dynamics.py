@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from ntkcheck.build.experiment import initial_weights, make_problem
 from ntkcheck.config import TrainConfig, hidden_widths
 from ntkcheck.engine.training import train
+from ntkcheck.engine import learned
 from ntkcheck.instruments import dynamics, linalg, ntk
 from ntkcheck.models import init as inits
 from ntkcheck.models.math_l2o import build
@@ -188,7 +189,7 @@ def test_the_training_kernel_not_the_true_one_predicts_detached_training():
     err_t, err_k = [], []
     for c in (0.01, 0.005):
         lr = c / lam_max
-        L, _ = dynamics.sgd_snapshots(model, p, 4, lr, 1, keep=[])
+        L, _ = learned.sgd_snapshots(model, p, 4, lr, 1, keep=[])
         err_t.append(abs(L[1] - dynamics.loss_of(dynamics.residual_recursion(Kt, r0, lr, 1))[1]))
         err_k.append(abs(L[1] - dynamics.loss_of(dynamics.residual_recursion(K, r0, lr, 1))[1]))
     assert 3.6 <= err_t[0] / err_t[1] <= 4.4
@@ -200,7 +201,7 @@ def test_sgd_snapshots_reproduce_the_trainer(tmp_path):
     cfg = TrainConfig(**TINY, iters=3, lr=0.05, init="random")
     L_train = measured_losses(cfg, tmp_path, "run")
     model = build(hidden_widths(cfg.width, cfg.L), initial_weights(cfg))
-    L, snaps = dynamics.sgd_snapshots(model, make_problem(cfg), cfg.T, cfg.lr, cfg.iters, keep=[0, 3])
+    L, snaps = learned.sgd_snapshots(model, make_problem(cfg), cfg.T, cfg.lr, cfg.iters, keep=[0, 3])
     np.testing.assert_allclose(L, L_train, rtol=1e-12)
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["params"]
     assert sorted(snaps) == [0, 3]
@@ -211,7 +212,7 @@ def test_sgd_snapshots_reproduce_the_trainer(tmp_path):
 
 def test_drift_table_along_training():
     p, model = random_setup(scale=3.0)
-    L, snaps = dynamics.sgd_snapshots(model, p, 4, 0.5, 4, keep=[0, 2, 4])
+    L, snaps = learned.sgd_snapshots(model, p, 4, 0.5, 4, keep=[0, 2, 4])
     table = dynamics.drift_table(model, p, 4, snaps).set_index("k")
     assert list(table.index) == [0, 2, 4]
     assert table.loc[0, "rel_change"] == 0.0 and table.loc[0, "distance"] == pytest.approx(0.0, abs=1e-15)

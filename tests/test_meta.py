@@ -1,6 +1,6 @@
 """The meta-problem defined once (ntkcheck.problems.meta): the training losses, the per-step metrics and the GD
 reference against formulas written out here (einsums on M, plain loops, float64), on the least squares and on a
-problem that offers only the Problem protocol; the one meta-iteration (meta_step) against autograd and a hand-written
+problem that offers only the Problem protocol; one iteration of the trainer against autograd and a hand-written
 SGD step; and the loops that run it (the trainer, fit, sgd_snapshots) equal to each other bit for bit."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from ntkcheck.build.experiment import initial_weights, make_problem
 from ntkcheck.config import TrainConfig, hidden_widths
+from ntkcheck.engine import learned
 from ntkcheck.engine.learned import fit
+from ntkcheck.engine.trainer import iteration, new_state
 from ntkcheck.engine.training import train
-from ntkcheck.instruments import dynamics
 from ntkcheck.models import init as inits
 from ntkcheck.models.math_l2o import build
 from ntkcheck.problems import meta, qp, solvers
@@ -162,49 +163,61 @@ def tiny_model_and_problem():
     return build(widths, inits.random(widths, 3)), qp.generate(2, 5, 4, 1)
 
 
+def _one_cell(model, K: int = 5, lr: float = 0.1):
+    """The model as the trainer's one cell (its own parameters, trained in place by SGD at ``lr``)."""
+    return new_state(dict(model.named_parameters()), optimizer="sgd", lr=lr, K=K)
+
+
 @pytest.mark.parametrize("kind", ["last", "mean", "weighted"])
-def test_meta_step_is_one_sgd_step_on_the_training_loss(kind):
-    """W_{k+1} = W_k − η ∇L(W_k) with ∇L by torch.autograd.grad; ``measure`` sees W_k with its gradient."""
+def test_an_iteration_is_one_sgd_step_on_the_training_loss(kind):
+    """W_{k+1} = W_k − η ∇L(W_k) with ∇L by torch.autograd.grad; the metrics are measured at W_k with its gradient."""
     model, p = tiny_model_and_problem()
     W = {k: v.detach().clone() for k, v in model.named_parameters()}
     params = list(model.parameters())
     loss = meta.training_loss(p, model.unroll(p, 3), kind)
     grads = dict(zip(W, torch.autograd.grad(loss, params)))
-    seen = {}
-
-    def measure(traj, value, finite):
-        seen.update({k: (v.detach().clone(), v.grad.clone()) for k, v in model.named_parameters()})
-        return {"value": value, "finite": finite}
-
-    step = meta.meta_step(meta.meta_optimizer("sgd", params, 0.1), p, kind, lambda: model.unroll(p, 3), update=True,
-                          measure=measure)
+    out = iteration(0, [_one_cell(model)], model, p, meta.gd_objective(p, 3), T=3, loss=kind, record=[True],
+                    saturation_tol=1e-2)[0]
     value = float(loss.detach())
-    assert step.finite and step.loss == value and step.metrics == {"value": value, "finite": True}
+    assert out.finite and out.loss == value and out.metrics["loss"] == value and out.metrics["diverged"] == 0.0
     for k, v in model.named_parameters():
-        assert torch.equal(seen[k][0], W[k])
-        torch.testing.assert_close(seen[k][1], grads[k], rtol=1e-13, atol=1e-15)
+        assert out.metrics[f"grad_norm/{k}"] == float(grads[k].norm())  # measured before the step
         torch.testing.assert_close(v.detach(), W[k] - 0.1 * grads[k], rtol=1e-14, atol=1e-15)
 
 
-def test_meta_step_without_update_or_with_a_non_finite_value_keeps_the_weights():
+class _Injected(torch.nn.Module):
+    """A learner of one weight w whose unroll is ``path(w)``: to inject a non-finite loss or gradient."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.w, self.path = torch.nn.Parameter(torch.ones((), dtype=torch.float64)), path
+
+    def forward(self, problem, T, state=None):
+        return SimpleNamespace(X=self.path(self.w), P=[])
+
+
+def test_an_iteration_without_update_or_with_a_non_finite_value_keeps_the_weights():
     model, p = tiny_model_and_problem()
     W = {k: v.detach().clone() for k, v in model.named_parameters()}
-    opt = meta.meta_optimizer("sgd", model.parameters(), 0.1)
-    step = meta.meta_step(opt, p, "last", lambda: model.unroll(p, 3), update=False)
-    assert step.finite and all(v.grad is not None for v in model.parameters())
-    w = model.layer(1)[0]
+    out = iteration(0, [_one_cell(model, K=0)], model, p, meta.gd_objective(p, 3), T=3, loss="last", record=[False],
+                    saturation_tol=1e-2)[0]  # k = K: the last iteration takes no step
+    assert out.finite and all(v.grad is not None for v in model.parameters())
+    assert all(torch.equal(v.detach(), W[k]) for k, v in model.named_parameters())
 
-    def infinite_loss():  # F(X_1) = inf: nothing is backpropagated
-        return SimpleNamespace(X=[p.X0(), p.X0() + w.sum() * torch.inf])
+    def infinite_loss(w):  # F(X_1) = inf: nothing is backpropagated
+        return [p.X0(), p.X0() + w * torch.inf]
 
-    def infinite_gradient():  # X_1 = √(0·W) = 0: F is finite, ∂√u/∂u = ∞ at u = 0
-        return SimpleNamespace(X=[p.X0(), p.X0() + torch.sqrt(0 * w.sum())])
+    def infinite_gradient(w):  # X_1 = √(0·w) = 0: F is finite, ∂√u/∂u = ∞ at u = 0
+        return [p.X0(), p.X0() + torch.sqrt(0 * w)]
 
-    for unroll in (infinite_loss, infinite_gradient):
-        step = meta.meta_step(opt, p, "last", unroll, update=True, measure=lambda traj, loss, finite: {"f": finite})
-        assert not step.finite and step.metrics == {"f": False}
-        assert all(torch.equal(v.detach(), W[k]) for k, v in model.named_parameters())
-    assert step.loss == float(meta.objective(p, p.X0()))  # the gradient, not the loss, was infinite
+    F_gd = meta.gd_objective(p, 1)
+    for path in (infinite_loss, infinite_gradient):
+        learner = _Injected(path)
+        cell = _one_cell(learner)
+        out = iteration(0, [cell], learner, p, F_gd, T=1, loss="last", record=[False], saturation_tol=1e-2)[0]
+        assert not out.finite and out.metrics["diverged"] == 1.0 and cell.status == "diverged"
+        assert float(learner.w) == 1.0
+    assert out.loss == float(meta.objective(p, p.X0()))  # the gradient, not the loss, was infinite
 
 
 # -- the loops that run it ---------------------------------------------------------------------------------------------
@@ -223,6 +236,6 @@ def test_fit_and_sgd_snapshots_are_the_trainer_bit_for_bit(loss):
     assert all(torch.equal(v, record.weights[k]) for k, v in model.state_dict().items())
     if loss == "last":
         model = build(hidden_widths(cfg.width, cfg.L), initial_weights(cfg))
-        L, snaps = dynamics.sgd_snapshots(model, make_problem(cfg), cfg.T, cfg.lr, cfg.iters, keep=[cfg.iters])
+        L, snaps = learned.sgd_snapshots(model, make_problem(cfg), cfg.T, cfg.lr, cfg.iters, keep=[cfg.iters])
         assert np.array_equal(L, record.metrics["loss"].to_numpy())
         assert all(torch.equal(snaps[cfg.iters][k], v) for k, v in record.weights.items())

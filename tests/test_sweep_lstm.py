@@ -1,6 +1,6 @@
 """``ntkcheck sweep`` over the LSTM learner (issue 21): the batched engine stacks the MLP's weights on a cell axis; any
 other learner's cells are planned as batches of one and run as their single run in memory
-(:func:`ntkcheck.apps.sweep.batched.run_alone`). Checked in float64 against the single-run trainer
+(a batch of one: :func:`ntkcheck.apps.sweep.batched.run_batch`). Checked in float64 against the single-run trainer
 (:func:`ntkcheck.train` with no folder): the same code path, so bit for bit; a killed sweep reruns to the same bits;
 the plan keeps every LSTM cell alone whatever the order and batch size; the probes are taken at W_k before iteration
 k, the weights of the single run's own ``probe`` hook."""

@@ -36,10 +36,10 @@ import torch
 from ntkcheck import resources
 from ntkcheck.build.experiment import build_model, setup
 from ntkcheck.config import ConfigError, TrainConfig
-from ntkcheck.models.base import Learner, Path as Unroll
-from ntkcheck.models.math_l2o import MathL2O
+from ntkcheck.engine.trainer import TrainState, iteration
+from ntkcheck.models.base import Learner
 from ntkcheck.problems import qp as problems
-from ntkcheck.problems.meta import gd_objective, meta_optimizer, meta_step, run_status, step_metrics, updates
+from ntkcheck.problems.meta import gd_objective, meta_optimizer
 from ntkcheck.problems.meta import training_loss  # noqa: F401 - re-exported: tests import it from here
 from ntkcheck.results import io, runfolder
 from ntkcheck.results.runfolder import CHECKPOINT, Interrupted
@@ -81,43 +81,20 @@ class RunResult:
         return build_model(self.config, self.weights, device=device, dtype=dtype)
 
 
-# -- one iteration (the pieces: :mod:`ntkcheck.problems.meta`) -----------------------------------------------------
+# -- one iteration: :func:`ntkcheck.engine.trainer.iteration` with one cell ----------------------------------------
 
 
-def weight_metrics(params: dict[str, torch.Tensor], W0: dict) -> dict[str, float]:
-    """Per layer of the weights ``params`` (by name, gradients attached): ‖∇W_ℓ‖_F, ‖W_ℓ − W_ℓ⁰‖_F and, where
-    ‖W_ℓ⁰‖ > 0, ‖W_ℓ − W_ℓ⁰‖_F / ‖W_ℓ⁰‖_F."""
-    out = {}
-    with torch.no_grad():
-        for name, p in params.items():
-            out[f"grad_norm/{name}"] = float(p.grad.norm()) if p.grad is not None else 0.0
-            drift = float((p - W0[name].to(p)).norm())
-            out[f"drift/{name}"] = drift
-            norm0 = float(W0[name].norm())
-            if norm0 > 0:
-                out[f"drift_rel/{name}"] = drift / norm0
-    return out
+def cell_state(cfg: TrainConfig, model: Learner, optimizer, W0: dict, status: str = "running",
+               skipped: int = 0) -> TrainState:
+    """The single run as the trainer's one cell: the model's own parameters, trained in place by ``optimizer``."""
+    return TrainState(dict(model.named_parameters()), optimizer, W0, cfg.iters, cfg.on_divergence, status, skipped)
 
 
-def recorded_unroll(model: Learner, problem: problems.Problem, T: int, X0: torch.Tensor | None = None,
-                    state=None) -> Unroll:
-    """The unroll of a training iteration from ``X0`` (default X_0): the MLP's records its wide layer's active share;
-    another learner's continues from its ``state`` (default: a fresh one)."""
-    if isinstance(model, MathL2O):
-        return model.unroll(problem, T, X0=X0, record_active=True)
-    return model.unroll(problem, T, X0=X0, state=state)
-
-
-def run_iteration(cfg, model, optimizer, problem, F_gd, W0, *, update: bool) -> dict[str, float]:
-    """:func:`ntkcheck.problems.meta.meta_step` (unroll, backpropagate, and, if ``update`` and everything is finite,
-    step), measuring the loss, :func:`~ntkcheck.problems.meta.step_metrics` and :func:`weight_metrics` at W_k."""
-
-    def measure(traj, loss: float, finite: bool) -> dict[str, float]:
-        return ({"loss": loss} | step_metrics(problem, traj, F_gd, cfg.saturation_tol)
-                | weight_metrics(dict(model.named_parameters()), W0) | {"diverged": 0.0 if finite else 1.0})
-
-    return meta_step(optimizer, problem, cfg.loss, lambda: recorded_unroll(model, problem, cfg.T), update=update,
-                     measure=measure).metrics
+def run_iteration(cfg: TrainConfig, model: Learner, cell: TrainState, problem, F_gd, k: int) -> dict[str, float]:
+    """Iteration k of the single run (:func:`ntkcheck.engine.trainer.iteration`, every metric recorded): the loss,
+    :func:`~ntkcheck.problems.meta.step_metrics` and :func:`~ntkcheck.engine.trainer.weight_metrics` at W_k."""
+    return iteration(k, [cell], model, problem, F_gd, T=cfg.T, loss=cfg.loss, record=[True],
+                     saturation_tol=cfg.saturation_tol)[0].metrics
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -253,21 +230,21 @@ def reopen(work: Path, state: dict) -> None:
 
 
 def loop(cfg, model, optimizer, problem, F_gd, state: dict, work, stop, callback, probe) -> None:
-    """Iterations k = state["k"]..K: probe, step (all but the last), record; the status after each by the divergence
-    policy (:func:`ntkcheck.problems.meta.run_status`): stop at a divergence (``on_divergence="stop"``), and end
-    ``completed`` only when the last loss is finite (with ``on_divergence="skip"`` it may not be); stop on a stop
-    request; with a run folder ``work``, checkpoint every ``checkpoint_every`` iterations."""
+    """Iterations k = state["k"]..K of the trainer's one cell (:func:`run_iteration`): probe, step (all but the last),
+    record; the status after each by the divergence policy (:func:`ntkcheck.problems.meta.run_status`): stop at a
+    divergence (``on_divergence="stop"``), and end ``completed`` only when the last loss is finite (with
+    ``on_divergence="skip"`` it may not be); stop on a stop request; with a run folder ``work``, checkpoint every
+    ``checkpoint_every`` iterations."""
+    cell = cell_state(cfg, model, optimizer, state["W0"], state["status"], state["skipped"])
     while state["k"] <= cfg.iters:
         k = state["k"]
         if probe is not None:
             probe(k, model)
         started = time.perf_counter()
-        metrics = run_iteration(cfg, model, optimizer, problem, F_gd, state["W0"], update=updates(k, cfg.iters))
+        metrics = run_iteration(cfg, model, cell, problem, F_gd, k)
         state["seconds"] += time.perf_counter() - started
         state["records"].append(metrics)
-        state["skipped"] += int(metrics["diverged"])
-        state["status"] = run_status(k, cfg.iters, metrics["loss"], not metrics["diverged"], cfg.on_divergence)
-        state["k"] = k + 1
+        state.update(k=k + 1, status=cell.status, skipped=cell.skipped)
         if callback is not None:
             callback(k, metrics)
         if state["status"] != "running":

@@ -33,7 +33,6 @@ from ntkcheck.instruments.features import alpha as alpha_of
 from ntkcheck.instruments.linalg import as_float64, eigh, kernel_drift, kernel_spectrum
 from ntkcheck.instruments.ntk import gram, jacobian, parameters, residual_fn, with_mode
 from ntkcheck.models.math_l2o import MathL2O
-from ntkcheck.problems.meta import meta_optimizer, meta_step
 from ntkcheck.problems.qp import Problem
 
 
@@ -199,27 +198,6 @@ def fit_contraction(loss, *, start: int = 0, stop: int | None = None, confidence
 
 
 # -- along training ------------------------------------------------------------------------------------------
-
-
-def sgd_snapshots(model: MathL2O, problem: Problem, T: int, lr: float, iters: int, *,
-                  keep=None) -> tuple[np.ndarray, dict[int, dict]]:
-    """Plain full-batch SGD on L(W) = F(X_T(W)) (loss "last"): W_{k+1} = W_k − η∇̃L(W_k), ∇̃ the gradient of the
-    model's mode (detached BPTT when ``model.detach``), by the trainer's meta-iteration
-    (:func:`ntkcheck.problems.meta.meta_step`, so a non-finite loss or gradient leaves W unchanged).
-
-    Returns the losses L_0..L_iters and the weights at the iterations in ``keep`` (default: all), each a
-    dict name → tensor. The model is not modified."""
-    lr = _positive("lr", lr)
-    m = with_mode(model, "detached" if model.detach else "true")
-    keep = set(range(iters + 1)) if keep is None else set(keep)
-    optimizer = meta_optimizer("sgd", m.parameters(), lr)
-    losses, snaps = [], {}
-    for k in range(iters + 1):
-        if k in keep:
-            snaps[k] = {name: p.detach().clone() for name, p in m.named_parameters()}
-        step = meta_step(optimizer, problem, "last", lambda: m.unroll(problem, T), update=k < iters)
-        losses.append(step.loss)
-    return np.array(losses), snaps
 
 
 def drift_table(model: MathL2O, problem: Problem, T: int, snapshots: Mapping[int, dict], *, reference: int | None = None,

@@ -21,10 +21,9 @@ and the per-step metrics of an unroll, measured against it (``F_gd`` = F_GD(X_1.
     P_min, P_mean, P_max over all P entries (t, i, j); P_saturated: the share within ``tol`` of 0 or 2
     active_share: the mean share of active ReLUs in the MLP's wide layer, where the unroll recorded it
 
-:func:`meta_step` is the one meta-iteration every loop runs (the trainer, :func:`ntkcheck.engine.learned.fit`,
-:func:`ntkcheck.instruments.dynamics.sgd_snapshots`): unroll → loss → backward → finite check → optimiser step. The
-batched sweep runs the same pieces on a leading cell axis: :func:`backward` (the finite losses backpropagated, the
-finite check per cell), :func:`updates` and the divergence policy :func:`run_status`, which the trainer applies too.
+The trainer (:func:`ntkcheck.engine.trainer.iteration`, every loop's one iteration) is built from these pieces: the
+training loss, :func:`backward` (the finite losses backpropagated, the finite check per cell), :func:`updates` and the
+divergence policy :func:`run_status`.
 
 A problem may offer ``objective_path(Xs)``, F(X_1..X_T) at once (the least squares' reads M_i once for all t,
 equal to the F(X_t) one by one to rounding); otherwise each F(X_t) is evaluated on its own.
@@ -33,8 +32,6 @@ equal to the F(X_t) one by one to rounding); otherwise each F(X_t) is evaluated 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -104,14 +101,19 @@ def step_metric_tensors(problem: Problem, traj, F_gd: torch.Tensor, tol: float) 
     """The per-step metrics of the module docstring, as tensors (one entry per cell for a batch of cells):
     :func:`gain_metrics`, the P statistics with saturation tolerance ``tol``, and ``active_share`` where recorded."""
     with torch.no_grad():
-        P = torch.stack(traj.P, dim=-3).flatten(-3)  # (…, T·N·d)
         active = getattr(traj, "active", None)
-        return gain_metrics(problem, traj.X, F_gd) | {
-            "P_min": P.amin(-1),
-            "P_mean": P.mean(-1),
-            "P_max": P.amax(-1),
-            "P_saturated": ((P <= tol) | (P >= 2 - tol)).double().mean(-1),
-        } | ({} if active is None else {"active_share": torch.stack(active, dim=-1).mean(-1)})
+        return gain_metrics(problem, traj.X, F_gd) | _P_statistics(traj.P, tol) | (
+            {} if active is None else {"active_share": torch.stack(active, dim=-1).mean(-1)})
+
+
+def _P_statistics(Ps: list[torch.Tensor], tol: float) -> dict[str, torch.Tensor]:
+    """P_min, P_mean, P_max and P_saturated over every entry of P_1..P_T; none for a learner without a step
+    multiplier (LISTA)."""
+    if not Ps:
+        return {}
+    P = torch.stack(Ps, dim=-3).flatten(-3)  # (…, T·N·d)
+    return {"P_min": P.amin(-1), "P_mean": P.mean(-1), "P_max": P.amax(-1),
+            "P_saturated": ((P <= tol) | (P >= 2 - tol)).double().mean(-1)}
 
 
 def step_metrics(problem: Problem, traj, F_gd: torch.Tensor, tol: float) -> dict[str, float]:
@@ -119,7 +121,7 @@ def step_metrics(problem: Problem, traj, F_gd: torch.Tensor, tol: float) -> dict
     return {k: float(v) for k, v in step_metric_tensors(problem, traj, F_gd, tol).items()}
 
 
-# -- one meta-iteration -----------------------------------------------------------------------------------------
+# -- the meta-gradient step -----------------------------------------------------------------------------------------
 
 
 def meta_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -177,32 +179,3 @@ def run_status(k: int, K: int, loss: float, finite: bool, on_divergence: str) ->
     if k == K:
         return "completed" if math.isfinite(loss) else "diverged"
     return "running"
-
-
-@dataclass(frozen=True)
-class MetaStep:
-    """One meta-iteration at W_k: the unroll (its graph freed), the loss, whether the loss and every gradient were
-    finite, and what ``measure`` recorded at W_k before the update."""
-
-    traj: object
-    loss: float
-    finite: bool
-    metrics: dict
-
-
-def meta_step(optimizer: torch.optim.Optimizer, problem: Problem, kind: str, unroll: Callable, *, update: bool,
-              measure: Callable | None = None) -> MetaStep:
-    """Unroll (``unroll()``, at the current weights W_k), evaluate the training loss ``kind``, backpropagate through
-    all steps, check that the loss and the gradients of the optimiser's parameters are finite, call
-    ``measure(traj, loss, finite)`` (metrics at W_k, gradients attached), and, if ``update`` and all is finite, take
-    the optimiser's step to W_{k+1}. A non-finite loss is not backpropagated; a non-finite loss or gradient leaves W
-    unchanged."""
-    optimizer.zero_grad(set_to_none=False)
-    traj = unroll()
-    loss = training_loss(problem, traj, kind)
-    finite = backward(loss, [[p for group in optimizer.param_groups for p in group["params"]]])[0]
-    value = float(loss.detach())
-    metrics = {} if measure is None else measure(traj, value, finite)
-    if update and finite:
-        optimizer.step()
-    return MetaStep(traj, value, finite, metrics)

@@ -1,24 +1,17 @@
-"""Training a batch of cells as one: a leading cell axis over the weights, the problems and the learning rates.
+"""Training a batch of cells as one: the one trainer (:func:`ntkcheck.engine.trainer.iteration`) with C cells.
 
-Cells that agree on every field but the per-cell ones (:func:`batch_key`) run together. Every iteration stacks
-the cells' weights (W_ℓ of shape (C, in, out)) and unrolls them at once through the model's own code
-(:func:`torch.func.functional_call` with the stacked weights; :mod:`ntkcheck.models.math_l2o` takes a leading cell
-axis). The cells do not interact, so backpropagating the sum of their losses gives every cell its own gradient, and each
-cell then steps with its own torch optimizer at its own η, exactly as its single run does. Cells drawn from the
-same data seed share one problem: ∇F is then one matrix product per instance over all their iterates.
+Cells that agree on every field but the per-cell ones (:func:`batch_key`) run together: each cell is a
+:class:`~ntkcheck.engine.trainer.TrainState` (its own W_0, optimiser at its own η, K and divergence policy), and every
+iteration unrolls them at once, their weights stacked on a leading cell axis (the learners of
+:data:`~ntkcheck.engine.trainer.BATCHED`, the MLP). Cells drawn from the same data seed share one problem: ∇F is then
+one matrix product per instance over all their iterates.
 
-A cell leaves the batch when it ends: at its K, or at a non-finite loss or gradient with ``on_divergence="stop"``
-(with ``"skip"`` its update is skipped): the single run's pieces of :mod:`ntkcheck.problems.meta` decide, the
-training loss, the step metrics, the finite check of :func:`~ntkcheck.problems.meta.backward` (per cell) and the
-divergence policy :func:`~ntkcheck.problems.meta.run_status`. Its numbers are those of its single run up to
-rounding, and the stacked products round otherwise, so a cell's last bits depend on the batch it ran in (tested:
-1e-12 relative in float64 and 1e-4 in float32 on tiny cells; a cell at an unstable step amplifies the difference).
-The same batch gives the same bits, so a sweep fixes its batches once (:func:`plan`, recorded by
-:mod:`ntkcheck.apps.sweep.run`).
-
-Only the MLP takes the cell axis (:data:`BATCHED`). A cell of another learner (the LSTM) is a batch of one and runs
-as its single run in memory (:func:`run_alone`, through :func:`ntkcheck.engine.training.train`): its curve is that
-run's, bit for bit, with ``active_share`` (the MLP's wide layer only) NaN.
+A cell leaves the batch when it ends: at its K, or at a non-finite loss or gradient with ``on_divergence="stop"``. A
+batch of one cell is its single run bit for bit (the trainer calls the learner as the single run does; tested for the
+MLP and the LSTM, whose cells are always batches of one). In a batch of several, the stacked products round
+otherwise, so a cell's last bits depend on the batch it ran in (tested: 1e-12 relative in float64 and 1e-4 in float32
+on tiny cells; a cell at an unstable step amplifies the difference). The same batch gives the same bits, so a sweep
+fixes its batches once (:func:`plan`, recorded by :mod:`ntkcheck.apps.sweep.run`).
 """
 
 from __future__ import annotations
@@ -30,35 +23,20 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
-from torch.func import functional_call
 
 from ntkcheck.apps.sweep.probing import probe_cell
 from ntkcheck.apps.sweep.spec import Cell, SweepSpec
-from ntkcheck.build.experiment import (
-    build_model,
-    initial_weights,
-    make_problem,
-    resolve_device,
-)
+from ntkcheck.build.experiment import build_model, initial_weights, make_problem, resolve_device
 from ntkcheck.config import TrainConfig
-from ntkcheck.engine.training import train, weight_metrics
-from ntkcheck.problems.meta import (
-    backward,
-    gd_objective,
-    meta_optimizer,
-    run_status,
-    step_metric_tensors,
-    training_loss,
-    updates,
-)
+from ntkcheck.engine.trainer import BATCHED, iteration, new_state
 from ntkcheck.problems import qp as problems
+from ntkcheck.problems.meta import gd_objective
 
 # The fields a batch handles per cell: each cell draws its own W_0 (e, init, init_seed, init_file, draw) and data
 # (seed, draw), steps with its own optimizer at its own η, ends at its own K and by its own on_divergence; a sweep
 # writes no checkpoints (checkpoint_every). Cells batched together agree on every other field (:func:`batch_key`).
 PER_CELL_FIELDS = ("e", "lr", "iters", "seed", "init_seed", "init", "init_file", "draw", "on_divergence",
                    "checkpoint_every")
-BATCHED = ("mlp",)  # the learners (cfg.model) whose unroll takes a leading cell axis; the others run alone
 
 
 @dataclass
@@ -139,31 +117,35 @@ class _Problems:
 def run_batch(cells: list[Cell], spec: SweepSpec, on_done, progress=None) -> None:
     """Train ``cells`` (one :func:`batch_key`) together; ``on_done(CellRun)`` as each ends, ``progress(n)`` after
     every iteration with the number of cells it advanced. An error fails the cells still running, not the sweep.
-    Cells of a learner not in :data:`BATCHED` run one after another, each alone (:func:`run_alone`)."""
-    configs = [c.config for c in cells]
-    cfg0 = configs[0]
-    if cfg0.model not in BATCHED:
+    Cells of a learner not in :data:`~ntkcheck.engine.trainer.BATCHED` run one after another, each a batch of one."""
+    cfg0 = cells[0].config
+    if cfg0.model not in BATCHED and len(cells) > 1:
         for cell in cells:
-            on_done(run_alone(cell, spec, progress))
+            run_batch([cell], spec, on_done, progress)
         return
     device, dtype = resolve_device(cfg0.device), getattr(torch, cfg0.dtype)
     model = build_model(cfg0, device=device, dtype=dtype)  # the architecture; the weights come per call
-    names = [name for name, _ in model.named_parameters()]
     state = [_CellState(cell, device, dtype, spec) for cell in cells]
     active = list(range(len(cells)))
     try:
-        data = _Problems(configs, device, dtype)
+        data = _Problems([c.config for c in cells], device, dtype)
         k = 0
         while active:
             started = time.perf_counter()
             for i in active:
                 state[i].probe(k, data.of(i))
-            ended = _iteration(k, active, state, names, model, data, cfg0)
+            index = torch.tensor(active)
+            F_gd = data.F_gd[index] if data.shared is None else data.F_gd[0]
+            outcomes = iteration(k, [state[i].train for i in active], model, data.select(index), F_gd, T=cfg0.T,
+                                 loss=cfg0.loss, record=[state[i].records(k) for i in active],
+                                 saturation_tol=cfg0.saturation_tol)
             share = (time.perf_counter() - started) / len(active)
-            for i in active:
+            for i, outcome in zip(active, outcomes):
                 state[i].seconds += share
+                state[i].keep(k, outcome)
             if progress is not None:
                 progress(len(active))
+            ended = [i for i in active if state[i].train.status != "running"]
             for i in ended:
                 on_done(state[i].result())
             active = [i for i in active if i not in ended]
@@ -171,61 +153,6 @@ def run_batch(cells: list[Cell], spec: SweepSpec, on_done, progress=None) -> Non
     except Exception as err:  # noqa: BLE001 (a cell's failure is recorded, not raised: the sweep goes on)
         for i in active:
             on_done(state[i].result(f"{type(err).__name__}: {err}"))
-
-
-def run_alone(cell: Cell, spec: SweepSpec, progress=None) -> CellRun:
-    """``cell`` as its single run in memory (:func:`ntkcheck.engine.training.train` on :func:`make_problem`'s
-    instances, as ``train(cfg)`` draws them): its curve is that run's metrics at the recorded iterations, bit for bit
-    (``active_share`` NaN where the learner has no wide layer), and its probes a batched cell's (at W_k, before
-    iteration k). ``progress(1)`` after every iteration; an error fails the cell with the rows recorded so far."""
-    cfg = cell.config
-    every, probes, rows = spec.record_step(cfg.iters), _Probes(cfg, spec), {}
-
-    def record(k: int, metrics: dict) -> None:
-        if _records(k, every, cfg.iters) or metrics["diverged"]:
-            rows[k] = metrics
-        if progress is not None:
-            progress(1)
-
-    started = time.perf_counter()
-    try:
-        problem = make_problem(cfg).to(device=resolve_device(cfg.device), dtype=getattr(torch, cfg.dtype))
-        probe = lambda k, model: probes(k, problem, dict(model.named_parameters()))  # noqa: E731
-        # the sweep has checked the cell against its memory limit (run.py's plan): the trainer checks nothing more
-        run = train(cfg, problem=problem, callback=record, probe=probe, max_memory=math.inf)
-        status, error = run.status, None
-    except Exception as err:  # noqa: BLE001 (recorded, as a batch's failure is)
-        status, error = "failed", f"{type(err).__name__}: {err}"
-    curve = _curve(rows)
-    if len(curve) and "active_share" not in curve:  # no wide layer: NaN, so the cells row's final value is NaN
-        curve = curve.assign(active_share=math.nan)
-    return CellRun(cell, status, curve, probes.rows, time.perf_counter() - started, error)
-
-
-def _iteration(k: int, active: list[int], state: list, names: list[str], model, data: _Problems,
-               cfg0: TrainConfig) -> list[int]:
-    """Iteration k of the active cells: unroll together, backpropagate, record, step. The cells that end here."""
-    index = torch.tensor(active)
-    params = {name: torch.stack([state[i].weights[name] for i in active]) for name in names}
-    problem = data.select(index)
-    for i in active:
-        state[i].optimizer.zero_grad(set_to_none=False)
-    wanted = [j for j, i in enumerate(active) if state[i].records(k)]
-    traj = functional_call(model, params, (problem, cfg0.T), {"record_active": bool(wanted)})
-    loss = training_loss(problem, traj, cfg0.loss)
-    finite = backward(loss, [state[i].weights.values() for i in active])
-    losses = loss.detach().tolist()
-    wanted = [j for j, i in enumerate(active) if state[i].records(k) or not finite[j]]
-    steps = {}
-    if wanted and traj.active is None:  # a divergence to record where no record was planned: unroll again
-        with torch.no_grad():
-            traj = functional_call(model, params, (problem, cfg0.T), {"record_active": True})
-    if wanted:
-        F_gd = data.F_gd[index] if data.shared is None else data.F_gd[0]
-        tensors = step_metric_tensors(problem, traj, F_gd, cfg0.saturation_tol)
-        rows = torch.stack(list(tensors.values()), dim=-1).tolist()
-        steps = {j: dict(zip(tensors, rows[j])) for j in wanted}
-    return [i for j, i in enumerate(active) if state[i].step(k, losses[j], finite[j], steps.get(j))]
 
 
 def _records(k: int, every: int, K: int) -> bool:
@@ -258,37 +185,32 @@ class _Probes:
 
 
 class _CellState:
-    """One cell inside a batch: its weights (leaf tensors), optimizer, W_0, records and probes."""
+    """One cell inside a batch: its training state (:class:`~ntkcheck.engine.trainer.TrainState`), records and probes."""
 
     def __init__(self, cell: Cell, device, dtype, spec: SweepSpec):
         self.cell, self.cfg = cell, cell.config
-        W0 = initial_weights(self.cfg)
-        self.weights = {k: v.to(device=device, dtype=dtype).requires_grad_() for k, v in W0.items()}
-        self.W0 = {k: v.detach().cpu().clone() for k, v in self.weights.items()}
-        self.optimizer = meta_optimizer(self.cfg.optimizer, list(self.weights.values()), self.cfg.lr)
+        weights = {k: v.to(device=device, dtype=dtype).requires_grad_() for k, v in initial_weights(self.cfg).items()}
+        self.train = new_state(weights, optimizer=self.cfg.optimizer, lr=self.cfg.lr, K=self.cfg.iters,
+                               on_divergence=self.cfg.on_divergence)
         self.every = spec.record_step(self.cfg.iters)
         self.probes = _Probes(self.cfg, spec)
         self.rows = {}
-        self.status, self.seconds = "running", 0.0
+        self.seconds = 0.0
 
     def records(self, k: int) -> bool:
         return _records(k, self.every, self.cfg.iters)
 
     def probe(self, k: int, problem) -> None:
-        self.probes(k, problem, self.weights)
+        self.probes(k, problem, self.train.weights)
 
-    def step(self, k: int, loss: float, finite: bool, steps: dict | None) -> bool:
-        """Record iteration k, step if it is finite and not the last (:func:`~ntkcheck.problems.meta.updates`), and
-        take the status of the divergence policy (:func:`~ntkcheck.problems.meta.run_status`), as the single run
-        does; whether the cell ends here."""
-        if steps is not None:
-            self.rows[k] = {"loss": loss, **steps, **weight_metrics(self.weights, self.W0),
-                            "diverged": 0.0 if finite else 1.0}
-        if finite and updates(k, self.cfg.iters):
-            self.optimizer.step()
-        self.status = run_status(k, self.cfg.iters, loss, finite, self.cfg.on_divergence)
-        return self.status != "running"
+    def keep(self, k: int, outcome) -> None:
+        """Iteration k's metrics, where they were measured (a recorded iteration, or one that was not finite)."""
+        if outcome.metrics is not None:
+            self.rows[k] = outcome.metrics
 
     def result(self, error: str | None = None) -> CellRun:
-        status = "failed" if error else self.status
-        return CellRun(self.cell, status, _curve(self.rows), self.probes.rows, self.seconds, error)
+        status = "failed" if error else self.train.status
+        curve = _curve(self.rows)
+        if len(curve) and "active_share" not in curve:  # no wide layer: NaN, so the cells row's final value is NaN
+            curve = curve.assign(active_share=math.nan)
+        return CellRun(self.cell, status, curve, self.probes.rows, self.seconds, error)
