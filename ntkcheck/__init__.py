@@ -7,6 +7,7 @@ The public API (docs/ARCHITECTURE.md describes the layers behind it)::
     cfg = ntkcheck.preset("small", iters=50)            # or ntkcheck.TrainConfig(...)
     problem, model = ntkcheck.make_problem(cfg), ntkcheck.build_model(cfg)
     run = ntkcheck.train(cfg)                               # in memory; train(cfg, "runs/x") writes a run folder
+                                                            # train, verify, sweep take threads= (default: idle cores)
     probe = ntkcheck.measure(run.model(), problem, cfg.T, lr=cfg.lr)   # K, K̃, α, δ₃, … at the final W
     report = ntkcheck.verify(cfg)                           # train + probes + every condition of bounds/
     grid = ntkcheck.make_spec("small", grid={"e": [5, 50], "lr": [1e-3, 1e-7]}, seeds="0-4")
@@ -75,7 +76,7 @@ _WHERE = {  # public name → the module that defines it; imported on first use,
     "load_run": "ntkcheck.engine.training",
     "resume_run": "ntkcheck.engine.training",
     "continue_run": "ntkcheck.engine.training",
-    "train": "ntkcheck.engine.training",
+    "train": "ntkcheck.apps.train",
     "VerifyResult": "ntkcheck.apps.verify",
     "resume_verify": "ntkcheck.apps.verify",
     "verify": "ntkcheck.apps.verify",

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from ntkcheck import __version__
 from ntkcheck.apps import options as opt
-from ntkcheck.config import FORMATS, PRESETS, ConfigError, TrainConfig, preset, probe_preset
+from ntkcheck.config import FORMATS, ConfigError, TrainConfig, preset
 from ntkcheck.config import flag as config_flag
 from ntkcheck.report.progress import ProgressDisplay
 from ntkcheck.resources import idle_cores, set_threads  # (torch is imported inside it)
@@ -168,11 +168,14 @@ def sweep(ctx: typer.Context, **values):
     console.print(sweep_status_line(result.cells), highlight=False)
     Console().print(sweep_gain_table(result))
     console.print(f"report: {result.folder / 'report.md'}", highlight=False)
+    if result.failed:  # errors, not divergences: exit 1 once everything is written
+        console.print(f"[red]failed:[/red] {result.failures()}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command("bounds")
 @options(*opt.BOUNDS)
-def bounds(**values):
+def bounds(ctx: typer.Context, **values):
     """The theory's thresholds for a configuration: each condition with its source, status (stated / scaling /
     derived), confidence, threshold, the configuration's value and the verdict."""
     from ntkcheck.report.run import bounds_table, verdict_frame
@@ -180,7 +183,8 @@ def bounds(**values):
     from ntkcheck.theory import thresholds
 
     C, data, as_json, as_csv = (values.pop(k) for k in ("C", "data", "json", "csv"))
-    rows = thresholds(cfg := TrainConfig(**values), C=C, data=data)
+    rows = thresholds(cfg := preset(values["preset"], **_given(ctx, values, TrainConfig.__dataclass_fields__)), C=C,
+                      data=data)
     if _machine_readable({"json": as_json, "csv": as_csv}, lambda: rows, lambda: verdict_frame(rows)):
         return
     Console().print(bounds_table(rows, cfg, data))
@@ -204,30 +208,24 @@ def flag(field: str) -> str:
     return opt.FLAGS.get(field) or config_flag(field)
 
 
-def _help_defaults(argv: list[str]) -> dict | None:
-    """With ``--help`` and ``--preset NAME``, the help shows NAME's values as the defaults (not the small preset's):
-    click's ``default_map`` of every command; None otherwise (every command keeps its declared defaults)."""
-    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--preset"]
-    given += [a.split("=", 1)[1] for a in argv if a.startswith("--preset=")]
-    if not {"--help", "-h"} & set(argv) or not given or given[-1] not in PRESETS:
-        return None
-    values = preset(given[-1]).to_dict() | probe_preset(given[-1]).to_dict() | {"preset": given[-1]}
-    return {command.name or command.callback.__name__: values for command in app.registered_commands}
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:  # a typer.Exit comes back as its exit code
-        code = app(args=argv, standalone_mode=False, default_map=_help_defaults(argv))
-    except ConfigError as err:
-        message = re.sub(r"`(\w+)`", lambda m: flag(m.group(1)), err.message)  # other fields named, as flags
+        code = app(args=argv, standalone_mode=False, default_map=opt.help_defaults(
+            argv, [command.name or command.callback.__name__ for command in app.registered_commands]))
+    except ConfigError as err:  # other fields named in backticks, as flags
+        message = re.sub(r"`(\w+)`", lambda m: flag(m.group(1)), getattr(err, "flagged", err.message))
         console.print(f"[red]error[/red] {flag(err.field)}: {message}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:  # outside the training loop
         console.print("[yellow]interrupted outside training; a run with a checkpoint resumes with --resume --out"
                       "[/yellow]", highlight=False, soft_wrap=True)
         return 130
+    except MemoryError as err:  # a run insisted on (--max-memory inf) that did not fit after all
+        console.print(f"[red]error[/red] --max-memory: the run did not fit in memory ({err}); lower the sizes, or "
+                      "leave --max-memory out to have such runs refused before they start", highlight=False, soft_wrap=True)
+        return 2
     except Exception as err:
         from ntkcheck.results.runfolder import Interrupted  # imported only now: --help and errors need no torch
 

@@ -119,10 +119,12 @@ and 8·R·n·(11 + 0.9·b) on the dense one; Lanczos 1.0–1.3·graph64; Theil�
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import re
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,15 +192,25 @@ class Estimate:
 
 class MemoryLimitError(ConfigError):
     """A run that needs more memory than the limit: ``field`` is the estimate's driver; ``estimate``, ``limit``
-    (bytes) and ``source`` (``"the available memory"`` or ``"max_memory"``) let a caller word it otherwise."""
+    (bytes) and ``source`` (``"the available memory"`` or ``"max_memory"``) let a caller word it otherwise.
+    ``message`` spells the options as Python does (``max_memory=math.inf``); ``flagged``, the same advice with the
+    option names in backticks and ``max_memory inf``, is what the command line prints with its flags
+    (``--max-memory inf``)."""
 
     def __init__(self, estimate: Estimate, limit: float, source: str):
         self.estimate, self.limit, self.source = estimate, limit, source
         field = estimate.driver
-        lower = "use a smaller problem" if field == "problem_file" else f"lower {field}"
-        hint = f", {estimate.hint}" if estimate.hint else ""
-        super().__init__(field, f"needs about {gb(estimate.total_bytes)} of memory (limit {gb(limit)}: {source}); "
-                                f"{lower}{hint} or pass max_memory=inf to insist")
+        super().__init__(field, self._advice(str, "max_memory=inf (math.inf)"))
+        self.flagged = self._advice(lambda name: f"`{name}`", "`max_memory` inf")
+
+    def _advice(self, name, insist: str) -> str:
+        """The message with every option spelled by ``name(field)`` and the way to insist."""
+        field, est = self.estimate.driver, self.estimate
+        lower = "use a smaller problem" if field == "problem_file" else f"lower {name(field)}"
+        hint = re.sub(r"(\w+)=(\w+)", lambda m: f"{name(m[1])} {m[2]}", est.hint) if name is not str else est.hint
+        source = self.source if self.source != "max_memory" else name("max_memory")
+        return (f"needs about {gb(est.total_bytes)} of memory (limit {gb(self.limit)}: {source}); {lower}"
+                f"{f', {hint}' if hint else ''} or pass {insist} to insist")
 
 
 def idle_cores() -> int:
@@ -213,18 +225,43 @@ def idle_cores() -> int:
     return max(1, min(cores, cores - busy))
 
 
+CHOSEN = {"threads": None}  # the count the process chose last (set_threads: the command line's --threads)
+
+
+@contextmanager
+def threads(n: int | None):
+    """Run the ``with`` block on ``n`` CPU threads (:func:`set_threads`), then give torch and the BLAS pools back the
+    threads they had. None: the count chosen with :func:`set_threads` (the command line's ``--threads``), else
+    :func:`idle_cores` (the command line's default)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    chosen = CHOSEN["threads"]
+    n = (chosen or idle_cores()) if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4096:
+        raise ConfigError("threads", f"must be an integer in [1, 4096] (got {n!r})")
+    before = torch.get_num_threads()
+    importlib.import_module("scipy.linalg")  # loaded before the pools' limits are recorded, so restored too
+    with threadpool_limits(limits=None):  # restores every pool's limit on exit
+        set_threads(n)
+        try:
+            yield n
+        finally:
+            torch.set_num_threads(before)
+            CHOSEN["threads"] = chosen
+
+
 def set_threads(n: int) -> None:
     """Use at most ``n`` CPU threads for linear algebra: torch's intra-op threads and the BLAS/OpenMP pools of numpy
     and scipy (through threadpoolctl), which ``torch.set_num_threads`` does not reach (scipy's BLAS runs the
     symmetric Gram products and syrk, numpy's LAPACK the eigendecompositions)."""
-    import importlib
-
     import torch
     from threadpoolctl import threadpool_limits
 
     importlib.import_module("scipy.linalg")  # loads scipy's BLAS: threadpoolctl limits only the libraries loaded
     torch.set_num_threads(n)
     threadpool_limits(limits=n)
+    CHOSEN["threads"] = n
 
 
 def _sci(n: int) -> str:

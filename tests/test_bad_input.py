@@ -262,6 +262,42 @@ CASES = [
     case("train", "--draw", "paper", "--problem-file", "@good.npz", flag="--draw", id="train --draw paper --problem-file"),
     case("verify", "--draw", "paper", "--problem-file", "@good.npz", flag="--draw",
          id="verify --draw paper --problem-file"),
+    # -- Ray addresses: refused before any folder exists, in seconds (issue 22) ---------------------------------
+    *[case("sweep", "--engine", "ray", "--address", address, flag="--address", contains=("host:port",),
+           id=f"sweep --engine ray --address {address!r} (malformed)")
+      for address in ("garbage", "host:", ":6379", "host:0", "host:99999", "host:port", "http://host:6379", "ray://",
+                      "local", "a b:1", "")],
+    case("sweep", "--engine", "ray", "--address", "127.0.0.1:1", flag="--address", contains=("nothing answers",),
+         id="sweep --engine ray --address of a closed port"),
+    case("sweep", "--engine", "ray", "--address", "127.0.0.1:1", "--workers", "2", flag="--workers",
+         id="sweep --workers with --address"),
+    # -- memory advice in the command line's spelling: following it must work (issue 22) -------------------------
+    *[case(command, "--max-memory", "1000", flag="--width|--N|--d|--b|--T|--iters|--L",
+           contains=("--max-memory inf",), absent=("max_memory", "lower T", "lower iters"),
+           id=f"{command} --max-memory 1000 advises --max-memory inf") for command in ("train", "verify", "sweep")],
+    case("verify", "--max-memory", "1000", "--ntk-method", "dense", "--N", "60", "--b", "6", flag="--N|--b|--d|--T",
+         absent=("max_memory", "ntk_method="), id="verify --max-memory 1000 dense: hints in flags"),
+    # -- per-cell failures that leave no cell to run: refused before any folder (issue 22) -----------------------
+    case("sweep", "--grid", "init_file=@absent.npz,@w_shape.pt", flag="--grid", contains=("no cell",),
+         id="sweep --grid init_file where no file loads"),
+    case("sweep", "--init-file", "@w_missing.pt", flag="--init-file", contains=("no cell",),
+         id="sweep --init-file that does not load"),
+    case("sweep", "--grid", "width=100000000,200000000", "--max-memory", "1e8", flag="--grid", contains=("no cell",),
+         id="sweep every cell over --max-memory"),
+    *([case("sweep", "--grid", "device=cuda", flag="--grid", id="sweep --grid device=cuda without CUDA"),
+       case("sweep", "--device", "cuda", flag="--device", id="sweep --device cuda without CUDA")]
+      if not torch.cuda.is_available() else []),
+    # -- bounds --preset (issue 22) -------------------------------------------------------------------------------
+    *[case("bounds", "--preset", name, flag="--preset", id=f"bounds --preset {name}") for name in ("bogus", "")],
+    case("bounds", "--preset", "paper", "--b", "600", flag="--b", id="bounds --preset paper --b 600 (b > d)"),
+    # -- a refused --continue-from leaves no folder (issue 22) ----------------------------------------------------
+    case("train", "--continue-from", "@with_init", "--iters", "5", flag="--init-file", contains=("changed",),
+         id="train --continue-from a run whose init file changed"),
+    case("train", "--continue-from", "@finished", "--iters", "5", "--max-memory", "1000",
+         flag="--width|--N|--d|--b|--T|--iters|--L", contains=("--max-memory inf",),
+         id="train --continue-from over --max-memory"),
+    case("train", "--continue-from", "@finished", "--iters", "5", "--out", "@finished", flag="--out",
+         follow=False, id="train --continue-from into the finished folder itself"),
 ]
 
 
@@ -312,6 +348,10 @@ def files(tmp_path_factory) -> Path:
     (root / "grid_scalar.toml").write_text("grid = 3\n")
     (root / "badaxis.toml").write_text("[grid]\nwdith = [1, 2]\n")
     assert main(["train", *TINY["train"], "--out", str(root / "finished")]) == 0
+    w_init = {k: v.numpy() for k, v in w.items()}
+    np.savez(root / "w_init.npz", **w_init)
+    assert main(["train", *TINY["train"], "--init-file", str(root / "w_init.npz"), "--out", str(root / "with_init")]) == 0
+    np.savez(root / "w_init.npz", **w_init | {"W1": 2 * w_init["W1"]})  # changed since the run was trained
     assert main(["train", *TINY["train"], "--lr", "1e300", "--init", "random", "--out", str(root / "diverged")]) == 0
     return root
 
@@ -567,3 +607,67 @@ def test_sizes_that_do_not_fit_are_refused_before_allocating(args, flag, huge_re
     assert "memory" in line or "2^62" in line, line
     if args[0] in WITH_OUT:
         assert result["follow"] == 0, result
+
+
+# -- the library: the same refusals, in Python's spelling (issue 22) ---------------------------------------------
+
+
+def test_memory_advice_in_python_is_python_and_following_it_reaches_the_allocation():
+    import math
+
+    from ntkcheck.config import TrainConfig
+    from ntkcheck.resources import MemoryLimitError, check
+
+    cfg = TrainConfig(N=2, d=6, b=4, width=8, T=3, iters=2)
+    with pytest.raises(MemoryLimitError) as info:
+        check(cfg, limit=1000)
+    assert "max_memory=inf (math.inf)" in info.value.message and "--" not in str(info.value)
+    assert "`max_memory` inf" in info.value.flagged and f"lower `{info.value.field}`" in info.value.flagged
+    assert check(cfg, limit=math.inf).total_bytes > 1000  # the advice, followed
+
+
+@pytest.mark.parametrize("threads", [0, -1, True, 2.5, "2", 5000])
+@pytest.mark.parametrize("call", ["train", "verify", "sweep"])
+def test_threads_in_python_must_be_a_positive_integer(call, threads):
+    import ntkcheck
+    from ntkcheck.config import ConfigError
+
+    cfg = ntkcheck.preset("small", N=2, d=6, b=4, width=8, T=3, e=3.0, iters=1)
+    run = {"train": lambda: ntkcheck.train(cfg, threads=threads),
+           "verify": lambda: ntkcheck.verify(cfg, threads=threads, figures=False),
+           "sweep": lambda: ntkcheck.sweep(ntkcheck.make_spec("small", base=cfg.to_dict(), probe_method="none"),
+                                           threads=threads)}[call]
+    before = torch.get_num_threads()
+    with pytest.raises(ConfigError) as info:
+        run()
+    assert info.value.field == "threads" and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("name", ["bogus", "iter", "grids", "threads"])
+def test_make_spec_names_an_unknown_keyword(name):
+    from ntkcheck.apps.sweep import make_spec
+    from ntkcheck.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        make_spec("small", **{name: 1})
+    assert info.value.field == name and "sweep setting" in info.value.message
+
+
+def test_make_spec_takes_config_fields_as_preset_does():
+    from ntkcheck.apps.sweep import make_spec
+    from ntkcheck.config import preset
+
+    assert make_spec("small", iters=100).base == preset("small", iters=100)
+    assert make_spec("paper", iters=7, batch_size=3).base == preset("paper", iters=7)
+
+
+def test_bounds_preset_gives_the_presets_thresholds(capsys):
+    import json as json_
+
+    assert main(["bounds", "--preset", "paper", "--no-data", "--json"]) == 0
+    paper = json_.loads(capsys.readouterr().out)
+    assert main(["bounds", "--preset", "paper", "--width", "64", "--no-data", "--json"]) == 0
+    narrow = json_.loads(capsys.readouterr().out)
+    assert main(["bounds", "--no-data", "--json"]) == 0
+    small = json_.loads(capsys.readouterr().out)
+    assert paper != small and narrow != paper

@@ -25,6 +25,8 @@ from ntkcheck.config import (
     WIDE_LAYERS,
     ProbeConfig,
     TrainConfig,
+    preset,
+    probe_preset,
 )
 
 
@@ -151,9 +153,21 @@ NTK = ("run", "method", "alpha_step", "json", "csv", "preset", "N", "d", "b", "s
 SWEEP_SETTINGS = ("record_every", "probe_at", "probe_method", "batch_size", "vary")  # of SweepSpec, when given
 SWEEP = (*(n for n in RUN if n != "checkpoint_every"), "grid", "seeds", "vary", "spec", "record_every", "probe_at",
          "probe_method", "batch_size", "engine", "address", "workers", "format")
-BOUNDS = ("T", "L", "e", "width", "N", "d", "b", "lr", "step_scale", "seed", "C", "data", "json", "csv")
+BOUNDS = ("preset", "T", "L", "e", "width", "N", "d", "b", "lr", "step_scale", "seed", "C", "data", "json", "csv")
 
 FIGURES = {"fig2": "baselines trained by SGD over (η, T): which runs explode", "fig4a": "our training curve against GD",
            "fig4b": "ours over (η, T) against GD", "fig5": "the e–η ablation (Figs. 5, 9, 10)",
            "fig8": "inference past the training horizon: ours, GD, NAG, tuned Adam"}
 FIGURE_HELP = "; ".join(f"{k}: {v}" for k, v in FIGURES.items())
+
+
+def help_defaults(argv: list[str], commands: list[str]) -> dict | None:
+    """With ``--help`` and ``--preset NAME``, the help shows NAME's values as the defaults (not the small preset's):
+    click's ``default_map`` of every command in ``commands``; None otherwise (every command keeps its declared
+    defaults)."""
+    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--preset"]
+    given += [a.split("=", 1)[1] for a in argv if a.startswith("--preset=")]
+    if not {"--help", "-h"} & set(argv) or not given or given[-1] not in PRESETS:
+        return None
+    values = preset(given[-1]).to_dict() | probe_preset(given[-1]).to_dict() | {"preset": given[-1]}
+    return {command: values for command in commands}

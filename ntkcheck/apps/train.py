@@ -3,11 +3,23 @@ finished one (:func:`run_train`, what ``ntkcheck train`` calls)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from ntkcheck import resources
 from ntkcheck.config import ConfigError, TrainConfig, preset
-from ntkcheck.engine.training import RunResult, continue_config, continue_run, resume_config, train
+from ntkcheck.engine import training
+from ntkcheck.engine.training import RunResult, continue_config, continue_run, resume_config
 from ntkcheck.report.progress import engine_hooks
+from ntkcheck.results.runfolder import partial_folder
+
+
+def train(cfg: TrainConfig, out: str | Path | None = None, *, threads: int | None = None, **options) -> RunResult:
+    """``ntkcheck.train``: :func:`ntkcheck.engine.training.train` of ``cfg`` into ``out`` (its keywords:
+    ``options``: problem, model, resume, callback, probe, max_memory) on ``threads`` CPU threads (default: the
+    command line's, the idle cores; :func:`ntkcheck.resources.threads`), given back when it returns."""
+    with resources.threads(threads):
+        return training.train(cfg, out, **options)
 
 
 def run_train(cfg: TrainConfig | str = "small", out: str | Path | None = None, *, resume: bool = False,
@@ -33,8 +45,7 @@ def run_train(cfg: TrainConfig | str = "small", out: str | Path | None = None, *
         if "iters" not in changes:
             raise ConfigError("iters", "give the new number of iterations with `continue_from` (more than the run's)")
         progress("start", iterations=continue_config(continue_from, **changes).iters + 1)
-        return continue_run(continue_from, out, callback=engine_hooks(progress)["callback"], max_memory=max_memory,
-                            **changes)
+        return _continue(continue_from, out, progress, max_memory, changes)
     if resume:
         if out is None:
             raise ConfigError("resume", "needs `out`, the folder of the interrupted run")
@@ -44,4 +55,21 @@ def run_train(cfg: TrainConfig | str = "small", out: str | Path | None = None, *
     elif changes:
         cfg = cfg.replace(**changes)
     progress("start", iterations=cfg.iters + 1)
-    return train(cfg, out, resume=resume, callback=engine_hooks(progress)["callback"], max_memory=max_memory)
+    return training.train(cfg, out, resume=resume, callback=engine_hooks(progress)["callback"], max_memory=max_memory)
+
+
+def _continue(finished, out, progress, max_memory, changes: dict) -> RunResult:
+    """:func:`~ntkcheck.engine.training.continue_run`; a refusal that comes once the new folder exists (an input file
+    changed since the run was trained, found when its checkpoint is read back) removes that folder: it held
+    nothing but a copy of the finished run, and no command could resume it."""
+    if out is None:
+        raise ConfigError("out", "needs a new folder for `continue_from` to continue into")
+    work = partial_folder(Path(out))
+    fresh = not work.exists()
+    try:
+        return continue_run(finished, out, callback=engine_hooks(progress)["callback"], max_memory=max_memory,
+                            **changes)
+    except ConfigError:
+        if fresh:
+            shutil.rmtree(work, ignore_errors=True)
+        raise

@@ -165,14 +165,21 @@ def probe_frame(points: dict) -> pd.DataFrame:
 
 def verify(cfg: TrainConfig, probes: ProbeConfig | None = None, out: str | Path | None = None, *,
            problem: problems.Problem | None = None, model: Learner | None = None, resume: bool = False,
-           callback=None, figures: bool | str = True, max_memory: float | None = None, phase=None) -> VerifyResult:
+           callback=None, figures: bool | str = True, max_memory: float | None = None, phase=None,
+           threads: int | None = None) -> VerifyResult:
     """The whole verification (module docstring) of ``cfg`` with the probes ``probes`` (default
     :class:`~ntkcheck.config.ProbeConfig`). ``problem``/``model`` replace the config's (as in ``train``). In
     memory when ``out`` is None; else the run folder ``out`` (with ``figures``: True or a format, png, pdf or svg;
     False for none), resumable with ``resume``
     (:func:`resume_verify` needs only the folder). The memory training and probes need is checked first
     against ``max_memory`` bytes (as in ``train``). ``phase(text)`` is called as each slow phase starts (a probe,
-    the diagnostics, the report), for a progress display."""
+    the diagnostics, the report), for a progress display. ``threads``: CPU threads for the call (default: the command
+    line's, the idle cores; :func:`ntkcheck.resources.threads`)."""
+    with resources.threads(threads):
+        return _verify_all(cfg, probes, out, problem, model, resume, callback, figures, max_memory, phase)
+
+
+def _verify_all(cfg, probes, out, problem, model, resume, callback, figures, max_memory, phase) -> VerifyResult:
     probes = ProbeConfig() if probes is None else probes
     if resume and out is None:
         raise ConfigError("resume", "needs out, the folder of the interrupted verify")

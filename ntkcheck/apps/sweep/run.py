@@ -12,9 +12,14 @@ Folder ``out`` (``<out>.partial`` until every cell has ended, as a run folder: :
     figures/, report.md
 
 Rerunning the same sweep on the same folder runs the batches of ``plan.json`` that hold a cell without a
-``cells/<id>.json``, each whole, and writes only its missing cells: a cell's last bits depend on the batch it ran
-in (:mod:`ntkcheck.apps.sweep.batched`), so every cell runs in the batch of the uninterrupted sweep and comes out
-bit for bit the same. A ``batch_size`` other than the recorded one is refused.
+readable ``cells/<id>.json`` and ``cells/<id>.parquet`` (a truncated or garbled pair counts as missing), each whole,
+and writes only its missing cells: a cell's last bits depend on the batch it ran in
+(:mod:`ntkcheck.apps.sweep.batched`), so every cell runs in the batch of the uninterrupted sweep and comes out bit
+for bit the same. A ``batch_size`` other than the recorded one is refused.
+
+A cell that cannot run is a failed cell (status ``failed``, its ``error`` in cells.parquet) and the others go on:
+an invalid configuration, one that does not fit the memory, a device that is not there or an ``init_file`` that does
+not load (found when the sweep is planned), or any error while its batch runs.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import pandas as pd
 from ntkcheck import resources
 from ntkcheck.apps.sweep.batched import CellRun, failed, plan, run_batch
 from ntkcheck.apps.sweep.spec import Cell, SweepSpec, load_spec
+from ntkcheck.build.experiment import initial_weights, resolve_device
 from ntkcheck.config import FORMATS, ConfigError
 from ntkcheck.results import io, runfolder, schema
 
@@ -50,10 +56,24 @@ class SweepResult:
     probes: pd.DataFrame
     folder: Path | None = None
 
+    @property
+    def failed(self) -> int:
+        """How many cells failed (an error, not a divergence: a diverged cell is a result)."""
+        return int((self.cells["status"] == "failed").sum()) if len(self.cells) else 0
+
+    def failures(self) -> str | None:
+        """One line on the failed cells (None when none failed): how many, where their errors are, the first."""
+        if not self.failed:
+            return None
+        where = f"{self.folder / 'cells.parquet'}" if self.folder is not None else "cells"
+        first = self.cells.loc[self.cells["status"] == "failed"].iloc[0]
+        return (f"{self.failed} of {len(self.cells)} cells failed; their errors are in {where}, column error (the "
+                f"first, cell {first['cell']}: {first['error']})")
+
 
 def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embedded", address: str | None = None,
           workers: int | None = None, callback=None, max_memory: float | None = None,
-          figures: str = "png") -> SweepResult:
+          figures: str = "png", threads: int | None = None) -> SweepResult:
     """Run every cell of ``spec`` (:class:`~ntkcheck.apps.sweep.spec.SweepSpec`) and gather the results.
 
     ``engine``: ``embedded`` (this process, batches one after another) or ``ray`` (batches as Ray tasks on a local
@@ -62,7 +82,12 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
     spec is read back, not rerun; the batches are fixed when the sweep starts and kept by every rerun, which must
     keep ``spec.batch_size``. ``callback(event, **info)``: ``"start"`` (cells, cell_iterations, done),
     ``"advance"`` (cell_iterations), ``"cell"`` (run: :class:`CellRun`). Batches are sized to fit ``max_memory``
-    bytes (default: the memory available now). ``figures``: their format, png, pdf or svg."""
+    bytes (default: the memory available now). ``figures``: their format, png, pdf or svg. ``threads``: CPU threads of
+    the embedded engine (default: the idle cores, as the command line's; :func:`ntkcheck.resources.threads`).
+
+    A cell that fails is recorded with its error and the others go on (module docstring): check
+    :attr:`SweepResult.failed`. Refused before any folder exists (ConfigError): a grid with no cell that can run, a
+    Ray ``address`` that is malformed or does not answer."""
     if engine not in ENGINES:
         raise ConfigError("engine", f"must be one of {', '.join(ENGINES)} (got {engine!r})")
     if address is not None and engine != "ray":
@@ -71,14 +96,22 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
         raise ConfigError("workers", f"must be an integer ≥ 1 (got {workers!r})")
     if workers is not None and engine != "ray":
         raise ConfigError("workers", "needs engine ray (the embedded engine runs in this process)")
+    if workers is not None and address is not None:
+        raise ConfigError("workers", "sets the CPUs of a local Ray; a cluster at `address` has its own")
     if figures not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
     resources.check(spec.base, limit=max_memory)
     _check_some_cell_runs(spec)
-    callback = callback or (lambda event, **info: None)
+    with resources.threads(threads):
+        return _sweep(spec, out, engine, address, workers, callback or (lambda event, **info: None), max_memory,
+                      figures)
+
+
+def _sweep(spec: SweepSpec, out, engine, address, workers, callback, max_memory, figures) -> SweepResult:
     how = dict(engine=engine, address=address, workers=workers, callback=callback, max_memory=max_memory)
     if out is None:
-        return _gather(spec, _run_plan(spec, _plan(spec, max_memory), set(), None, **how), None)
+        _check_address(engine, address)
+        return _gather(spec, _run_plan(spec, _new_plan(spec, max_memory), set(), None, **how), None)
     out = Path(out)
     work = runfolder.partial_folder(out)
     if (out / MARKER).is_file():
@@ -86,15 +119,25 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
         return load_sweep(out)
     runfolder.check_owner(work, out, MARKER)
     resume = (work / MARKER).is_file()
+    planned = None if (work / PLAN).is_file() else _new_plan(spec, max_memory)  # refused here: no folder yet
+    _check_address(engine, address)
     with runfolder.open_run(out, resume, marker=MARKER) as work:
         if resume:
             _check_same(work, spec)
-        recorded = _recorded_plan(work, spec, max_memory)
+        recorded = _recorded_plan(work, spec, max_memory, planned)
         if not resume:
             io.write_text(work / MARKER, _toml(spec))
         _run_plan(spec, recorded, _finished(work), lambda run: _write_cell(work, run), **how)
         result = _gather(spec, [_read_cell(work, cid) for cid in _ids(spec)], work)
         return load_sweep(_finish(work, result, figures))
+
+
+def _check_address(engine: str, address: str | None) -> None:
+    """A Ray ``address`` is checked (its form, and that a cluster answers) before any folder exists."""
+    if engine == "ray" and address is not None:
+        from ntkcheck.apps.sweep.ray_engine import check_address
+
+        check_address(address)
 
 
 def _check_some_cell_runs(spec: SweepSpec) -> None:
@@ -125,28 +168,51 @@ def load_sweep(folder: str | Path) -> SweepResult:
 # -- running ---------------------------------------------------------------------------------------------------
 
 
-def _plan(spec: SweepSpec, max_memory) -> dict:
+def _plan(spec: SweepSpec, max_memory) -> tuple[dict, ConfigError | None]:
     """The fate of every cell, fixed when the sweep starts: ``batches`` (lists of cell ids, :func:`plan` of the cells
     that can run, in spec order) and ``failed`` (cell id → why it cannot run: its axes make no valid configuration,
-    or it does not fit the memory); ``batch_size``: the spec's (the batches may be smaller, to fit the memory)."""
-    failed, fitting = {}, []
+    it does not fit the memory, or it cannot start here, :func:`_unready`); ``batch_size``: the spec's (the batches
+    may be smaller, to fit the memory). Also the first cell's error, when no cell can run."""
+    failed, fitting, first = {}, [], None
     for cell in spec.cells():
-        error = cell.error if cell.config is None else _misfit(cell, max_memory)
+        error = cell.error if cell.config is None else _misfit(cell, max_memory) or _unready(cell)
         if error is None:
             fitting.append(cell)
         else:
-            failed[cell.id] = error
+            failed[cell.id] = str(error)
+            first = first or error
     batches = plan(fitting, _batch_size(spec, fitting, max_memory))
-    return {"batch_size": spec.batch_size, "batches": [[c.id for c in batch] for batch in batches], "failed": failed}
+    planned = {"batch_size": spec.batch_size, "batches": [[c.id for c in batch] for batch in batches],
+               "failed": failed}
+    return planned, None if fitting else first
 
 
-def _recorded_plan(work: Path, spec: SweepSpec, max_memory) -> dict:
-    """The plan in ``work/plan.json``, written now where there is none (a new sweep, or a folder begun before plans
-    were recorded); a ``batch_size`` other than the recorded one is refused, as it would regroup the cells."""
+def _new_plan(spec: SweepSpec, max_memory) -> dict:
+    """:func:`_plan` of a new sweep, refused (before any folder exists) when none of its cells can run: the error of
+    the first, on the option the user wrote (``grid`` where the field is an axis)."""
+    planned, error = _plan(spec, max_memory)
+    if error is None:
+        return planned
+    field, message = (error.field, error.message) if isinstance(error, ConfigError) else ("grid", error)
+    field = "grid" if field in spec.axes else field
+    raise ConfigError(field, f"no cell of the sweep can run (all {len(spec.cells())} fail); the first: {message}")
+
+
+def _recorded_plan(work: Path, spec: SweepSpec, max_memory, planned: dict | None = None) -> dict:
+    """The plan in ``work/plan.json``, written now where there is none (``planned``, a new sweep's, or a folder begun
+    before plans were recorded); a ``batch_size`` other than the recorded one is refused, as it would regroup the
+    cells, and an unreadable plan too (its batches are lost)."""
     path = work / PLAN
     if not path.is_file():
-        io.write_json(path, _plan(spec, max_memory))
-    recorded = json.loads(path.read_text())
+        io.write_json(path, planned or _plan(spec, max_memory)[0])
+    try:
+        recorded = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        recorded = None
+    if not isinstance(recorded, dict) or {"batches", "failed", "batch_size"} - recorded.keys():
+        raise ConfigError("out", f"{path} is damaged, so the batches of the cells still to run are lost; remove it to "
+                                 "plan them again (the cells already written are kept, the others may differ in their "
+                                 "last bits), or choose another output folder")
     if recorded["batch_size"] != spec.batch_size:
         raise ConfigError("batch_size", f"{work} was planned with batch_size {recorded['batch_size']} (got "
                                         f"{spec.batch_size}); a cell's numbers depend on its batch, so a rerun keeps "
@@ -154,12 +220,25 @@ def _recorded_plan(work: Path, spec: SweepSpec, max_memory) -> dict:
     return recorded
 
 
-def _misfit(cell: Cell, max_memory) -> str | None:
+def _misfit(cell: Cell, max_memory) -> ConfigError | None:
     """Why ``cell`` does not fit the memory (None where it fits)."""
     try:
         resources.check(cell.config, limit=max_memory)
     except ConfigError as err:
-        return str(err)
+        return err
+    return None
+
+
+def _unready(cell: Cell) -> ConfigError | None:
+    """Why ``cell`` cannot start on this machine (None where it can): its device is not there, or its ``init_file``
+    does not load as its weights. Checked when the sweep is planned, as a bad ``init_file`` (a per-cell field) would
+    otherwise fail the batch it shares with good cells."""
+    try:
+        resolve_device(cell.config.device)
+        if cell.config.init_file:
+            initial_weights(cell.config)
+    except ConfigError as err:
+        return err
     return None
 
 
@@ -168,7 +247,7 @@ def _misfits(batches: list[list[Cell]], max_memory) -> dict[str, str]:
     lost = {}
     for batch in batches:
         error = next(filter(None, (_misfit(c, max_memory) for c in batch)), None)
-        lost |= {c.id: error for c in batch} if error else {}
+        lost |= {c.id: str(error) for c in batch} if error else {}
     return lost
 
 
@@ -197,11 +276,29 @@ def _run_plan(spec: SweepSpec, recorded: dict, done: set[str], write, *, engine,
     if engine == "ray":
         from ntkcheck.apps.sweep.ray_engine import run_on_ray
 
-        run_on_ray(batches, spec, finished, lambda n: callback("advance", cell_iterations=n), address, workers)
+        run_on_ray(batches, spec, finished, lambda n: callback("advance", cell_iterations=n), address, workers,
+                   run=run_guarded)
     else:
         for batch in batches:
-            run_batch(batch, spec, finished, lambda n: callback("advance", cell_iterations=n))
+            run_guarded(batch, spec, finished, lambda n: callback("advance", cell_iterations=n))
     return runs
+
+
+def run_guarded(batch: list[Cell], spec: SweepSpec, on_done, progress=None) -> None:
+    """:func:`~ntkcheck.apps.sweep.batched.run_batch`, where an error that escapes it (the batch's setup: its device,
+    model or a cell's weights) fails the cells of the batch that had not ended, so that the sweep goes on."""
+    ended = set()
+
+    def done(run: CellRun) -> None:
+        ended.add(run.cell.id)
+        on_done(run)
+
+    try:
+        run_batch(batch, spec, done, progress)
+    except Exception as err:  # noqa: BLE001 (recorded in the cells, as run_batch records its own)
+        for cell in batch:
+            if cell.id not in ended:
+                on_done(failed(cell, f"{type(err).__name__}: {err}"))
 
 
 def _batch_size(spec: SweepSpec, cells: list[Cell], max_memory) -> int:
@@ -223,7 +320,11 @@ def _toml(spec: SweepSpec) -> str:
 
 
 def _check_same(folder: Path, spec: SweepSpec) -> None:
-    stored = tomllib.loads((folder / MARKER).read_text())
+    try:
+        stored = tomllib.loads((folder / MARKER).read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError("out", f"{folder / MARKER} is damaged ({type(err).__name__}); it records the sweep's spec: "
+                                 "restore it, or choose another output folder") from None
     stored.pop("versions", None)
     given = spec.to_dict()
     stored["grid"] = {k: list(v) for k, v in stored.get("grid", {}).items()}
@@ -238,8 +339,17 @@ def _ids(spec: SweepSpec) -> list[str]:
 
 
 def _finished(work: Path) -> set[str]:
-    """The ids of the cells already written (their JSON is written last)."""
-    return {p.stem for p in (work / "cells").glob("*.json")}
+    """The ids of the cells already written (their JSON is written last) whose two files read back whole: a
+    truncated or garbled cell is not finished, and its batch runs again (and rewrites it)."""
+    return {p.stem for p in (work / "cells").glob("*.json") if _readable(work, p.stem)}
+
+
+def _readable(work: Path, cid: str) -> bool:
+    try:
+        stored = _read_cell(work, cid)
+        return stored["row"]["cell"] == cid and isinstance(stored["probes"], list)
+    except Exception:  # noqa: BLE001 (whatever a damaged file raises: pyarrow, json, a missing key)
+        return False
 
 
 def _write_cell(work: Path, run: CellRun) -> None:

@@ -273,6 +273,9 @@ def make_spec(preset_name: str = "small", *, base: dict | None = None, grid=(), 
     ``["e=1,5"]``), seeds (``"0-4"`` or a list; default the base's) and the other settings of :class:`SweepSpec`.
     The base's ``seed`` and ``init_seed`` are what a seed does not vary (``vary="init"`` keeps the data of ``seed``)."""
     fields = {k: settings.pop(k) for k in list(settings) if k in TrainConfig.__dataclass_fields__}
+    for name in set(settings) - set(SweepSpec.__dataclass_fields__):
+        raise ConfigError(name, "is neither a configuration field nor a sweep setting (" +
+                          ", ".join(f for f in SweepSpec.__dataclass_fields__ if f not in ("base", "grid")) + ")")
     cfg = preset(preset_name, **(dict(base or {}) | fields))
     axes = grid.items() if isinstance(grid, dict) else (parse_axis(a) if isinstance(a, str) else a for a in grid)
     axes = tuple((AXIS_ALIASES.get(name, name), tuple(values)) for name, values in axes)
