@@ -111,3 +111,78 @@ def test_a_partial_folder_without_any_marker_is_still_cleared(tmp_path, capsys):
     (work / "stray.txt").write_text("half a start")
     assert main(["train", *COMMANDS["train"], "--out", str(out)]) == 0
     assert out.is_dir() and not (out / "stray.txt").exists()
+
+
+# -- train --continue-from, as the owner of an interrupted folder and as the other command (issue 22) ---------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished train run, to continue."""
+    root = tmp_path_factory.mktemp("trained")
+    assert main(["train", *COMMANDS["train"], "--out", str(root / "run")]) == 0
+    return root / "run"
+
+
+def interrupted_continuation(trained: Path, tmp_path: Path) -> Path:
+    """``tmp_path/x.partial``: ``trained`` continued to 6 iterations, stopped by Ctrl-C after iteration 4."""
+    from ntkcheck.engine.training import continue_run
+
+    def stop_at_4(k, metrics):
+        if k == 4:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "x"
+    with pytest.raises(Interrupted):
+        continue_run(trained, out, callback=stop_at_4, iters=6)
+    return out
+
+
+def continue_argv(trained: Path, out: Path) -> list[str]:
+    return ["train", "--continue-from", str(trained), "--iters", "6", "--threads", "1", "--out", str(out)]
+
+
+@pytest.mark.parametrize("owner", list(COMMANDS))
+def test_continue_from_onto_another_runs_interrupted_folder_is_refused_and_left_as_it_is(finished, trained, tmp_path,
+                                                                                        capsys, owner):
+    out = interrupted(finished, owner, tmp_path)
+    before = snapshot(runfolder.partial_folder(out))
+    assert main(continue_argv(trained, out)) == 2
+    line = "".join(capsys.readouterr())
+    assert "--out" in line and f"ntkcheck {owner} --resume --out {out}" in line and "Traceback" not in line, line
+    assert snapshot(runfolder.partial_folder(out)) == before and not out.exists()
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["plain", "resume"])
+@pytest.mark.parametrize("other", ["verify", "sweep"])
+def test_an_interrupted_continuation_is_refused_by_other_commands(trained, tmp_path, capsys, other, resume):
+    out = interrupted_continuation(trained, tmp_path)
+    before = snapshot(runfolder.partial_folder(out))
+    assert main([other, *(["--resume"] if resume else COMMANDS[other]), "--out", str(out)]) == 2
+    line = "".join(capsys.readouterr())
+    assert "--out" in line and f"ntkcheck train --resume --out {out}" in line, line
+    assert snapshot(runfolder.partial_folder(out)) == before and not out.exists()
+
+
+def test_an_interrupted_continuation_refuses_a_second_continue_and_resumes_to_the_long_run(trained, tmp_path, capsys):
+    out = interrupted_continuation(trained, tmp_path)
+    before = snapshot(runfolder.partial_folder(out))
+    assert main(continue_argv(trained, out)) == 2
+    assert f"ntkcheck train --resume --out {out}" in "".join(capsys.readouterr())
+    assert snapshot(runfolder.partial_folder(out)) == before
+    assert main(["train", "--resume", "--out", str(out)]) == 0
+    long = tmp_path / "long"
+    assert main(["train", *COMMANDS["train"][:-1], "6", "--out", str(long)]) == 0
+    import pandas as pd
+
+    metrics = [pd.read_parquet(folder / "metrics.parquet").drop(columns="run_id") for folder in (out, long)]
+    pd.testing.assert_frame_equal(*metrics, check_exact=True)  # bit for bit the run started with 6 iterations
+
+
+@pytest.mark.parametrize("kind", ["verify", "sweep"])
+def test_continue_from_a_finished_verify_or_sweep_is_refused(finished, tmp_path, capsys, kind):
+    before = snapshot(finished / kind)
+    assert main(continue_argv(finished / kind, tmp_path / "x")) == 2
+    line = "".join(capsys.readouterr())
+    assert "--continue-from" in line and "Traceback" not in line, line
+    assert snapshot(finished / kind) == before and not any(tmp_path.iterdir())

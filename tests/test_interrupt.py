@@ -473,3 +473,184 @@ def test_a_sigint_ended_verify_reports_the_verify_folder(tmp_path):
     assert err.value.folder == out and err.value.iteration == 3
     assert checkpoint_k(partial(out) / "train.partial") == 4
     assert np.load(partial(out) / "probes" / "K0.npy").shape == (8, 8)
+
+
+# -- sweeps: damaged files in the partial folder, failed cells, Ray (issue 22) -----------------------------------
+
+SWEEP_FIELDS = dict(N=3, d=8, b=6, width=32, T=5, iters=6)
+
+
+def _sweep_spec():
+    """Six cells in batches of 2 (one problem, ``vary="init"``), float64."""
+    from ntkcheck.apps.sweep import make_spec
+
+    return make_spec("small", base=SWEEP_FIELDS, grid={"e": (1.0, 5.0, 25.0)}, seeds="0-1", vary="init",
+                     record_every=1, probe_method="none", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def sweep_reference(tmp_path_factory):
+    from ntkcheck.apps.sweep import sweep
+
+    return sweep(_sweep_spec(), tmp_path_factory.mktemp("sweep") / "sw", figures="svg")
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "garble":
+        path.write_bytes(bytes(b ^ 0x5A for b in data))
+    elif how == "delete":
+        path.unlink()
+    elif how == "other-cell":  # valid JSON, but another cell's record
+        stored = json.loads(data)
+        stored["row"]["cell"] = "0" * 12
+        path.write_text(json.dumps(stored))
+
+
+@pytest.mark.parametrize("how", ["truncate", "empty", "garble", "delete", "other-cell"])
+@pytest.mark.parametrize("suffix", ["json", "parquet"])
+def test_a_damaged_cell_file_is_rerun_in_its_batch_to_the_uninterrupted_bits(tmp_path, monkeypatch, sweep_reference,
+                                                                             suffix, how):
+    from killed import interrupt
+
+    from ntkcheck.apps.sweep import sweep
+
+    if suffix == "parquet" and how in ("other-cell", "delete"):
+        how = "empty" if how == "delete" else "truncate"  # a parquet without its JSON is not a finished cell
+    spec, out = _sweep_spec(), tmp_path / "sw"
+    kept = interrupt(spec, out, 3, monkeypatch)
+    damaged = runfolder.partial_folder(out) / "cells" / f"{kept[0]}.{suffix}"
+    _damage(damaged, how)
+    result = sweep(spec, out, figures="svg")
+    pd.testing.assert_frame_equal(result.curves, sweep_reference.curves, check_exact=True)
+    pd.testing.assert_frame_equal(result.cells.drop(columns="seconds"), sweep_reference.cells.drop(columns="seconds"),
+                                  check_exact=True)
+
+
+@pytest.mark.parametrize("name,garbage", [("plan.json", "{\"batches\": [["), ("plan.json", "[]"),
+                                          ("sweep.toml", "grid = [\n"), ("sweep.toml", "\xff\xfe")])
+def test_a_damaged_plan_or_spec_is_refused_naming_out_and_left_as_it_is(tmp_path, monkeypatch, capsys, name, garbage):
+    from killed import interrupt
+
+    spec, out = _sweep_spec(), tmp_path / "sw"
+    interrupt(spec, out, 1, monkeypatch)
+    work = runfolder.partial_folder(out)
+    (work / name).write_text(garbage, errors="surrogateescape")
+    before = {p.name: p.read_bytes() for p in work.rglob("*") if p.is_file() and p.name != runfolder.LOCK}
+    args = ["--N", "3", "--d", "8", "--b", "6", "--width", "32", "--T", "5", "--iters", "6", "--grid", "e=1,5,25",
+            "--seeds", "0-1", "--vary", "init", "--record-every", "1", "--probe-method", "none", "--batch-size", "2"]
+    code = main(["sweep", *args, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error --out") and name in err and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in work.rglob("*") if p.is_file() and p.name != runfolder.LOCK} == before
+
+
+@pytest.mark.parametrize("bad", ["init_file", "device"])
+def test_a_cell_that_cannot_start_fails_alone_and_the_sweep_exits_1_after_writing_everything(tmp_path, capsys, bad):
+    from ntkcheck.build.experiment import initial_weights
+
+    if bad == "device" and torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    cfg = preset("small", N=2, d=6, b=4, width=8, T=3, e=3.0)
+    good = tmp_path / "good.npz"
+    np.savez(good, **{k: v.numpy() for k, v in initial_weights(cfg).items()})
+    grid = f"init_file={good},{tmp_path / 'absent.npz'}" if bad == "init_file" else "device=cpu,cuda"
+    out = tmp_path / "sw"
+    code = main(["sweep", "--N", "2", "--d", "6", "--b", "4", "--width", "8", "--T", "3", "--e", "3", "--iters", "2",
+                 "--probe-method", "none", "--grid", grid, "--seeds", "0-1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "2 of 4 cells failed" in err and str(out / "cells.parquet") in err and "column error" in err, err
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert sorted(cells.status) == ["completed"] * 2 + ["failed"] * 2
+    assert cells.error[cells.status == "failed"].str.contains(bad).all()
+    assert (out / "report.md").is_file() and not runfolder.partial_folder(out).exists()
+
+
+def test_diverged_cells_are_results_and_exit_0(tmp_path, capsys):
+    out = tmp_path / "sw"
+    code = main(["sweep", "--N", "2", "--d", "6", "--b", "4", "--width", "8", "--T", "3", "--e", "3", "--iters", "3",
+                 "--init", "random", "--probe-method", "none", "--grid", "lr=1e-3,1e300", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(pd.read_parquet(out / "cells.parquet").status) == ["completed", "diverged"]
+
+
+def test_an_address_that_answers_but_is_not_ray_is_refused_within_the_bound(tmp_path, monkeypatch):
+    """A port that accepts connections and says nothing: ``ray.init`` alone retries for over 10 minutes."""
+    import socket
+    import threading
+
+    from ntkcheck.apps.sweep import ray_engine, sweep
+    from ntkcheck.config import ConfigError
+
+    monkeypatch.setattr(ray_engine, "PROBE_S", 8)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    threading.Thread(target=lambda: [server.accept() for _ in range(8)], daemon=True).start()
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        sweep(_sweep_spec(), tmp_path / "sw", engine="ray", address=f"127.0.0.1:{server.getsockname()[1]}")
+    server.close()
+    assert info.value.field == "address" and time.perf_counter() - started < 8 + ray_engine.CONNECT_S + 5
+    assert not any(tmp_path.iterdir())  # nothing left behind
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """pid → start time of every process under ``pid`` (from /proc)."""
+    table = {}
+    for name in os.listdir("/proc"):
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            table[int(name)] = (int(fields[1]), fields[19])
+        except (OSError, ValueError, IndexError):
+            pass
+    found, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, start) in table.items():
+            if ppid == parent and child not in found:
+                found[child] = start
+                todo.append(child)
+    return found
+
+
+@pytest.mark.slow  # a local Ray (3 s to start)
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_kill_9_of_a_ray_sweep_leaves_no_ray_process(tmp_path, children):
+    """Ray's dashboard and runtime-env agents outlived a killed driver by a minute or more; the watchdog ends them."""
+    pytest.importorskip("ray")
+    log = tmp_path / "log"
+    proc = spawn(children, log, "sweep", "--N", "8", "--d", "32", "--b", "25", "--width", "256", "--T", "10",
+                 "--iters", "100000", "--grid", "lr=1e-3,1e-4", "--probe-method", "none", "--engine", "ray",
+                 "--workers", "1", "--threads", "1", "--batch-size", "1", "--out", str(tmp_path / "sw"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until the task runs: every Ray process is up
+        family = _descendants(proc.pid)
+        names = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in family
+                 if Path(f"/proc/{pid}/cmdline").exists()}
+        if any(b"ray::_batch_task" in cmd for cmd in names.values()):
+            break
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.2)
+    time.sleep(1)
+    family = _descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    alive = family
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = {pid: start for pid, start in family.items() if _still(pid, start)}
+    assert not alive, {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:60] for pid in alive}
+
+
+def _still(pid: int, start: str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19] == start
+    except (OSError, IndexError):
+        return False
