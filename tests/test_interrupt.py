@@ -477,7 +477,7 @@ def test_a_sigint_ended_verify_reports_the_verify_folder(tmp_path):
 
 # -- sweeps: damaged files in the partial folder, failed cells, Ray (issue 22) -----------------------------------
 
-SWEEP_FIELDS = dict(N=3, d=8, b=6, width=32, T=5, iters=6)
+SWEEP_FIELDS = {"N": 3, "d": 8, "b": 6, "width": 32, "T": 5, "iters": 6}
 
 
 def _sweep_spec():

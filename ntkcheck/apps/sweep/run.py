@@ -108,7 +108,7 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
 
 
 def _sweep(spec: SweepSpec, out, engine, address, workers, callback, max_memory, figures) -> SweepResult:
-    how = dict(engine=engine, address=address, workers=workers, callback=callback, max_memory=max_memory)
+    how = {"engine": engine, "address": address, "workers": workers, "callback": callback, "max_memory": max_memory}
     if out is None:
         _check_address(engine, address)
         return _gather(spec, _run_plan(spec, _new_plan(spec, max_memory), set(), None, **how), None)
