@@ -29,7 +29,12 @@ import math
 import shlex
 from dataclasses import dataclass
 
-INITS = ("deterministic", "deterministic-abs", "random")
+INITS = ("deterministic", "deterministic-abs", "random", "gaussian", "xavier", "he")
+PROBLEMS = ("qp", "lasso", "logistic")  # the objective family (ntkcheck.problems): the paper's least squares, or beyond
+UPDATES = ("gd", "nag", "prox", "fista")  # the backbone the learned step drives (ntkcheck.models.updates)
+PENALTIES = ("l1", "l2")  # logistic regression's regulariser
+LAM_SCALES = ("relative", "absolute")  # λ as given, or relative to λ_max,i (ntkcheck.problems.lasso)
+REGULARISED = ("lasso", "logistic")
 LOSSES = ("last", "mean", "weighted")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
@@ -104,6 +109,12 @@ class TrainConfig:
     lstm_variant: str = "P"
     lstm_hidden: int = 20  # Liu et al. and the NeurIPS baseline: 20 units, 2 layers (MathL2OLSTM's defaults)
     lstm_layers: int = 2
+    problem: str = "qp"  # the objective family (module docstring)
+    update: str = "gd"  # the backbone: gd (the paper's), nag, prox, fista
+    lam: float | None = None  # λ of lasso/logistic (None: 0.1); relative to λ_max,i unless lam_scale="absolute"
+    lam_scale: str = "relative"
+    sparsity: float | None = None  # the share of non-zeros in the planted x*_i of lasso/logistic (None: 0.1)
+    penalty: str | None = None  # logistic's regulariser: l1 (None) or l2
 
     def __post_init__(self):
         validate(self)
@@ -250,6 +261,10 @@ def validate(cfg: TrainConfig) -> None:
     _choice("lstm_variant", cfg.lstm_variant, LSTM_VARIANTS)
     _integer("lstm_hidden", cfg.lstm_hidden)
     _integer("lstm_layers", cfg.lstm_layers)
+    _choice("problem", cfg.problem, PROBLEMS)
+    _choice("update", cfg.update, UPDATES)
+    _choice("lam_scale", cfg.lam_scale, LAM_SCALES)
+    _family(cfg)
     if cfg.model == "lstm":
         _lstm_model(cfg)
     if cfg.draw == "paper":
@@ -259,6 +274,36 @@ def validate(cfg: TrainConfig) -> None:
                                       "one of them")
 
 
+def _family(cfg: TrainConfig) -> None:
+    """The objective family's own settings: λ, its scale, the sparsity and the penalty belong to lasso/logistic (the
+    penalty to logistic), a prox backbone needs a nonsmooth part, and only the QP can be read from a problem file or
+    drawn as the paper's."""
+    if cfg.lam is not None:
+        _positive_float("lam", cfg.lam)
+    if cfg.sparsity is not None:
+        _positive_float("sparsity", cfg.sparsity)
+        if cfg.sparsity > 1:
+            raise ConfigError("sparsity", f"is the share of non-zeros in x*: it must lie in (0, 1] (got {cfg.sparsity})")
+    if cfg.penalty is not None:
+        _choice("penalty", cfg.penalty, PENALTIES)
+    if cfg.problem not in REGULARISED:
+        for name, value in (("lam", cfg.lam), ("sparsity", cfg.sparsity), ("lam_scale", cfg.lam_scale != "relative"
+                                                                          or None)):
+            if value is not None:
+                raise ConfigError(name, f"belongs to problem lasso or logistic; the {cfg.problem} has no regulariser")
+    if cfg.penalty is not None and cfg.problem != "logistic":
+        raise ConfigError("penalty", f"belongs to problem logistic (got problem {cfg.problem})")
+    smooth = cfg.problem == "qp" or (cfg.problem == "logistic" and cfg.penalty == "l2")
+    if cfg.update in ("prox", "fista") and smooth:
+        twin = {"prox": "gd", "fista": "nag"}[cfg.update]
+        raise ConfigError("update", f"{cfg.update} needs an objective with a nonsmooth part; on this one its prox is the "
+                                    f"identity and it is {twin}: use update {twin}")
+    if cfg.problem != "qp":
+        for name, value in (("problem_file", cfg.problem_file), ("draw", cfg.draw == "paper" or None)):
+            if value:
+                raise ConfigError(name, f"applies to problem qp only (got problem {cfg.problem})")
+
+
 def _lstm_model(cfg: TrainConfig) -> None:
     """``model="lstm"`` has its own architecture and initialisation: refuse the MLP's settings that would change
     them (the MLP's width, L and e are not read for it)."""
@@ -266,11 +311,12 @@ def _lstm_model(cfg: TrainConfig) -> None:
                ("init", cfg.init != "deterministic", f"{cfg.init} is an initialisation of the MLP"),
                ("bias", cfg.bias, "the LSTM's biases are part of its architecture"),
                ("init_file", cfg.init_file is not None, "holds the MLP's weights W1..WL"),
-               ("draw", cfg.draw == "paper", "paper draws the authors' MLP"))
+               ("draw", cfg.draw == "paper", "paper draws the authors' MLP"),
+               ("update", cfg.update != "gd", "the LSTM's heads are its update (lstm_variant P or PA)"),
+               ("problem", cfg.problem != "qp", "the LSTM learner here has no prox step"))
     for name, wrong, why in refused:
         if wrong:
-            raise ConfigError(name, f"does not apply to model lstm: {why}; the LSTM takes PyTorch's initialisation "
-                                    "from the weights' seed (leave it unset, or use model mlp)")
+            raise ConfigError(name, f"does not apply to model lstm: {why} (leave it unset, or use model mlp)")
 
 
 def _paper_model(cfg: TrainConfig) -> None:

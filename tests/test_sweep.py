@@ -263,3 +263,17 @@ def test_the_command_line_logs_one_line_per_cell_where_there_is_no_terminal(tmp_
     err = capsys.readouterr().err
     assert code == 0, err
     assert sum(line.startswith("cell ") for line in err.splitlines()) == 2 and "completed, final gain" in err
+
+
+@pytest.mark.parametrize("setting", [dict(problem="lasso", update="fista"), dict(problem="logistic", update="prox"),
+                                     dict(problem="logistic", penalty="l2", update="nag", init="xavier")],
+                         ids=["lasso-fista", "logistic-prox", "logistic-l2-nag-xavier"])
+def test_batched_cells_beyond_the_qp_equal_their_single_runs(setting):
+    """Cells of another objective family, drawn apart (a problem per cell, stacked field by field), and another
+    backbone: every cell's curve equals its single run, its gains measured against the backbone's classical method."""
+    spec = make_spec("small", base=TINY | setting, grid={"lr": (1e-3, 1e-2)}, seeds="0-1", record_every=1,
+                     probe_method="none")
+    assert len(plan(spec.cells(), spec.batch_size)) == 1
+    result = sweep(spec)
+    assert (result.cells.status == "completed").all()
+    _assert_cells_equal_single_runs(result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from ntkcheck.build.experiment import build_model, initial_weights, make_problem
@@ -99,3 +100,18 @@ def test_a_cell_that_diverges_ends_alone_and_the_others_go_on():
     for s, t in ((cells[0], alone[0]), (cells[2], alone[2])):
         for name in s.weights:
             torch.testing.assert_close(s.weights[name], t.weights[name], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("problem,update", [("qp", "gd"), ("qp", "nag"), ("lasso", "gd"), ("lasso", "prox"),
+                                            ("lasso", "fista"), ("logistic", "nag"), ("logistic", "fista")])
+def test_the_untrained_learner_gains_nothing_over_its_backbones_classical_method(problem, update):
+    """W_L = 0 (the deterministic initialisation) makes P ≡ 1, so at k = 0 the learner is the classical method of its
+    backbone, which the gains are measured against: gain and gain_mean 0 to rounding, and F* (a certified optimum)
+    below F(X_T) at every iteration."""
+    from ntkcheck.engine.training import train
+
+    run = train(CFG.replace(problem=problem, update=update, iters=1))
+    first = run.metrics.iloc[0]
+    assert abs(first["gain"]) <= 1e-12 and abs(first["gain_mean"]) <= 1e-12
+    assert run.summary["reference"] == update
+    assert 0 <= run.summary["F_star"] <= run.metrics["F_T"].min() + 1e-12

@@ -15,13 +15,17 @@ from ntkcheck.config import (
     FORMATS,
     INITS,
     JACOBIANS,
+    LAM_SCALES,
     LOSSES,
     LSTM_VARIANTS,
     MODELS,
     NTK_METHODS,
     ON_DIVERGENCE,
     OPTIMIZERS,
+    PENALTIES,
     PRESETS,
+    PROBLEMS,
+    UPDATES,
     WIDE_LAYERS,
     ProbeConfig,
     TrainConfig,
@@ -63,11 +67,22 @@ OPTIONS = {
     "draw": _o(str, P, "ntkcheck (its own seeded draws) or paper: a compatibility mode that draws the instances and "
                        "W_0 as the authors' code does (--seed is their --seed, 118 in their runs and the *-official "
                        "presets; data from seed + 777).", choices=DRAWS),
+    "problem": _o(str, P, "The objective: qp (the paper's least squares), lasso or logistic (with λ‖x‖₁, or ½λ‖x‖² "
+                          "with --penalty l2).", choices=PROBLEMS),
+    "lam": _o(Optional[float], P, "λ of lasso/logistic (default 0.1), relative to λ_max,i unless --lam-scale "
+                                  "absolute."),
+    "lam_scale": _o(str, P, "relative (λ·λ_max,i, where x = 0 becomes optimal) or absolute.", choices=LAM_SCALES),
+    "sparsity": _o(Optional[float], P, "Share of non-zeros in the planted x*_i of lasso/logistic (default 0.1)."),
+    "penalty": _o(Optional[str], P, "logistic's regulariser: l1 (default; a prox step) or l2 (smooth).",
+                  choices=PENALTIES),
+    "update": _o(str, M, "The backbone the learned step P drives: gd (the paper's), nag, prox or fista (prox/fista: "
+                         "lasso and l1 logistic).", choices=UPDATES),
     "width": _o(int, M, "n, width of the wide layer L−1."),
     "L": _o(int, M, "Layers of the step-size network (2 → 2 → … → n → 1).", "--L"),
     "T": _o(int, M, "Unrolled optimisation steps.", "--T"),
     "e": _o(float, M, "Expansion coefficient of the deterministic initialisation."),
-    "init": _o(str, M, "deterministic, deterministic-abs or random.", choices=INITS),
+    "init": _o(str, M, "deterministic (the paper's), deterministic-abs, random, or the standard gaussian "
+                       "(N(0, 1/fan_in)), xavier, he.", choices=INITS),
     "bias": _o(bool, M, "Biases in every layer.", "--bias/--no-bias"),
     "detach": _o(bool, M, "Detach the network inputs (the paper's code); --no-detach trains on the true gradient.",
                  "--detach/--no-detach"),
@@ -142,14 +157,15 @@ CONFIG_FIELDS = set(TrainConfig.__dataclass_fields__) | set(ProbeConfig.__datacl
 
 # The options of the commands that train (train, verify, sweep).
 RUN = ("preset", "N", "d", "b", "seed", "init_seed", "problem_file", "draw", "width", "L", "T", "e", "init", "bias",
-       "detach", "wide_layer", "step_scale", "init_file", "model", "lstm_variant", "lstm_hidden", "lstm_layers", "lr",
-       "iters", "optimizer", "loss", "on_divergence",
+       "detach", "wide_layer", "step_scale", "init_file", "model", "lstm_variant", "lstm_hidden", "lstm_layers", "problem",
+       "lam", "lam_scale", "sparsity", "penalty", "update", "lr", "iters", "optimizer", "loss", "on_divergence",
        "checkpoint_every", "saturation_tol", "dtype", "out", "resume", "device", "threads", "max_memory")
 VERIFY = (*RUN, "ntk_every", "ntk_method", "jacobian", "alpha_steps", "early", "strict", "figures", "format", "json",
           "csv")
 NTK = ("run", "method", "alpha_step", "json", "csv", "preset", "N", "d", "b", "seed", "init_seed", "problem_file",
        "draw", "width", "L", "T", "e", "init", "bias", "wide_layer", "step_scale", "init_file", "model", "lstm_variant",
-       "lstm_hidden", "lstm_layers", "lr", "out", "device", "threads")
+       "lstm_hidden", "lstm_layers", "problem", "lam", "lam_scale", "sparsity", "penalty", "update", "lr", "out", "device",
+       "threads")
 SWEEP_SETTINGS = ("record_every", "probe_at", "probe_method", "batch_size", "vary")  # of SweepSpec, when given
 SWEEP = (*(n for n in RUN if n != "checkpoint_every"), "grid", "seeds", "vary", "spec", "record_every", "probe_at",
          "probe_method", "batch_size", "engine", "address", "workers", "format")

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ntkcheck.models import init as inits
 from ntkcheck.build import paper_draw
+from ntkcheck.models import init as inits
+from ntkcheck.problems import lasso, logistic
 from ntkcheck.problems import qp as problems
 from ntkcheck.config import ConfigError, TrainConfig, hidden_widths, weights_seed
 from ntkcheck.models.base import Learner
@@ -45,7 +46,21 @@ def make_problem(cfg: TrainConfig) -> problems.Problem:
             raise ConfigError("problem_file", str(err)) from None
     if cfg.draw == "paper":
         return paper_draw.problem(cfg)
-    return problems.generate(cfg.N, cfg.d, cfg.b, cfg.seed, "train")
+    return draw_problem(cfg, "train")
+
+
+def draw_problem(cfg: TrainConfig, split: str = "train"):
+    """The seeded instances of ``cfg.problem`` (float64, CPU): the QP (:func:`ntkcheck.problems.qp.generate`), the
+    LASSO or logistic regression with λ = ``lam`` (default 0.1, relative to λ_max,i unless ``lam_scale`` is absolute),
+    a planted x*_i with a share ``sparsity`` of non-zeros (default 0.1) and, for logistic, the ``penalty``."""
+    if cfg.problem == "qp":
+        return problems.generate(cfg.N, cfg.d, cfg.b, cfg.seed, split)
+    family = {"lasso": lasso, "logistic": logistic}[cfg.problem]
+    options = {"lam": 0.1 if cfg.lam is None else cfg.lam, "relative": cfg.lam_scale == "relative",
+               "sparsity": 0.1 if cfg.sparsity is None else cfg.sparsity}
+    if cfg.problem == "logistic":
+        options["penalty"] = cfg.penalty or "l1"
+    return family.generate(cfg.N, cfg.d, cfg.b, cfg.seed, split, **options)
 
 
 def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
@@ -66,6 +81,8 @@ def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     seed = weights_seed(cfg)
     if cfg.init == "random":
         return inits.random(widths, seed, cfg.bias)
+    if cfg.init in inits.RANDOM:
+        return inits.RANDOM[cfg.init](widths, seed, cfg.bias)
     return inits.deterministic(widths, cfg.e, seed, cfg.bias, absolute=cfg.init == "deterministic-abs")
 
 
@@ -87,7 +104,7 @@ def build_model(cfg: TrainConfig, weights: dict | None = None, *, device=None, d
         return model
     return build(hidden_widths(cfg.width, cfg.L), initial_weights(cfg) if weights is None else weights,
                  bias=cfg.bias, detach=cfg.detach, step_scale=cfg.step_scale, wide_layer=cfg.wide_layer,
-                 device=device, dtype=dtype)
+                 update=cfg.update, device=device, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -129,9 +146,9 @@ def check_architecture(cfg: TrainConfig, model: Learner) -> None:
         described = ("MathL2OLSTM", cfg.lstm_variant, cfg.lstm_hidden, cfg.lstm_layers, cfg.detach, cfg.step_scale,
                      weights_seed(cfg))
     else:
-        names = "(widths, bias, detach, step_scale)"
+        names = "(widths, bias, detach, step_scale, update)"
         given = (tuple(getattr(model, "widths", ())), getattr(model, "bias", None), model.detach,
-                 getattr(model, "step_scale", None))
-        described = (hidden_widths(cfg.width, cfg.L), cfg.bias, cfg.detach, cfg.step_scale)
+                 getattr(model, "step_scale", None), getattr(getattr(model, "update", None), "name", None))
+        described = (hidden_widths(cfg.width, cfg.L), cfg.bias, cfg.detach, cfg.step_scale, cfg.update)
     if given != described:
         raise ConfigError("model", f"has {names} = {given}; the config describes {described}")

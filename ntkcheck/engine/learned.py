@@ -24,7 +24,7 @@ from ntkcheck.engine.trainer import iteration, new_state, unroll
 from ntkcheck.instruments.dynamics import _positive
 from ntkcheck.instruments.ntk import with_mode
 from ntkcheck.models.math_l2o import MathL2O
-from ntkcheck.problems.meta import gd_objective
+from ntkcheck.problems.meta import gd_objective, reference_objective
 from ntkcheck.problems.qp import Problem
 from ntkcheck.problems.solvers import Curve, iterate
 
@@ -44,18 +44,19 @@ class Fit:
 
 def fit(model: nn.Module, problem: Problem, T: int, *, lr: float, iters: int, optimizer: str = "sgd",
         loss: str = "last", truncation: int | None = None, step_scale: float = 1.0,
-        saturation_tol: float = 1e-2) -> Fit:
+        saturation_tol: float = 1e-2, update: str = "gd") -> Fit:
     """K = ``iters`` meta-iterations of ``model`` (trained in place) on the fixed training set ``problem``: the one
     trainer (:func:`ntkcheck.engine.trainer.iteration`) with one cell.
 
     Full BPTT through all T steps, or, with ``truncation`` = S, truncated BPTT as Liu et al. train: the unroll is cut
     into segments of S steps, each with its own loss and optimiser step, and the iterate and the LSTM state are
     detached between segments. ``loss`` is the mean of the segments' losses; F_T, gain and gain_mean
-    (:func:`ntkcheck.problems.meta.gain_metrics`) are measured on the whole unroll against GD with step s/β_i, with the
+    (:func:`ntkcheck.problems.meta.gain_metrics`) are measured on the whole unroll against the classical method of
+    ``update`` (GD for the paper's ``gd``) with step s/β_i, with the
     trainer's other metrics (P saturated within ``saturation_tol``). A non-finite loss or gradient ends the run.
     """
     cell = new_state(dict(model.named_parameters()), optimizer=optimizer, lr=lr, K=iters)
-    F_gd = gd_objective(problem, T, step_scale)
+    F_gd = reference_objective(problem, T, step_scale, update)
     rows, k = [], 0
     while cell.status == "running":
         rows.append(iteration(k, [cell], model, problem, F_gd, T=T, loss=loss, record=[True], saturation_tol=saturation_tol,

@@ -39,7 +39,8 @@ from ntkcheck.config import ConfigError, TrainConfig
 from ntkcheck.engine.trainer import TrainState, iteration
 from ntkcheck.models.base import Learner
 from ntkcheck.problems import qp as problems
-from ntkcheck.problems.meta import gd_objective, meta_optimizer
+from ntkcheck.problems.meta import meta_optimizer, reference_objective
+from ntkcheck.problems.solvers import optimum_value
 from ntkcheck.problems.meta import training_loss  # noqa: F401 - re-exported: tests import it from here
 from ntkcheck.results import io, runfolder
 from ntkcheck.results.runfolder import CHECKPOINT, Interrupted
@@ -190,7 +191,7 @@ def _run(exp, work: Path | None, resume: bool, callback, probe) -> RunResult:
         elif work is not None:
             save_checkpoint(work, cfg, model, optimizer, state)  # from here on the folder is resumable
         if state["status"] == "running":
-            F_gd = gd_objective(problem, cfg.T, cfg.step_scale)
+            F_gd = reference_objective(problem, cfg.T, cfg.step_scale, cfg.update)
             try:
                 loop(cfg, model, optimizer, problem, F_gd, state, work, stop, callback, probe)
             except KeyboardInterrupt:  # raised between iterations only, so the state is consistent
@@ -198,7 +199,7 @@ def _run(exp, work: Path | None, resume: bool, callback, probe) -> RunResult:
                     raise
                 save_checkpoint(work, cfg, model, optimizer, state)
                 raise Interrupted(runfolder.final_folder(work), state["k"] - 1) from None
-        return finish(cfg, work, model, optimizer, state)
+        return finish(cfg, work, model, optimizer, state, optimum_value(problem))
 
 
 def restore(work: Path, cfg: TrainConfig, model: Learner, optimizer) -> dict:
@@ -294,10 +295,11 @@ def save_checkpoint(work: Path, cfg: TrainConfig, model: Learner, optimizer, sta
     })
 
 
-def finish(cfg: TrainConfig, work: Path | None, model: Learner, optimizer, state: dict) -> RunResult:
+def finish(cfg: TrainConfig, work: Path | None, model: Learner, optimizer, state: dict,
+           F_star: float = 0.0) -> RunResult:
     """The result; with a folder, write checkpoint, config, metrics and summary, then rename it to ``out``."""
     metrics = pd.DataFrame(state["records"], index=pd.RangeIndex(len(state["records"]), name="iteration"))
-    summary = summarize(metrics, state)
+    summary = summarize(metrics, state, F_star, cfg.update)
     weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     folder = None
     if work is not None:
@@ -310,8 +312,9 @@ def finish(cfg: TrainConfig, work: Path | None, model: Learner, optimizer, state
     return RunResult(cfg, state["status"], metrics, summary, weights, state["W0"], folder)
 
 
-def summarize(metrics: pd.DataFrame, state: dict) -> dict:
-    """Status and headline numbers of a run: F(X_T) and gain at the first and last iteration."""
+def summarize(metrics: pd.DataFrame, state: dict, F_star: float = 0.0, update: str = "gd") -> dict:
+    """Status and headline numbers of a run: F(X_T) and gain (against the backbone's classical method) at the first and
+    last iteration, and the gap F(X_T) − F* to the optimum F* = Σ_i F_i* (:func:`~ntkcheck.problems.solvers.optimum_value`)."""
     first, last = metrics.iloc[0], metrics.iloc[-1]
     return {
         "status": state["status"],
@@ -320,6 +323,9 @@ def summarize(metrics: pd.DataFrame, state: dict) -> dict:
         "F_T_initial": float(first["F_T"]),
         "F_T_final": float(last["F_T"]),
         "gain_final": float(last["gain"]),
+        "reference": update,  # the gains are over this backbone's classical method
+        "F_star": F_star,
+        "gap_final": float(last["F_T"]) - F_star,
         "seconds_training": state["seconds"],
         "seconds_per_iteration": state["seconds"] / max(len(metrics), 1),
     }

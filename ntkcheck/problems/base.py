@@ -20,6 +20,7 @@ one implementation; a new family is a new module with a class of these methods.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -57,3 +58,17 @@ class Problem(Protocol):
 
     def to(self, device=None, dtype=None) -> "Problem":
         """Every tensor on ``device`` in ``dtype``."""
+
+
+def stack(problems: list) -> Problem:
+    """Problems of one family stacked on a leading cell axis (tensors (C, N, …)), for a batch of cells drawn apart: a
+    family's dataclass fields stacked field by field (a nested problem likewise, an unset field stays None, any other
+    value, which the cells share, kept)."""
+    first = problems[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(problems)
+    if dataclasses.is_dataclass(first):
+        return type(first)(**{f.name: stack([getattr(p, f.name) for p in problems]) for f in dataclasses.fields(first)})
+    if any(p != first for p in problems):
+        raise ValueError(f"cells stacked together must share {first!r}")
+    return first

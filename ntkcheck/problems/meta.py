@@ -37,6 +37,7 @@ import torch
 
 from ntkcheck.config import LOSSES
 from ntkcheck.problems.base import Problem
+from ntkcheck.problems.solvers import classical
 
 
 def objective(problem: Problem, X: torch.Tensor) -> torch.Tensor:
@@ -84,6 +85,16 @@ def gd_path(problem: Problem, T: int, step_scale: float = 1.0, P=None) -> list[t
 def gd_objective(problem: Problem, T: int, step_scale: float = 1.0) -> torch.Tensor:
     """F_GD(X_1..X_T): GD with step s/β_i from X_0 (shape (…, T), one curve per problem)."""
     return objective_path(problem, gd_path(problem, T, step_scale)[1:])
+
+
+def reference_objective(problem: Problem, T: int, step_scale: float = 1.0, update: str = "gd") -> torch.Tensor:
+    """F(X_1..X_T) of the classical method of the backbone ``update`` with P ≡ 1 (the reference the gains are
+    measured against, shape (…, T)): :func:`gd_objective` for ``gd`` (the paper's), else
+    :func:`ntkcheck.problems.solvers.classical` (NAG, proximal gradient, FISTA) with step s/β_i."""
+    if update == "gd":
+        return gd_objective(problem, T, step_scale)
+    curve = classical(update)(problem, T, step_scale=step_scale)
+    return curve.f[1:].sum(-1).movedim(0, -1)
 
 
 # -- what is recorded per step --------------------------------------------------------------------------------

@@ -277,8 +277,12 @@ def figures(report: dict, metrics: pd.DataFrame, points: dict, curves: dict, fol
 # -- terminal tables of the other commands ------------------------------------------------------------------
 
 
+CLASSICAL_NAMES = {"gd": "GD", "nag": "NAG", "prox": "proximal gradient", "fista": "FISTA"}  # by update rule
+
+
 def run_table(summary: dict, folder) -> Table:
-    """``ntkcheck train``: status, F(X_T) at the start and the end, gain, speed, divergences."""
+    """``ntkcheck train``: status, F(X_T) at the start and the end, the gain over the backbone's classical method, the
+    gap to the optimum F*, speed, divergences."""
     table = Table(title=f"run {folder}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -286,7 +290,11 @@ def run_table(summary: dict, folder) -> Table:
     table.add_row("iterations", str(summary["iterations"]))
     table.add_row("F(X_T) at k=0", f"{summary['F_T_initial']:.6g}")
     table.add_row("F(X_T) at the end", f"{summary['F_T_final']:.6g}")
-    table.add_row("gain (F_GD − F)/F_GD", f"{summary['gain_final']:.4f}")
+    reference = CLASSICAL_NAMES[summary.get("reference", "gd")]
+    table.add_row(f"gain over {reference} (F_ref − F)/F_ref", f"{summary['gain_final']:.4f}")
+    if "F_star" in summary:
+        table.add_row("F* (optimum)", f"{summary['F_star']:.6g}")
+        table.add_row("gap F(X_T) − F*", f"{summary['gap_final']:.3g}")
     table.add_row("seconds per iteration", f"{summary['seconds_per_iteration']:.3g}")
     if summary["diverged_iterations"]:
         table.add_row("diverged at", ", ".join(map(str, summary["diverged_iterations"][:10])))

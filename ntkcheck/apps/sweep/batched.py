@@ -29,8 +29,8 @@ from ntkcheck.apps.sweep.spec import Cell, SweepSpec
 from ntkcheck.build.experiment import build_model, initial_weights, make_problem, resolve_device
 from ntkcheck.config import TrainConfig
 from ntkcheck.engine.trainer import BATCHED, iteration, new_state
-from ntkcheck.problems import qp as problems
-from ntkcheck.problems.meta import gd_objective
+from ntkcheck.problems.base import Problem, stack
+from ntkcheck.problems.meta import reference_objective
 
 # The fields a batch handles per cell: each cell draws its own W_0 (e, init, init_seed, init_file, draw) and data
 # (seed, draw), steps with its own optimizer at its own η, ends at its own K and by its own on_divergence; a sweep
@@ -87,30 +87,24 @@ def failed(cell: Cell, error: str) -> CellRun:
 
 
 class _Problems:
-    """The batch's training instances: one shared :class:`~ntkcheck.problems.qp.Problem`, or one per cell stacked on a
-    leading cell axis; :meth:`select` gives those of the active cells, :meth:`of` one cell's."""
+    """The batch's training instances: one shared :class:`~ntkcheck.problems.base.Problem`, or one per cell stacked on a
+    leading cell axis (:func:`~ntkcheck.problems.base.stack`); :meth:`select` gives those of the active cells, :meth:`of`
+    one cell's."""
 
     def __init__(self, configs: list[TrainConfig], device, dtype):
         keys = [data_key(c) for c in configs]
         made = {key: make_problem(c).to(device=device, dtype=dtype) for key, c in zip(keys, configs)}
         self.shared = made[keys[0]] if len(made) == 1 else None
         self.each = [made[key] for key in keys]
-        if self.shared is None:
-            fields = ("M", "Y", "beta", "x_star", "H", "c")
-            stack = lambda name: (None if getattr(self.each[0], name) is None  # noqa: E731
-                                  else torch.stack([getattr(p, name) for p in self.each]))
-            self.stacked = problems.Problem(*(stack(name) for name in fields))
-        F_gd = {key: gd_objective(made[key], configs[0].T, configs[0].step_scale) for key in made}
+        self.stacked = stack(self.each) if self.shared is None else None
+        c0 = configs[0]
+        F_gd = {key: reference_objective(made[key], c0.T, c0.step_scale, c0.update) for key in made}
         self.F_gd = torch.stack([F_gd[key] for key in keys])  # (C, T)
 
-    def select(self, index: torch.Tensor) -> problems.Problem:
-        if self.shared is not None:
-            return self.shared
-        pick = lambda t: None if t is None else t[index]  # noqa: E731
-        s = self.stacked
-        return problems.Problem(pick(s.M), pick(s.Y), pick(s.beta), pick(s.x_star), pick(s.H), pick(s.c))
+    def select(self, index: torch.Tensor) -> Problem:
+        return self.shared if self.shared is not None else self.stacked.select(index)
 
-    def of(self, i: int) -> problems.Problem:
+    def of(self, i: int) -> Problem:
         return self.each[i]
 
 
