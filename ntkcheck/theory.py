@@ -135,10 +135,23 @@ def quantities(cfg: TrainConfig, constants: dict, points: dict, metrics: pd.Data
     return {k: v for k, v in q.items() if k not in not_applicable(cfg)}
 
 
+def outside_setting(cfg: TrainConfig) -> str | None:
+    """Why Thm 4.3 and the linearised least-squares predictions do not apply to ``cfg``'s objective or backbone (None
+    for the paper's least squares with the gd backbone): they are derived for F = ½‖M X_T − Y‖² and
+    X_t = X_{t−1} − (s/β_i)P_t ⊙ ∇F(X_{t−1})."""
+    if cfg.problem == "qp" and cfg.update == "gd":
+        return None
+    return (f"Thm 4.3 is proved for least squares with the gd backbone; this run is problem {cfg.problem} with update "
+            f"{cfg.update} (every quantity is still measured)")
+
+
 def not_applicable(cfg: TrainConfig) -> dict[str, str]:
-    """Quantity names and condition keys that do not apply to ``cfg``'s learner, each with the reason ({} for the
-    MLP): for the LSTM, the MLP's quantities (:data:`MLP_QUANTITIES`), the equality with GD at W_0 (the MLP's W_L = 0),
+    """Quantity names and condition keys that do not apply to ``cfg``'s setting, each with the reason ({} for the
+    MLP on the theorem's setting): outside it (:func:`outside_setting`), every condition; for the LSTM, the MLP's quantities (:data:`MLP_QUANTITIES`), the equality with GD at W_0 (the MLP's W_L = 0),
     and, for the variant PA, monotone descent (the accelerator extrapolates after the step)."""
+    setting = outside_setting(cfg)
+    if setting is not None:
+        return {c.key: setting for c in bounds.registry()}
     if cfg.model == "mlp":
         return {}
     scope = "Thm 4.3 and its conditions are about Math-L2O's MLP with the deterministic init"
@@ -196,13 +209,19 @@ def comparisons(cfg: TrainConfig, early: int, points: dict, metrics: pd.DataFram
     fits = {"early": fit_or_none(F, 0, min(early, F.size)), "late": fit_or_none(F, F.size // 2, F.size)}
     rate = next((v for v in verdicts if v["key"] == "thm4_3.rate"), {})
     rho = math.nan if rate.get("value") is None else rate["value"]
-    theory = "ρ (Thm 4.3)" if rate.get("applies", True) else "ρ (Thm 4.3): does not apply to this learner"
+    theory = "ρ (Thm 4.3)" if rate.get("applies", True) else "ρ (Thm 4.3): does not apply to this learner or setting"
     for name, fit in fits.items():
         if fit is not None:
             rows.append(_row(f"contraction per iteration, {name} window [{fit['start']}, {fit['stop']})",
                              theory, rho, fit["rate"], kind="bound", extra=fit))
     init = points.get(0)
-    if isinstance(init, ProbeResult) and init.linearised is not None:
+    objective = None if cfg.problem == "qp" else (
+        f"the eigen-projection, plateau and 2/λ_max predictions linearise the loss ½‖r‖²; problem {cfg.problem}'s "
+        "F is not ½‖r‖² of the residual whose kernel is measured")
+    if objective is not None and isinstance(init, ProbeResult):
+        rows.append(_row("loss along training", "eigen-projection of K_0, plateau, 2/λ_max", math.nan, float(F[-1]),
+                         kind="prediction") | {"verdict": "does not apply", "note": objective})
+    elif isinstance(init, ProbeResult) and init.linearised is not None:
         lin = init.linearised
         rows.append(_row("loss contraction from λ_min(K_0)", "(1 − ηλ_min)²", lin.loss_rate,
                          fits["late"]["rate"] if fits["late"] else math.nan, kind="bound"))

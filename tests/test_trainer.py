@@ -115,3 +115,18 @@ def test_the_untrained_learner_gains_nothing_over_its_backbones_classical_method
     assert abs(first["gain"]) <= 1e-12 and abs(first["gain_mean"]) <= 1e-12
     assert run.summary["reference"] == update
     assert 0 <= run.summary["F_star"] <= run.metrics["F_T"].min() + 1e-12
+
+
+def test_verify_outside_the_theorem_measures_everything_and_says_what_does_not_apply():
+    """LASSO with the prox backbone: every condition of Thm 4.3 is reported as not applying (with the setting named),
+    the least-squares predictions are one 'does not apply' row, and the measured quantities are still there."""
+    import ntkcheck
+    from ntkcheck.config import ProbeConfig
+
+    result = ntkcheck.verify(CFG.replace(problem="lasso", update="prox", iters=4),
+                             ProbeConfig(ntk_every=0, ntk_method="dense"))
+    conditions = result.report["conditions"]
+    assert conditions and all(not c["applies"] and "problem lasso with update prox" in c["note"] for c in conditions)
+    verdicts = {r["what"]: r["verdict"] for r in result.report["comparisons"]}
+    assert verdicts["loss along training"] == "does not apply"
+    assert not any(r["verdict"] in ("agrees", "differs") for r in result.report["comparisons"])
