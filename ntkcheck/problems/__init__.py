@@ -1,1 +1,3 @@
-"""What is optimised: the paper's least-squares family (:mod:`.qp`) and the classical methods that solve it (:mod:`.solvers`: GD, NAG, Adam)."""
+"""What is optimised: the paper's least-squares family (:mod:`.qp`), the LASSO (:mod:`.lasso`) and logistic regression
+(:mod:`.logistic`) beyond it, the classical methods and reference optima (:mod:`.solvers`), and the meta-problem of
+learning to optimise (:mod:`.meta`)."""
