@@ -6,8 +6,9 @@ For a learner with weights W (a dict of named tensors) and W_0 its initial weigh
     X_t^lin(W) = X_t(W_0) + J_t (W − W_0),        J_t = ∂X_t/∂W at W_0 (the true Jacobian: forward-mode, a JVP)
 
 and X^lin is trained exactly as the real run is: the training loss of :func:`ntkcheck.problems.meta.training_loss`
-(last F(X_T), mean, weighted) on any :class:`~ntkcheck.problems.base.Problem`, by the optimiser of
-:func:`ntkcheck.problems.meta.meta_optimizer` (SGD or Adam at η), from W_0, K iterations, loss L_k measured at W_k.
+(last F(X_T), mean, weighted) on any :class:`~ntkcheck.problems.base.Problem`, by the one trainer
+(:func:`ntkcheck.engine.trainer.iteration`, :class:`Linearised` its learner) with SGD or Adam at η, from W_0, K
+iterations, loss L_k measured at W_k.
 
 **Which gradient.** The gradient of L(X^lin(W)) is J'ᵀ∇_X L, with J' = J for ``mode="true"``, and J' = J̃ (the
 derivative of the detached unroll, :mod:`ntkcheck.instruments.ntk`) for ``mode="detached"``, which is what detached
@@ -23,18 +24,19 @@ loss is ½Σ_i(1 − ηλ_i)^{2k}(u_iᵀr_0)² when K̃ = K (every deterministic
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from torch.func import functional_call, jvp, vjp
 
 from ntkcheck.instruments.ntk import MODES, parameters, with_mode
 from ntkcheck.models.base import Learner
 from ntkcheck.problems.base import Problem
-from ntkcheck.problems.meta import meta_optimizer, training_loss
+from ntkcheck.engine.trainer import iteration, new_state
+from ntkcheck.problems.meta import reference_objective
 
 
 @dataclass
@@ -107,25 +109,32 @@ class Curve:
     diverged_at: int | None
 
 
-def train_loop(params: dict, unroll: Callable[[dict], object], problem: Problem, *, loss: str, optimizer: str,
-               lr: float, iters: int) -> Curve:
-    """K = ``iters`` meta-iterations of ``optimizer`` at η = ``lr`` on the training loss ``loss`` of ``unroll(W)``,
-    from the leaf tensors ``params`` (modified in place): L_k is measured at W_k before update k, and the run stops at
-    the first non-finite loss or gradient (its loss recorded, NaN after)."""
-    opt = meta_optimizer(optimizer, list(params.values()), lr)
+class Linearised(nn.Module):
+    """X^lin as a learner the one trainer drives: its parameters are those of ``model`` (named ``model.<name>``), its
+    unroll X_0, X^lin_1(W), …, X^lin_T(W) at whatever weights it is called with (:class:`Linearisation`)."""
+
+    def __init__(self, model: Learner, lin: Linearisation):
+        super().__init__()
+        self.model, self.lin = model, lin
+
+    def forward(self, problem: Problem, T: int, state=None) -> Path:
+        return self.lin.unroll(dict(self.model.named_parameters()))
+
+
+def train_loop(learner: nn.Module, W0: dict, problem: Problem, T: int, *, loss: str, optimizer: str, lr: float,
+               iters: int) -> Curve:
+    """K = ``iters`` iterations of the one trainer (:func:`ntkcheck.engine.trainer.iteration`, one cell) of ``learner``
+    from the weights ``W0`` (copied) with ``optimizer`` at η = ``lr`` on the training loss ``loss``: L_k measured at W_k
+    before update k; the run stops at the first non-finite loss or gradient (its loss recorded, NaN after)."""
+    cell = new_state(_leaves(W0), optimizer=optimizer, lr=lr, K=iters)
+    F_ref = reference_objective(problem, T)
     losses = np.full(iters + 1, np.nan)
     for k in range(iters + 1):
-        opt.zero_grad(set_to_none=False)
-        L = training_loss(problem, unroll(params), loss)
-        losses[k] = float(L.detach())
-        if not math.isfinite(losses[k]):
-            return Curve(losses, k)
-        if k < iters:
-            L.backward()
-            if not all(bool(torch.isfinite(p.grad).all()) for p in params.values()):
-                return Curve(losses, k)
-            opt.step()
-    return Curve(losses, None)
+        losses[k] = iteration(k, [cell], learner, problem, F_ref, T=T, loss=loss, record=[False],
+                              saturation_tol=1e-2)[0].loss
+        if cell.status != "running":
+            break
+    return Curve(losses, k if cell.status == "diverged" else None)
 
 
 def _leaves(W: dict) -> dict:
@@ -138,16 +147,15 @@ def train_linearised(model: Learner, problem: Problem, T: int, *, lr: float, ite
     training loss ``loss`` and ``optimizer`` at η = ``lr``; ``mode``: the gradient's Jacobian (default the model's).
     The model is not modified."""
     lin = Linearisation(model, problem, T, mode=mode)
-    return train_loop(_leaves(lin.W0), lin.unroll, problem, loss=loss, optimizer=optimizer, lr=lr, iters=iters)
+    W0 = {f"model.{k}": v for k, v in lin.W0.items()}
+    return train_loop(Linearised(model, lin), W0, problem, T, loss=loss, optimizer=optimizer, lr=lr, iters=iters)
 
 
 def train_real(model: Learner, problem: Problem, T: int, *, lr: float, iters: int, loss: str = "last",
                optimizer: str = "sgd") -> Curve:
-    """The real run's curve L_0..L_K by the same loop as :func:`train_linearised` (the model's own gradient: detached
+    """The real run's curve L_0..L_K by the same trainer as :func:`train_linearised` (the model's own gradient: detached
     BPTT when ``model.detach``). The model is not modified."""
-    W = _leaves(parameters(model))
-    return train_loop(W, lambda w: functional_call(model, w, (problem, T)), problem, loss=loss, optimizer=optimizer,
-                      lr=lr, iters=iters)
+    return train_loop(model, parameters(model), problem, T, loss=loss, optimizer=optimizer, lr=lr, iters=iters)
 
 
 @dataclass(frozen=True)
