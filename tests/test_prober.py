@@ -49,7 +49,9 @@ def test_the_prober_at_k_is_measure_at_W_k_plus_the_drift_against_K0(fields):
         ref = measure(model, problem, cfg.T, lr=cfg.lr, method="dense", kernels=True)
         K0 = measure(build_model(cfg, W[0]), problem, cfg.T, lr=cfg.lr, method="dense", kernels=True).kernels[0]
         assert got.k == k and got.result.kernels is None and np.array_equal(got.K, ref.kernels[0])
-        assert got.result.replace(drift=None).as_dict() == ref.as_dict()  # the rest is measure's, bit for bit
+        # the rest is measure's, bit for bit (the reason quotes the memory available at the call, which moves)
+        same = lambda d: {k: v for k, v in d.items() if k != "method_reason"}  # noqa: E731
+        assert same(got.result.replace(drift=None).as_dict()) == same(ref.as_dict())
         rel, distance = _drift(K0, ref.kernels[0])
         assert got.result.drift.rel_change == pytest.approx(rel, rel=1e-12, abs=1e-15)
         assert got.result.drift.distance == pytest.approx(distance, abs=1e-13)
