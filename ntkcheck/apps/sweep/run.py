@@ -194,7 +194,7 @@ def _new_plan(spec: SweepSpec, max_memory) -> dict:
     if error is None:
         return planned
     field, message = (error.field, error.message) if isinstance(error, ConfigError) else ("grid", error)
-    field = "grid" if field in spec.axes else field
+    field = "grid" if field in dict(spec.grid) else "points" if field in spec.axes else field
     raise ConfigError(field, f"no cell of the sweep can run (all {len(spec.cells())} fail); the first: {message}")
 
 

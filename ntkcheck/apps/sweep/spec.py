@@ -19,6 +19,15 @@ its own record)::
     [grid]
     e = [1, 5, 25, 50, 100]
     lr = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7]
+
+Instead of (or beside) the product grid, ``points`` lists configurations one by one, each a table of TrainConfig
+fields; a point that names a ``seed`` runs with that seed only, the others over ``seeds``. An adaptive search (the
+stability study's bisection) writes its rounds this way::
+
+    [[points]]
+    e = 50.0
+    lr = 3.2e-4
+    seed = 7
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ VARY = ("both", "data", "init")
 MAX_CELLS = 100_000  # cells in one sweep: grid × seeds (each cell is a training run)
 SEED_FIELDS = ("seed", "init_seed")  # set by ``seeds`` and ``vary``, never an axis
 CURVE_POINTS = 200  # default record_every: about this many points per curve
-SPEC_KEYS = ("preset", "base", "grid", "seeds", "vary", "record_every", "probe_at", "probe_method", "batch_size",
+SPEC_KEYS = ("preset", "base", "grid", "points", "seeds", "vary", "record_every", "probe_at", "probe_method", "batch_size",
              "versions")
 
 
@@ -61,7 +70,8 @@ class SweepSpec:
     """A grid of configurations over seeds (module docstring).
 
     ``base``: the configuration every cell starts from; ``grid``: ordered axes ``(field, values)``; ``seeds``;
-    ``vary``: what a seed changes; ``record_every``: the curves' spacing in iterations (0: about
+    ``points``: configurations listed one by one (module docstring), each a dict of fields; ``vary``: what a seed
+    changes; ``record_every``: the curves' spacing in iterations (0: about
     :data:`CURVE_POINTS` points); ``probe_at``: iterations to probe every cell at (``"K"``: its last);
     ``probe_method``: ``auto``, ``dense``, ``lanczos``, or ``none`` for no probes; ``batch_size``: the most cells
     trained together."""
@@ -75,6 +85,7 @@ class SweepSpec:
     probe_method: str = "auto"
     batch_size: int = 32
     preset: str = "small"
+    points: tuple[dict, ...] = ()
 
     def __post_init__(self):
         names = [name for name, _ in self.grid]
@@ -88,7 +99,9 @@ class SweepSpec:
             raise ConfigError("seeds", f"lists a seed twice ({list(self.seeds)})")
         if max(self.seeds) > SEED_MAX:
             raise ConfigError("seeds", f"must be ≤ {SEED_MAX} (seeds are stored as int64; got {max(self.seeds)})")
-        cells = math.prod(len(values) for _, values in self.grid) * len(self.seeds)
+        self._check_points()
+        cells = (math.prod(len(values) for _, values in self.grid) *
+                 sum(1 if "seed" in p else len(self.seeds) for p in self.points or ({},)))
         if cells > MAX_CELLS:
             raise ConfigError("seeds" if len(self.seeds) > 1 and cells // len(self.seeds) <= MAX_CELLS else "grid",
                               f"the sweep has {cells} cells (grid × seeds), more than the {MAX_CELLS} one sweep takes; "
@@ -101,7 +114,8 @@ class SweepSpec:
             raise ConfigError("probe_method", f"must be one of {', '.join((*NTK_METHODS, 'none'))} "
                                               f"(got {self.probe_method!r})")
         last = max([self.base.iters, *(v for name, values in self.grid if name == "iters" for v in values
-                                       if isinstance(v, int))])
+                                       if isinstance(v, int)),
+                    *(p["iters"] for p in self.points if isinstance(p.get("iters"), int))])
         for k in self.probe_at:
             if k != "K" and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
                 raise ConfigError("probe_at", f"must list iterations ≥ 0 or K (got {k!r})")
@@ -109,9 +123,32 @@ class SweepSpec:
                 raise ConfigError("probe_at", f"iteration {k} is beyond the last one of every cell (iters ≤ {last}); "
                                               "list iterations up to iters, or K")
 
+    def _check_points(self) -> None:
+        grid = {name for name, _ in self.grid}
+        for point in self.points:
+            if not isinstance(point, dict) or not point:
+                raise ConfigError("points", f"each point is a table of configuration fields (got {point!r})")
+            for name, value in point.items():
+                if name == "seed":
+                    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+                        raise ConfigError("points", f"seed must be an integer in [0, {SEED_MAX}] (got {value!r})")
+                    continue
+                try:
+                    _check_axis(name, (value,))
+                except ConfigError as err:
+                    raise ConfigError("points", err.message) from None
+                if name in grid:
+                    raise ConfigError("points", f"{name} is both a grid axis and a field of a point; give it in one")
+        if len(set(map(repr, self.points))) != len(self.points):
+            raise ConfigError("points", "lists a point twice")
+
     @property
     def axes(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.grid)
+        """The fields that vary: the grid's axes, then the points' fields (a point's seed is a seed, not an axis)."""
+        names = [name for name, _ in self.grid]
+        for point in self.points:
+            names += [n for n in point if n != "seed" and n not in names]
+        return tuple(names)
 
     def record_step(self, iters: int) -> int:
         """The curves' spacing for a cell of ``iters`` iterations."""
@@ -124,12 +161,14 @@ class SweepSpec:
         return sorted({iters if k == "K" else k for k in self.probe_at if k == "K" or k <= iters})
 
     def cells(self) -> list[Cell]:
-        """Every cell: the axes' product (first axis slowest) × seeds."""
+        """Every cell: the axes' product (first axis slowest) × the points in order × seeds (a point's own seed)."""
         out = []
+        names = [name for name, _ in self.grid]
         for combo in itertools.product(*(values for _, values in self.grid)):
-            values = dict(zip(self.axes, combo))
-            for seed in self.seeds:
-                out.append(self._cell(values, seed))
+            for point in self.points or ({},):
+                values = dict(zip(names, combo)) | {k: v for k, v in point.items() if k != "seed"}
+                for seed in (point["seed"],) if "seed" in point else self.seeds:
+                    out.append(self._cell(values, seed))
         return out
 
     def _cell(self, values: dict, seed: int) -> Cell:
@@ -147,7 +186,8 @@ class SweepSpec:
         return {"preset": self.preset, "seeds": list(self.seeds), "vary": self.vary, "record_every": self.record_every,
                 "probe_at": list(self.probe_at), "probe_method": self.probe_method, "batch_size": self.batch_size,
                 "base": {k: v for k, v in self.base.to_dict().items() if v is not None},
-                "grid": {name: list(values) for name, values in self.grid}}
+                "grid": {name: list(values) for name, values in self.grid}} | (
+                    {"points": [dict(p) for p in self.points]} if self.points else {})
 
     @classmethod
     def from_dict(cls, data: dict) -> "SweepSpec":
@@ -279,6 +319,11 @@ def make_spec(preset_name: str = "small", *, base: dict | None = None, grid=(), 
     cfg = preset(preset_name, **(dict(base or {}) | fields))
     axes = grid.items() if isinstance(grid, dict) else (parse_axis(a) if isinstance(a, str) else a for a in grid)
     axes = tuple((AXIS_ALIASES.get(name, name), tuple(values)) for name, values in axes)
+    if "points" in settings:
+        if not isinstance(settings["points"], (list, tuple)):
+            raise ConfigError("points", f"must be a list of tables of configuration fields (got {settings['points']!r})")
+        settings["points"] = tuple({AXIS_ALIASES.get(k, k): v for k, v in p.items()} if isinstance(p, dict) else p
+                                   for p in settings["points"])
     default_seeds = (_weights_seed(cfg),) if settings.get("vary") == "init" else (cfg.seed,)
     if "probe_at" in settings:
         settings["probe_at"] = parse_probe_at(settings["probe_at"])
