@@ -33,7 +33,8 @@ LOCK = ".lock"  # held (flock) by the process that works in the folder
 RESUMABLE = ("iters", "device", "checkpoint_every", "wide_layer")
 LONG_COLUMNS = ["run_id", "iteration", "quantity", "value"]
 # The marker file of each command's run folder, written before anything else: whose a partial folder is.
-MARKERS = {"train": CHECKPOINT, "verify": "verify.json", "sweep": "sweep.toml", "reproduce": "reproduce.json"}
+MARKERS = {"train": CHECKPOINT, "verify": "verify.json", "sweep": "sweep.toml", "reproduce": "reproduce.json",
+           "study": "study.toml"}
 
 
 class Interrupted(Exception):
