@@ -19,7 +19,7 @@ import numpy as np
 
 from bounds.quantities import complete
 
-__all__ = ["Condition", "Verdict", "Outcome", "STATUSES", "RELATIONS", "ROUNDING", "OVERFLOW", "at_most", "log_of",
+__all__ = ["Condition", "Setting", "THEOREM", "ANY", "Verdict", "Outcome", "STATUSES", "RELATIONS", "ROUNDING", "OVERFLOW", "at_most", "log_of",
            "exp_of", "log_product", "decide_logs", "range_note"]
 
 STATUSES = ("stated", "scaling", "derived")
@@ -112,6 +112,28 @@ Rule = Callable[[Mapping, Mapping], Outcome]
 
 
 @dataclass(frozen=True)
+class Setting:
+    """The settings a condition is a statement about: objective families (``qp``: least squares ½‖Mx − y‖², ``lasso``,
+    ``logistic``) and backbones (``gd``, ``nag``, ``prox``, ``fista``); None: any. ``why``: what the statement rests
+    on, quoted when a run lies outside."""
+
+    problems: tuple[str, ...] | None
+    updates: tuple[str, ...] | None
+    why: str
+
+    def outside(self, problem: str, update: str) -> str | None:
+        """Why (problem, update) lies outside this setting; None when it is inside."""
+        if (self.problems is None or problem in self.problems) and (self.updates is None or update in self.updates):
+            return None
+        return f"{self.why}; this run is problem {problem} with update {update}"
+
+
+THEOREM = Setting(("qp",), ("gd",), "derived for least squares with the gd backbone X_t = X_{t−1} − (s/β_i)P_t ⊙ "
+                                    "∇F(X_{t−1}), as Thm 4.3 is")
+ANY = Setting(None, None, "a statement about the model alone")
+
+
+@dataclass(frozen=True)
 class Condition:
     """One statement of the theory.
 
@@ -119,7 +141,8 @@ class Condition:
     ``scaling`` (an Ω(·) law whose constant is unknown, exposed in ``constants``), ``derived`` (proved in
     bounds/DERIVATIONS.md for exactly this model). ``needs``: the quantities without which it cannot be
     evaluated. ``required``: True when the paper's theorem needs it as a hypothesis (``verify --strict``).
-    ``text``: the formula in plain text for a terminal.
+    ``text``: the formula in plain text for a terminal. ``setting``: the objectives and backbones it is a statement
+    about (:class:`Setting`; the theorem's by default), which ``verify`` reads to say "does not apply" elsewhere.
     """
 
     key: str
@@ -134,6 +157,7 @@ class Condition:
     relation: str
     rule: Rule = field(repr=False, compare=False)
     constants: Mapping[str, float] = field(default_factory=dict)
+    setting: Setting = THEOREM
 
     def __post_init__(self):
         if self.status not in STATUSES:

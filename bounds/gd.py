@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from bounds.core import OVERFLOW, Condition, Outcome, at_most
+from bounds.core import OVERFLOW, Condition, Outcome, Setting, at_most
 from bounds.quantities import optional, scalar
 
 __all__ = ["gd_rate_factor", "gd_quantities", "rounding_slack", "ROUNDING_C", "EPS64", "GD_RATE", "GD_RATE_S",
@@ -151,7 +151,8 @@ STEP_RANGE = Condition(
     key="step.range", title="Step multipliers P = 2σ(φ) lie in (0, 2)", source="paper §2 (2-sigmoid); code",
     latex=r"P_t = 2\sigma(\varphi_W(z_t)) \in (0,2)", text="0 < P_min, P_max < 2", status="stated",
     confidence="exact (by construction)",
-    needs=("P_min", "P_max"), required=True, relation="in", rule=_step_range)
+    needs=("P_min", "P_max"), required=True, relation="in", rule=_step_range,
+    setting=Setting(None, None, "P = 2σ(φ) for every objective and backbone the learned step drives"))
 
 
 def _descent(q, c) -> Outcome:

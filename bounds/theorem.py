@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from bounds.core import OVERFLOW, ROUNDING, Condition, Outcome, decide_logs, exp_of, log_of, log_product, range_note
+from bounds.core import OVERFLOW, ROUNDING, Condition, Outcome, Setting, decide_logs, exp_of, log_of, log_product, range_note
 from bounds.gd import EPS64, rounding_slack
 from bounds.quantities import log_sigmoid_prime, optional, scalar, sigmoid_prime
 
@@ -90,7 +90,8 @@ ALPHA0 = Condition(
     key="thm4_3.alpha0", title="The wide layer's features at step T have full row rank",
     source="Thm 4.3 (hypothesis α₀ > 0)", latex=r"\alpha_0 = \sigma_{\min}(G^0_{L-1,T}) > 0",
     text="α₀ = σ_min(G_{L−1,T}) at W_0 > 0", status="stated", confidence="NOTE: third-party summary",
-    needs=("alpha0",), required=True, relation=">", rule=_alpha0)
+    needs=("alpha0",), required=True, relation=">", rule=_alpha0,
+    setting=Setting(None, None, "the rank of the wide layer's features is measured for any objective and backbone"))
 
 
 def _width(q, c) -> Outcome:
@@ -103,7 +104,8 @@ WIDTH = Condition(
     key="width.nd", title="Width: G_{L−1,T} (N·d × n) can have full row rank only if n ≥ N·d",
     source="derived (DERIVATIONS §3); paper: width O(Nd)", latex=r"n \ge N d",
     text="n ≥ N·d", status="derived", confidence="proved; necessary only",
-    needs=("n", "N", "d"), required=True, relation=">=", rule=_width)
+    needs=("n", "N", "d"), required=True, relation=">=", rule=_width,
+    setting=Setting(None, None, "linear algebra of the N·d × n features, whatever the objective and backbone"))
 
 
 def _delta4(q, c) -> Outcome:

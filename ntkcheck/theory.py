@@ -147,13 +147,12 @@ def outside_setting(cfg: TrainConfig) -> str | None:
 
 def not_applicable(cfg: TrainConfig) -> dict[str, str]:
     """Quantity names and condition keys that do not apply to ``cfg``'s setting, each with the reason ({} for the
-    MLP on the theorem's setting): outside it (:func:`outside_setting`), every condition; for the LSTM, the MLP's quantities (:data:`MLP_QUANTITIES`), the equality with GD at W_0 (the MLP's W_L = 0),
+    MLP on the theorem's setting): outside it (:func:`outside_setting`), every condition whose declared setting
+    (:class:`bounds.core.Setting`) does not cover the run's problem and update; for the LSTM, the MLP's quantities (:data:`MLP_QUANTITIES`), the equality with GD at W_0 (the MLP's W_L = 0),
     and, for the variant PA, monotone descent (the accelerator extrapolates after the step)."""
-    setting = outside_setting(cfg)
-    if setting is not None:
-        return {c.key: setting for c in bounds.registry()}
+    outside = {c.key: why for c in bounds.registry() if (why := c.setting.outside(cfg.problem, cfg.update))}
     if cfg.model == "mlp":
-        return {}
+        return outside
     scope = "Thm 4.3 and its conditions are about Math-L2O's MLP with the deterministic init"
     out = {name: f"{name} is a quantity of Math-L2O's MLP (its wide layer, width, e, L), which the LSTM "
                  f"(model {cfg.model}) does not have; {scope}" for name in MLP_QUANTITIES}
@@ -162,7 +161,7 @@ def not_applicable(cfg: TrainConfig) -> dict[str, str]:
     if cfg.lstm_variant == "PA":
         out["step.descent"] = ("the LSTM's accelerator A_t extrapolates Y_t = X_t + A_t(X_t − X_{t−1}) after the step "
                                "(variant PA): a step can raise F")
-    return out
+    return out | outside
 
 
 def evaluate_conditions(q: dict, scope: dict[str, str] | None = None) -> list[dict]:

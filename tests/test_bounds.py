@@ -655,3 +655,17 @@ def test_delta4_is_undecided_where_the_sigmoid_saturated_in_floating_point():
     resolved = {"P_min": 0.5, "P_max": 1.5, "delta3": 1.0, "Theta_L": 1.0}  # σ(1 − σ) = 0.1875 against σ'(1)
     sig = np.array([0.25, 0.75])
     assert c.evaluate(resolved).holds == bool((sig * (1 - sig)).min() >= np.exp(-1.0) / (1 + np.exp(-1.0)) ** 2)
+
+
+def test_every_condition_covers_the_theorems_setting_and_names_the_setting_it_does_not_cover():
+    """The theorem's own setting (least squares, gd) is inside every condition's declared setting; outside, the
+    reason names the run's problem and update."""
+    import bounds
+    from bounds.core import ANY, THEOREM
+
+    for c in bounds.registry():
+        assert c.setting.outside("qp", "gd") is None, c.key
+    assert ANY.outside("logistic", "fista") is None
+    for problem, update in (("lasso", "gd"), ("qp", "nag"), ("logistic", "fista")):
+        why = THEOREM.outside(problem, update)
+        assert why is not None and f"problem {problem} with update {update}" in why

@@ -118,15 +118,26 @@ def test_the_untrained_learner_gains_nothing_over_its_backbones_classical_method
 
 
 def test_verify_outside_the_theorem_measures_everything_and_says_what_does_not_apply():
-    """LASSO with the prox backbone: every condition of Thm 4.3 is reported as not applying (with the setting named),
-    the least-squares predictions are one 'does not apply' row, and the measured quantities are still there."""
+    """LASSO with the prox backbone: each condition applies exactly where its declared setting covers the run (the
+    step range, the width and α₀ are statements about the model alone and get verdicts; the others, derived for least
+    squares with gd, say so with the run's setting named), the least-squares predictions are one 'does not apply'
+    row, and the measured quantities are still there."""
+    import bounds
     import ntkcheck
     from ntkcheck.config import ProbeConfig
 
     result = ntkcheck.verify(CFG.replace(problem="lasso", update="prox", iters=4),
                              ProbeConfig(ntk_every=0, ntk_method="dense"))
-    conditions = result.report["conditions"]
-    assert conditions and all(not c["applies"] and "problem lasso with update prox" in c["note"] for c in conditions)
+    conditions = {c["key"]: c for c in result.report["conditions"]}
+    general = {c.key for c in bounds.registry() if c.setting.problems is None and c.setting.updates is None}
+    assert general == {"step.range", "width.nd", "thm4_3.alpha0"} and conditions.keys() == {c.key for c in
+                                                                                              bounds.registry()}
+    for key, c in conditions.items():
+        if key in general:
+            assert c["applies"] and c["holds"] is not None, key
+        else:
+            assert not c["applies"] and "problem lasso with update prox" in c["note"] and "least squares" in c["note"]
+    assert conditions["step.range"]["holds"] is True
     verdicts = {r["what"]: r["verdict"] for r in result.report["comparisons"]}
     assert verdicts["loss along training"] == "does not apply"
     assert not any(r["verdict"] in ("agrees", "differs") for r in result.report["comparisons"])
