@@ -60,6 +60,7 @@ def test_every_column_reads_the_typed_probe():
         "ntk/K_training/lambda_max": r.K_training.lambda_max, "ntk/K_training/lambda_min": r.K_training.lambda_min,
         "ntk/K_training/rank": r.K_training.rank.rank, "alpha/alpha": a.alpha, "alpha/sigma_max": a.sigma_max,
         "alpha/rank": a.rank.rank, "alpha/tol": a.rank.tol, "alpha/n_rows": a.shape[0], "alpha/n_cols": a.shape[1],
+        "alpha/sigma_min_nonzero": a.singular_values[a.rank.rank - 1], "features/drift/rel_change": None,
         "ntk/plateau": lin.plateau, "ntk/drift/rel_change": r.drift.rel_change,
         "ntk/drift/distance": r.drift.distance, "ntk/K_vs_K_training/rel_change": r.K_vs_K_training.rel_change,
         "ntk/K_vs_K_training/distance": r.K_vs_K_training.distance,
@@ -101,10 +102,11 @@ def test_the_threshold_is_the_stability_threshold_of_the_dynamics(lam):
 def dense_probe() -> dict:
     cfg = TrainConfig(**TINY)
     r = _probe(cfg)
-    return r.replace(drift=kernel_drift(r.kernels[0], r.kernels[0])).as_dict()
+    return r.replace(drift=kernel_drift(r.kernels[0], r.kernels[0])).as_dict() | {"features_drift": {"rel_change": 0.0}}
 
 
-OPTIONAL = ("alpha", "drift", "linearised", "K_vs_K_training")  # the parts a probe may not hold (None)
+# the parts a probe may not hold (None); features_drift: a sweep's probe adds it (verify's has none)
+OPTIONAL = ("alpha", "drift", "linearised", "K_vs_K_training", "features_drift")
 
 
 @settings(deadline=None, max_examples=30)

@@ -139,7 +139,7 @@ def test_an_lstm_cell_is_probed_at_the_weights_of_its_single_run_before_each_ite
     cell = spec.cells()[1]
     seen = {}
 
-    def fake_probe(cfg, problem, weights, k, method, K0):
+    def fake_probe(cfg, problem, weights, k, method, K0, G0=None):
         seen[k] = ({n: w.clone() for n, w in weights.items()}, problem, K0)
         return {"iteration": k, "method": method}, torch.full((1,), float(k))
 

@@ -12,6 +12,8 @@ the smallest of the min(N·d, n) singular values (for the paper's width n = N·d
 quantity is reported with σ_max, the numerical rank and its tolerance max(shape)·eps·σ_max (numpy's
 convention, eps of float64), and the step and rows that built the matrix; σ_min is reported as computed,
 also when it is below the tolerance (for this architecture it is 0 to machine precision: docs/ARCHITECTURE.md, facts).
+Beside it, σ_min⁺ = the smallest singular value above the tolerance (the bottom of G's numerical range), and the
+features' drift along training ‖G_k − G_0‖_F/‖G_0‖_F (:func:`features_drift`, G at W_k against G at W_0).
 
 The singular values come from the activation patterns of the layer where that is cheaper (:func:`pattern_factor`):
 rows that switch on the same columns see a linear map of rank ≤ fan-in, so G_{ℓ,t} = Q·C with C small, and the
@@ -94,10 +96,18 @@ class FeatureSpectrum:
     def shape(self) -> tuple[int, int]:
         return self.rank.shape
 
+    @property
+    def sigma_min_nonzero(self) -> float:
+        """σ_min⁺ = min{σ_i : σ_i > tol}, the smallest singular value above the rank's tolerance (NaN at rank 0)."""
+        s = np.asarray(self.singular_values, dtype=np.float64)
+        above = s[s > self.rank.tol]
+        return float(above.min()) if above.size else float("nan")
+
     def as_dict(self) -> dict:
         """Plain numbers for JSON / tables (the singular values themselves are not included)."""
         return {"layer": self.layer, "t": self.t, "alpha": self.alpha, "sigma_min": self.alpha,
-                "sigma_max": self.sigma_max, "rank": self.rank.rank, "tol": self.rank.tol,
+                "sigma_max": self.sigma_max, "sigma_min_nonzero": self.sigma_min_nonzero, "rank": self.rank.rank,
+                "tol": self.rank.tol,
                 "full_rank": self.rank.full, "n_rows": self.shape[0], "n_cols": self.shape[1],
                 "N": self.N, "d": self.d, "rows": self.rows, "patterns": self.patterns, "rank_bound": self.rank_bound}
 
@@ -176,6 +186,25 @@ def alpha(model: MathL2O, problem: Problem, T: int, *, t: int | None = None,
     with torch.no_grad():
         X = m.unroll(p, t - 1).X[-1]
         return layer_spectrum(m, m.inputs(p, X), t=t, N=p.N, d=p.d, layer=ell)
+
+
+def alpha_features(model: MathL2O, problem: Problem, T: int) -> torch.Tensor:
+    """G_{L−1,T} (float64, N·d × n) as α's probe builds it: the wide layer's features of the inputs
+    z_T = (∇F(X_{T−1}), X_{T−1}) along the model's own trajectory."""
+    _step(T)
+    m, p = _float64(model, problem)
+    with torch.no_grad():
+        return m.features(m.inputs(p, m.unroll(p, T - 1).X[-1]))[-1]
+
+
+def features_drift(G0, G) -> float:
+    """‖G − G_0‖_F/‖G_0‖_F, the relative change of the features from G_0 (at W_0) to G (at W_k), in float64;
+    NaN where ‖G_0‖_F = 0 (no features to compare against)."""
+    G0, G = (torch.as_tensor(x, dtype=torch.float64) for x in (G0, G))
+    if G0.shape != G.shape:
+        raise ValueError(f"G_0 and G must have the same shape (got {tuple(G0.shape)} and {tuple(G.shape)})")
+    norm0 = float(torch.linalg.norm(G0))
+    return float(torch.linalg.norm(G - G0)) / norm0 if norm0 > 0 else float("nan")
 
 
 def alpha_table(model: MathL2O, problem: Problem, T: int, *, layer: int | None = None) -> pd.DataFrame:

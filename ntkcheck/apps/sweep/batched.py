@@ -12,6 +12,11 @@ MLP and the LSTM, whose cells are always batches of one). In a batch of several,
 otherwise, so a cell's last bits depend on the batch it ran in (tested: 1e-12 relative in float64 and 1e-4 in float32
 on tiny cells; a cell at an unstable step amplifies the difference). The same batch gives the same bits, so a sweep
 fixes its batches once (:func:`plan`, recorded by :mod:`ntkcheck.apps.sweep.run`).
+
+With the spec's ``linearised``, each cell that ends also trains its first-order Taylor model X(W_0) + J(W − W_0)
+alone (:func:`ntkcheck.engine.linearised.train_linearised`: the one trainer, the cell's loss, optimiser, η and K, from
+its W_0 on its problem, the gradient's Jacobian the learner's own mode): its loss L^lin_k joins the curve as
+``loss_linearised`` at the recorded iterations, and the cell's row gets :func:`linearised_summary`.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 
-from ntkcheck.apps.sweep.probing import probe_cell
+from ntkcheck.apps.sweep.probing import probe_cell, wide_features
 from ntkcheck.apps.sweep.spec import Cell, SweepSpec
 from ntkcheck.build.experiment import build_model, initial_weights, make_problem, resolve_device
 from ntkcheck.config import TrainConfig
+from ntkcheck.engine.linearised import train_linearised
 from ntkcheck.engine.trainer import BATCHED, iteration, new_state
 from ntkcheck.problems.base import Problem, stack
 from ntkcheck.problems.meta import reference_objective
@@ -43,7 +50,8 @@ PER_CELL_FIELDS = ("e", "lr", "iters", "seed", "init_seed", "init", "init_file",
 class CellRun:
     """One cell's outcome: ``status`` completed, diverged or failed (``error`` says why); ``curve``: the training
     metrics at the recorded iterations (index ``iteration``, the columns of :func:`ntkcheck.train`'s metrics);
-    ``probes``: one dict per probed iteration; ``seconds``: its share of the batch's training time."""
+    ``probes``: one dict per probed iteration; ``seconds``: its share of the batch's training time; ``summary``: more
+    columns of its cells.parquet row (the linearised run's, :func:`linearised_summary`)."""
 
     cell: Cell
     status: str
@@ -51,6 +59,7 @@ class CellRun:
     probes: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    summary: dict = field(default_factory=dict)
 
 
 def batch_key(cfg: TrainConfig) -> tuple:
@@ -141,7 +150,7 @@ def run_batch(cells: list[Cell], spec: SweepSpec, on_done, progress=None) -> Non
                 progress(len(active))
             ended = [i for i in active if state[i].train.status != "running"]
             for i in ended:
-                on_done(state[i].result())
+                on_done(state[i].result(problem=data.of(i)))
             active = [i for i in active if i not in ended]
             k += 1
     except Exception as err:  # noqa: BLE001 (a cell's failure is recorded, not raised: the sweep goes on)
@@ -163,19 +172,51 @@ def _curve(rows: dict[int, dict]) -> pd.DataFrame:
 
 class _Probes:
     """One cell's probes (:func:`probe_cell`) at the spec's iterations, each at W_k before iteration k (as
-    ``verify``'s): ``rows``, one dict per probe; K_0 is kept for the drift of later probes."""
+    ``verify``'s): ``rows``, one dict per probe; K_0 and G_0 (the wide layer's features at W_0, :func:`wide_features`)
+    are kept for the drift of later probes."""
 
     def __init__(self, cfg: TrainConfig, spec: SweepSpec):
         self.cfg, self.method, self.at = cfg, spec.probe_method, set(spec.probe_iterations(cfg.iters))
-        self.rows, self.K0 = [], None
+        self.rows, self.K0, self.G0 = [], None, None
 
     def __call__(self, k: int, problem, weights: dict) -> None:
         if k in self.at:
             detached = {name: w.detach() for name, w in weights.items()}
-            row, K = probe_cell(self.cfg, problem, detached, k, self.method, self.K0)
+            if k == 0:
+                self.G0 = _finite_features(self.cfg, problem, detached)
+            row, K = probe_cell(self.cfg, problem, detached, k, self.method, self.K0, self.G0)
             self.rows.append(row)
             if k == 0:
                 self.K0 = K
+
+
+def _finite_features(cfg: TrainConfig, problem, weights: dict):
+    """G_0 (:func:`wide_features`), None where it is not finite (then the probe reports the overflow)."""
+    G = wide_features(cfg, problem, weights)
+    return G if G is not None and np.isfinite(G).all() else None
+
+
+def linearised_loss(cfg: TrainConfig, W0: dict, problem, device, dtype) -> np.ndarray:
+    """L^lin_0..L^lin_K of the cell ``cfg`` (:func:`~ntkcheck.engine.linearised.train_linearised` from ``W0`` on its
+    ``problem``, its loss, optimiser, η and K; NaN after a non-finite loss or gradient)."""
+    model = build_model(cfg, {k: v.to(device=device, dtype=dtype) for k, v in W0.items()}, device=device, dtype=dtype)
+    return train_linearised(model, problem, cfg.T, lr=cfg.lr, iters=cfg.iters, loss=cfg.loss,
+                            optimizer=cfg.optimizer).loss
+
+
+def linearised_summary(curve: pd.DataFrame, lin: np.ndarray, K: int) -> dict:
+    """The cell's linearised columns from its curve (``loss`` L_k at the recorded iterations) and L^lin_0..L^lin_K
+    ``lin``: ``linearised_loss_final`` = L^lin_K; ``linearised_gap_final`` = |L_K − L^lin_K|/|L_K| (NaN where the
+    cell did not reach K finite); ``linearised_gap_max`` = max over the recorded k ≤ K where both are finite of
+    |L_k − L^lin_k|/|L_k| (NaN where there is none)."""
+    k = curve.index.to_numpy()
+    real, ours = curve["loss"].to_numpy(float), lin[k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.abs(real - ours) / np.abs(real)
+    finite = np.isfinite(gap)
+    final = gap[-1] if len(k) and k[-1] == K and finite[-1] else math.nan
+    return {"linearised_loss_final": float(lin[K]), "linearised_gap_final": float(final),
+            "linearised_gap_max": float(gap[finite].max()) if finite.any() else math.nan}
 
 
 class _CellState:
@@ -188,6 +229,7 @@ class _CellState:
                                on_divergence=self.cfg.on_divergence)
         self.every = spec.record_step(self.cfg.iters)
         self.probes = _Probes(self.cfg, spec)
+        self.linearised, self.device, self.dtype = spec.linearised, device, dtype
         self.rows = {}
         self.seconds = 0.0
 
@@ -202,9 +244,22 @@ class _CellState:
         if outcome.metrics is not None:
             self.rows[k] = outcome.metrics
 
-    def result(self, error: str | None = None) -> CellRun:
+    def result(self, error: str | None = None, problem=None) -> CellRun:
+        """The cell's run; with the spec's ``linearised`` (and ``problem``, its instances), its Taylor model trained
+        (:func:`linearised_loss`): an error there fails the cell alone."""
         status = "failed" if error else self.train.status
         curve = _curve(self.rows)
         if len(curve) and "active_share" not in curve:  # no wide layer: NaN, so the cells row's final value is NaN
             curve = curve.assign(active_share=math.nan)
-        return CellRun(self.cell, status, curve, self.probes.rows, self.seconds, error)
+        summary = {}
+        if self.linearised and not error and len(curve):
+            started = time.perf_counter()
+            try:
+                lin = linearised_loss(self.cfg, self.train.W0, problem, self.device, self.dtype)
+            except Exception as err:  # noqa: BLE001 (this cell fails, the batch goes on)
+                return CellRun(self.cell, "failed", curve, self.probes.rows, self.seconds,
+                               f"linearised training: {type(err).__name__}: {err}")
+            curve = curve.assign(loss_linearised=lin[curve.index.to_numpy()])
+            summary = linearised_summary(curve, lin, self.cfg.iters) | {
+                "linearised_seconds": time.perf_counter() - started}
+        return CellRun(self.cell, status, curve, self.probes.rows, self.seconds, error, summary)

@@ -14,6 +14,7 @@ its own record)::
     vary = "both"
     record_every = 25        # curves at k = 0, 25, 50, …, and K
     probe_at = [0, "K"]      # probes (K_k, α_k, drift) at these iterations; "K" is each cell's last
+    linearised = true        # each cell also trains its first-order Taylor model (default false)
     [base]                   # TrainConfig fields over the preset
     iters = 5000
     [grid]
@@ -50,7 +51,7 @@ MAX_CELLS = 100_000  # cells in one sweep: grid × seeds (each cell is a trainin
 SEED_FIELDS = ("seed", "init_seed")  # set by ``seeds`` and ``vary``, never an axis
 CURVE_POINTS = 200  # default record_every: about this many points per curve
 SPEC_KEYS = ("preset", "base", "grid", "points", "seeds", "vary", "record_every", "probe_at", "probe_method", "batch_size",
-             "versions")
+             "versions", "linearised")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class SweepSpec:
     changes; ``record_every``: the curves' spacing in iterations (0: about
     :data:`CURVE_POINTS` points); ``probe_at``: iterations to probe every cell at (``"K"``: its last);
     ``probe_method``: ``auto``, ``dense``, ``lanczos``, or ``none`` for no probes; ``batch_size``: the most cells
-    trained together."""
+    trained together; ``linearised``: each cell also trains its first-order Taylor model
+    (:mod:`ntkcheck.apps.sweep.batched`)."""
 
     base: TrainConfig = field(default_factory=TrainConfig)
     grid: tuple[tuple[str, tuple], ...] = ()
@@ -86,6 +88,7 @@ class SweepSpec:
     batch_size: int = 32
     preset: str = "small"
     points: tuple[dict, ...] = ()
+    linearised: bool = False
 
     def __post_init__(self):
         names = [name for name, _ in self.grid]
@@ -110,6 +113,8 @@ class SweepSpec:
             raise ConfigError("vary", f"must be one of {', '.join(VARY)} (got {self.vary!r})")
         _integer("record_every", self.record_every, 0)
         _integer("batch_size", self.batch_size, 1)
+        if not isinstance(self.linearised, bool):
+            raise ConfigError("linearised", f"must be true or false (got {self.linearised!r})")
         if self.probe_method not in (*NTK_METHODS, "none"):
             raise ConfigError("probe_method", f"must be one of {', '.join((*NTK_METHODS, 'none'))} "
                                               f"(got {self.probe_method!r})")
@@ -187,7 +192,8 @@ class SweepSpec:
                 "probe_at": list(self.probe_at), "probe_method": self.probe_method, "batch_size": self.batch_size,
                 "base": {k: v for k, v in self.base.to_dict().items() if v is not None},
                 "grid": {name: list(values) for name, values in self.grid}} | (
-                    {"points": [dict(p) for p in self.points]} if self.points else {})
+                    {"points": [dict(p) for p in self.points]} if self.points else {}) | (
+                    {"linearised": True} if self.linearised else {})
 
     @classmethod
     def from_dict(cls, data: dict) -> "SweepSpec":
