@@ -379,7 +379,7 @@ def _row(run: CellRun) -> dict:
     row |= schema.initial_row(first)  # the k = 0 probe columns, then the diagnostics at W_0
     for key in ("freeze_phi_max", "freeze_saturated", "freeze_gain_landing", "freeze_c", "freeze_scale", "dead_share"):
         row[f"{key}_0"] = first.get(key) if first else None
-    return row
+    return row | run.summary  # the linearised run's columns (spec setting linearised)
 
 
 def _gather(spec: SweepSpec, runs: list, work: Path | None) -> SweepResult:
