@@ -412,7 +412,7 @@ def figure(table: pd.DataFrame, drawn: pd.DataFrame, panels: list[str], lo: floa
         plots.log_axes(ax, x=True, y=True)
         ax.set_xlabel("init scale e")
         ax.set_title(", ".join(f"{k} = {v:g}" for k, v in zip(panels, key)), fontsize=8)
-        ax.legend(fontsize=5.5, loc="lower left")
+        ax.legend(fontsize=5.5, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     axes[0].set_ylabel("meta learning rate η")
     fig.suptitle("Largest η that trains (no divergence, no freeze, gain > 0), by bisection, against the predictors",
                  fontsize=9)
