@@ -254,7 +254,7 @@ def _synthetic_table() -> pd.DataFrame:
                 rows.append({"T": T, "width": 64, "e": e, "seed": seed, "where": where,
                              "eta_train": eta if where == "found" else 1e4 if where == "above" else math.nan,
                              "eta_fail": 1.2 * eta if where == "found" else math.nan if where == "above" else 1e-12,
-                             "runs": 10, "gain_at_train": 0.1 * seed, "L": 3})
+                             "runs": 10, "gain_at_train": 0.1 * seed})
     found = pd.DataFrame(rows)
     pred = found[["T", "width", "e", "seed"]].copy()
     base = 2.0 * pred["e"] ** -4 * (1 + pred["seed"])
@@ -291,7 +291,7 @@ def test_the_slope_against_e_and_the_smallest_useful_e_on_synthetic_groups():
 def test_the_figure_draws_the_table_it_claims():
     table = _synthetic_table()
     drawn = S.by_e(table, ["T", "width"])
-    fig = S.figure(table, drawn, ["T", "width"], 1e-12, 1e4)
+    fig = S.figure(table, drawn, ["T", "width"], 1e-12, 1e4, L=3)
     axes = fig.axes[:2]
     for ax, T in zip(axes, (5, 20)):
         part = drawn[drawn["T"] == T]

@@ -151,16 +151,16 @@ def rounds_needed(lo: float, hi: float, resolution: float = RESOLUTION) -> int:
 # -- what trains ----------------------------------------------------------------------------------------------------
 
 
-def outcomes(result) -> pd.Series:
+def outcomes(result, freeze_gradient: float = FREEZE_GRADIENT) -> pd.Series:
     """Each cell's outcome (index: cell id): ``failed`` or ``diverged`` (its status), ``froze`` (‖∇_W F(W_k)‖ at
-    every recorded k ≥ 1 at most :data:`FREEZE_GRADIENT`·‖∇_W F(W_0)‖, over all layers), ``unstable`` (a final gain
+    every recorded k ≥ 1 at most ``freeze_gradient``·‖∇_W F(W_0)‖, over all layers), ``unstable`` (a final gain
     ≤ 0 or not finite), else ``trained``."""
     cells, curves = result.cells, result.curves
     grads = [c for c in curves.columns if c.startswith("grad_norm/")]
     norm = np.sqrt((curves[grads].astype(float) ** 2).sum(axis=1, min_count=1))
     first = norm[curves["iteration"] == 0].groupby(curves["cell"]).first()
     later = norm[curves["iteration"] >= 1].groupby(curves["cell"]).max()
-    froze = (later <= FREEZE_GRADIENT * first).reindex(cells["cell"]).fillna(False).to_numpy()
+    froze = (later <= freeze_gradient * first).reindex(cells["cell"]).fillna(False).to_numpy()
     gain = pd.to_numeric(cells["gain_final"], errors="coerce").to_numpy(float)
     out = np.select([cells["status"].eq("failed"), cells["status"].eq("diverged"), froze, ~(gain > 0)],
                     ["failed", "diverged", "froze", "unstable"], "trained")
@@ -379,7 +379,7 @@ def slopes(table: pd.DataFrame, panels: list[str]) -> pd.DataFrame:
 # -- the figure -----------------------------------------------------------------------------------------------------
 
 
-def figure(table: pd.DataFrame, drawn: pd.DataFrame, panels: list[str], lo: float, hi: float):
+def figure(table: pd.DataFrame, drawn: pd.DataFrame, panels: list[str], lo: float, hi: float, L: int):
     """One panel per combination of ``panels`` (e.g. T, width): against e (log), the measured η_train of each seed
     (dots), its median over seeds with the min–max band (``drawn``, :func:`by_e`), each predictor's median, ▲ at η_hi
     for the seeds above the bracket and ▼ at η_lo for those below, and the Lemma thresholds on e at C = 1. Each
@@ -406,7 +406,7 @@ def figure(table: pd.DataFrame, drawn: pd.DataFrame, panels: list[str], lo: floa
             out = seeds[seeds["where"] == where]
             ax.scatter(out["e"], np.full(len(out), eta), marker=marker, s=40, color="0.3", zorder=7, gid=where,
                        label=f"boundary {where} the bracket (at η_{'hi' if where == 'above' else 'lo'})")
-        T, L = int(seeds["T"].iloc[0]), int(seeds["L"].iloc[0]) if "L" in seeds else 3
+        T = int(seeds["T"].iloc[0])
         e_eta.lemma_lines(ax, [(f"Lemma {x}", bounds.lemma_threshold(x, T, L), 1.0, "undefined") for x in LEMMAS],
                           float(part["e"].min()) / 2, float(part["e"].max()) * 2)
         plots.log_axes(ax, x=True, y=True)
@@ -486,17 +486,16 @@ def analyse(sweeps: dict, folder: Path, fmt: str = "png") -> Answer:
     axes = [a for a in first.spec.axes if a != ETA]
     lo, hi = float(first.cells[ETA].min()), float(first.cells[ETA].max())
     measured = measurements(sweeps)
-    table = compare(boundaries(measured, axes, lo, hi), predictors(first.cells, axes), axes)
-    table = table.merge(first.cells.drop_duplicates([*axes, "sweep_seed"])[[*axes, "sweep_seed", "L"]].rename(
-        columns={"sweep_seed": "seed"}), on=[*axes, "seed"], how="left")
-    L = int(table["L"].iloc[0])
+    predicted = predictors(first.cells, axes)
+    table = compare(boundaries(measured, axes, lo, hi), predicted.drop(columns=[f"lemma{x}" for x in LEMMAS]), axes)
+    L = int(first.cells["L"].iloc[0])
     panels = [a for a in axes if a != "e"]
     drawn = by_e(table, panels)
     totals = summary(table, panels)
     useful, fitted = useful_e(table, panels, L), slopes(table, panels)
     folder = Path(folder)
     name = f"figures/stability.{fmt}"
-    plots.save(figure(table, drawn, panels, lo, hi), folder / name, fmt)
+    plots.save(figure(table, drawn, panels, lo, hi, L), folder / name, fmt)
     K = sorted(set(first.cells["iters"].astype(int)))
     text = paragraph(table, totals, useful, fitted, lo, hi, len(measured), len(rounds) - 1, K, L)
     return Answer(text, {"boundaries": table, "predictors": totals, "by_e": drawn, "useful_e": useful,
