@@ -63,3 +63,22 @@ def test_the_unrolled_loop_never_waits_for_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(loss).item()
+
+
+@pytest.mark.parametrize("setting", [dict(problem="qp", update="nag"), dict(problem="lasso", update="prox"),
+                                     dict(problem="lasso", update="fista"), dict(problem="logistic", update="prox"),
+                                     dict(model="lstm"), dict(init="gaussian")])
+def test_training_beyond_the_theorem_agrees_with_the_cpu(setting):
+    """Every objective, backbone and learner trains on CUDA as on the CPU (float64, a few iterations)."""
+    cfg = preset("small", **SMALL, iters=3, optimizer="adam", **setting)
+    a, b = train(cfg.replace(device="cpu")).metrics, train(cfg.replace(device="cuda")).metrics
+    np.testing.assert_allclose(b["F_T"], a["F_T"], rtol=1e-10)
+    np.testing.assert_allclose(b["gain"], a["gain"], rtol=1e-8, atol=1e-12)
+
+
+def test_linearised_training_agrees_with_the_cpu():
+    from ntkcheck.engine.linearised import train_linearised
+
+    cpu, gpu = _both(init="random")
+    curves = [train_linearised(x.model, x.problem, x.config.T, lr=1e-3, iters=3) for x in (cpu, gpu)]
+    np.testing.assert_allclose(np.asarray(curves[1].loss), np.asarray(curves[0].loss), rtol=1e-10)

@@ -219,3 +219,31 @@ def test_ntk_operator_products_stay_on_meta(kernel):
     for name, p in model.named_parameters():
         on_meta(tangent[name], p.shape)
     on_meta(jvp(f_true, (W,), (tangent,))[1], (n,))
+
+
+# -- the settings beyond the theorem: LASSO and logistic objectives, NAG/prox/FISTA backbones ------------------------
+
+
+def _beyond_problem(family: str):
+    from ntkcheck.problems import lasso, logistic
+
+    module = {"lasso": lasso, "logistic": logistic}[family]
+    return module.generate(N, 6, 4, seed=0).to(device=META)
+
+
+@pytest.mark.parametrize("family, update", [("qp", "nag"), ("lasso", "prox"), ("lasso", "fista"),
+                                            ("logistic", "prox"), ("logistic", "fista"), ("logistic", "gd")])
+def test_unroll_of_every_objective_and_backbone_stays_on_meta(family, update):
+    """X_t, P_t and the training loss's gradient of each (objective, backbone) follow the inputs' device: the prox's
+    soft-threshold, the momentum's extrapolation and the logistic softplus make nothing on the CPU."""
+    widths = (2, 16)
+    model = build(widths, inits.random(widths, 0, False), update=update).to(META)
+    problem = meta_problem("H") if family == "qp" else _beyond_problem(family)
+    traj = model.unroll(problem, T)
+    for X in traj.X:
+        on_meta(X, (N, problem.d))
+    loss = training_loss(problem, traj, "last")
+    on_meta(loss, ())
+    loss.backward()
+    for p in model.parameters():
+        on_meta(p.grad, p.shape)
