@@ -178,6 +178,9 @@ def test_the_rounds_are_sweeps_of_points_whose_boundaries_are_the_bisections_of_
         assert (row.where, row.runs) == (b.where, len(b.measured))
         np.testing.assert_equal([row.eta_train, row.eta_fail], [b.eta_train, b.eta_fail])
     assert set(table.loc[table.e == 1.0, "where"]) == {"above", "below"}
+    assert (table.loc[table["where"] == "found", "outcome_at_fail"] == "unstable").all()  # the gain stops them
+    kept = S.freeze_sensitivity(sweeps, table, ["e", "T", "width"])  # no gradient collapses: no threshold matters
+    assert (kept["kept"] == kept["found"]).all() and (kept["found"] == 6).all() and (kept["cells_froze"] == 0).all()
 
 
 def test_a_bracket_override_is_checked_before_any_round(monkeypatch, tmp_path):

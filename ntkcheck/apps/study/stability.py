@@ -7,9 +7,11 @@ width and any other) and ``lr = [η_lo, η_hi]``, the bracket. A *group* is one 
 seed; each group gets its own bisection.
 
 **Trains** (:func:`trains`): the cell's outcome (:func:`outcomes`) is ``trained``: it did not fail or diverge, did not
-freeze (the gradient norm ‖∇_W F(W_k)‖ at every recorded k ≥ 1 stays below :data:`FREEZE_GRADIENT` times its value
-at W_0: the first step saturated the step sizes and training stopped there, docs/diagnostics.md §1), and its final
-gain over GD after its K iterations is > 0.
+freeze (the gradient norm ‖∇_W F(W_k)‖ over all layers at every iteration k ≥ 1 the sweep records — k = s, 2s, …, K
+for its ``record_every`` s — is at most :data:`FREEZE_GRADIENT` times its value at W_0: training stopped, as after a
+first step that saturates the step sizes, docs/diagnostics.md §1; a gradient that collapses only between two
+recorded iterations and recovers before the next is not seen), and its final gain over GD after its K iterations
+is > 0.
 
 **Bisection in rounds** (:func:`next_etas`, :func:`boundary`; :func:`bisect` runs it on any predicate). Round 0
 trains both ends of every group. A group whose η_hi trains lies *above* the bracket, one whose η_lo does not train
@@ -258,14 +260,35 @@ def measurements(sweeps: dict) -> pd.DataFrame:
 def boundaries(measured: pd.DataFrame, axes: list[str], lo: float, hi: float,
                resolution: float = RESOLUTION) -> pd.DataFrame:
     """One row per group (``axes``, seed): :func:`boundary` of its measurements (``where``, ``eta_train``,
-    ``eta_fail``), how many runs it took, and the final gain of the run at η_train."""
+    ``eta_fail``), how many runs it took, the final gain of the run at η_train and the outcome of the run at η_fail
+    (what stopped training there)."""
     rows = []
     for key, part in measured.sort_values("round", kind="stable").groupby([*axes, "seed"], sort=False):
         b = boundary(list(zip(part["eta"], part["trains"])), lo, hi, resolution)
         at = part.loc[part["eta"] == b.eta_train, "gain"]
+        fail = part.loc[part["eta"] == b.eta_fail, "outcome"]
         rows.append({**dict(zip([*axes, "seed"], key)), "where": b.where, "eta_train": b.eta_train,
                      "eta_fail": b.eta_fail, "runs": len(part), "gain_at_train": float(at.iloc[0]) if len(at)
-                     else math.nan})
+                     else math.nan, "outcome_at_fail": fail.iloc[0] if len(fail) else None})
+    return pd.DataFrame(rows)
+
+
+def freeze_sensitivity(sweeps: dict, table: pd.DataFrame, axes: list[str],
+                       thresholds=(1e-1, FREEZE_GRADIENT, 1e-3)) -> pd.DataFrame:
+    """Whether each found crossing depends on the freeze threshold: the recorded cells reclassified
+    (:func:`outcomes` at each of ``thresholds``), per threshold the found groups whose run at η_train still trains
+    and whose run at η_fail still does not (``kept``), out of ``found``."""
+    measured = measurements(sweeps)
+    found = table[table["where"] == "found"]
+    rows = []
+    for threshold in thresholds:
+        decided = pd.concat([outcomes(result, threshold) for _, result in _rounds(sweeps)])
+        ok = measured.assign(trains=measured["cell"].map(decided).eq("trained")).set_index([*axes, "seed", "eta"])
+        ok = ok["trains"]
+        kept = sum(bool(ok[(*g, r.seed, r.eta_train)]) and not bool(ok[(*g, r.seed, r.eta_fail)])
+                   for g, r in zip(found[axes].itertuples(index=False), found.itertuples()))
+        rows.append({"freeze_gradient": threshold, "found": len(found), "kept": kept,
+                     "cells_trained": int(decided.eq("trained").sum()), "cells_froze": int(decided.eq("froze").sum())})
     return pd.DataFrame(rows)
 
 
@@ -433,7 +456,7 @@ def _num(x: float) -> str:
     return tick(float(x))
 
 
-def paragraph(table: pd.DataFrame, totals: pd.DataFrame, useful: pd.DataFrame, fitted: pd.DataFrame,
+def paragraph(table: pd.DataFrame, sensitivity: pd.DataFrame, useful: pd.DataFrame, fitted: pd.DataFrame,
               lo: float, hi: float, runs: int, rounds: int, K: list, L: int) -> str:
     """The answer in one paragraph, every number from the tables."""
     counts = table["where"].value_counts()
@@ -443,6 +466,14 @@ def paragraph(table: pd.DataFrame, totals: pd.DataFrame, useful: pd.DataFrame, f
               f"scale in [{_num(lo)}, {_num(hi)}] to η_fail/η_train < {RESOLUTION:g} (the ends, then {rounds} rounds "
               f"of midpoints; {runs} training runs). Found: {counts.get('found', 0)}; above the bracket: "
               f"{counts.get('above', 0)}; below it: {counts.get('below', 0)}; inverted: {counts.get('inverted', 0)}.")]
+    fails = table.loc[table["where"] == "found", "outcome_at_fail"].value_counts()
+    if len(fails):
+        parts.append("What stopped training at η_fail: " + ", ".join(f"{k} in {v}" for k, v in fails.items()) + ".")
+    loose, strict = sensitivity.iloc[0], sensitivity.iloc[-1]
+    parts.append(f"The found crossings hold with a freeze threshold {loose['freeze_gradient']:g} in "
+                 f"{loose['kept']}/{loose['found']} and {strict['freeze_gradient']:g} in {strict['kept']}/"
+                 f"{strict['found']} (the boundary is where the gradient collapses, and how far it must collapse is "
+                 "ntkcheck's choice, not the paper's).")
     overall = summary(table, [])
     said = []
     for _, r in overall.iterrows():
@@ -478,7 +509,7 @@ def paragraph(table: pd.DataFrame, totals: pd.DataFrame, useful: pd.DataFrame, f
 def analyse(sweeps: dict, folder: Path, fmt: str = "png") -> Answer:
     """The answer from the round sweeps: tables ``boundaries`` (one row per group: where, η_train, η_fail, the
     predictors, the ratios, the closest), ``predictors`` (per T/width and predictor), ``by_e`` (the figure's),
-    ``useful_e``, ``slopes``; the figure ``figures/stability.<fmt>``."""
+    ``useful_e``, ``slopes``, ``freeze_sensitivity``; the figure ``figures/stability.<fmt>``."""
     from ntkcheck.report import plots
 
     rounds = _rounds(sweeps)
@@ -497,9 +528,10 @@ def analyse(sweeps: dict, folder: Path, fmt: str = "png") -> Answer:
     name = f"figures/stability.{fmt}"
     plots.save(figure(table, drawn, panels, lo, hi, L), folder / name, fmt)
     K = sorted(set(first.cells["iters"].astype(int)))
-    text = paragraph(table, totals, useful, fitted, lo, hi, len(measured), len(rounds) - 1, K, L)
+    sensitivity = freeze_sensitivity(sweeps, table, axes)
+    text = paragraph(table, sensitivity, useful, fitted, lo, hi, len(measured), len(rounds) - 1, K, L)
     return Answer(text, {"boundaries": table, "predictors": totals, "by_e": drawn, "useful_e": useful,
-                         "slopes": fitted}, (name,))
+                         "slopes": fitted, "freeze_sensitivity": sensitivity}, (name,))
 
 
 STUDY = Study("stability", QUESTION, AXES, run, analyse)
