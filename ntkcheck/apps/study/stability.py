@@ -435,8 +435,11 @@ def figure(table: pd.DataFrame, drawn: pd.DataFrame, panels: list[str], lo: floa
         plots.log_axes(ax, x=True, y=True)
         ax.set_xlabel("init scale e")
         ax.set_title(", ".join(f"{k} = {v:g}" for k, v in zip(panels, key)), fontsize=8)
-        ax.legend(fontsize=5.5, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+        lemmas = [(h, t) for h, t in zip(*ax.get_legend_handles_labels()) if t.startswith("Lemma")]
+        ax.legend(*zip(*lemmas), fontsize=5.5, loc="lower left", title="on e", title_fontsize=6)
     axes[0].set_ylabel("meta learning rate η")
+    shared = [(h, t) for h, t in zip(*axes[0].get_legend_handles_labels()) if not t.startswith("Lemma")]
+    fig.legend(*zip(*shared), loc="outside lower center", ncol=2, fontsize=7)
     fig.suptitle("Largest η that trains (no divergence, no freeze, gain > 0), by bisection, against the predictors",
                  fontsize=9)
     return fig
