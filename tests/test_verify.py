@@ -144,7 +144,7 @@ def test_interrupted_verify_resumes_to_the_uninterrupted_numbers(tmp_path, run):
 def test_the_report_says_where_the_time_went(run):
     """report.json's seconds: training, the diagnostics and every probe, each positive; report.md reads them out."""
     seconds = run.report["seconds"]
-    assert set(seconds) == {"training", "diagnostics", *(f"k={k}" for k in run.probes)}
+    assert set(seconds) == {"training", "diagnostics", "linearised_training", *(f"k={k}" for k in run.probes)}
     assert all(v > 0 for v in seconds.values())
     assert seconds["training"] == run.report["summary"]["seconds_training"]
     md = (run.folder / "report.md").read_text()
@@ -300,3 +300,48 @@ def test_the_report_command_rebuilds_the_configuration(changes, tmp_path, monkey
         main(words[1:])
     assert asked["cfg"] == cfg and asked["probes"] == probes
     assert str(asked["out"]) == str(tmp_path / "x") and asked["figures"] == "svg"
+
+
+def test_linearised_training_sits_beside_the_eigen_projection_and_on_the_qp_equals_it(run):
+    """The Taylor model at W_0 trained with the run's loss, optimiser and η: its L^lin_K is train_linearised's run
+    alone, and with SGD, the loss "last" and the deterministic init (K̃ = K) its whole curve is the eigen-projection
+    of K_0; the row follows the eigen-projection's in report.json, report.md and the terminal table."""
+    from rich.console import Console
+
+    from ntkcheck.build.experiment import build_model, make_problem
+    from ntkcheck.engine.linearised import train_linearised
+    from ntkcheck.report.run import rich_tables
+
+    cfg = run.config
+    alone = train_linearised(build_model(cfg), make_problem(cfg), cfg.T, lr=cfg.lr, iters=cfg.iters)
+    np.testing.assert_allclose(run.curves["linearised_training"], alone.loss, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(run.curves["linearised_training"], run.curves["eigen_projection"], rtol=1e-9)
+    rows = run.report["comparisons"]
+    i = next(i for i, r in enumerate(rows) if r["what"].startswith("training loss at k = 12 by linearised training"))
+    assert "eigen-projection" in rows[i - 1]["theory"] and "eigen-projection" not in rows[i + 1]["theory"]
+    loss = run.training.metrics["loss"].to_numpy()
+    assert (rows[i]["predicted"], rows[i]["measured"]) == (alone.loss[-1], loss[-1])
+    lin = run.report["linearised_training"]
+    gap = np.abs(loss - alone.loss) / np.abs(loss)
+    assert lin["max_relative"] == pytest.approx(gap.max(), rel=1e-12) and lin["argmax_relative"] == gap.argmax()
+    assert lin["final_relative"] == pytest.approx(gap[-1], rel=1e-12) and 0 < gap[-1] < 0.1
+    md = (run.folder / "report.md").read_text()
+    escaped = rows[i]["what"].replace("|", "\\|")  # md_table escapes the norm bars
+    assert "**Linearised training**" in md and f"| {escaped} |" in md
+    console = Console(record=True, width=200)
+    console.print(*rich_tables(run.report))
+    assert "by linearised training" in console.export_text()
+
+
+def test_outside_the_theorem_linearised_training_is_the_prediction_that_still_applies():
+    cfg = TrainConfig(**{**TINY, "problem": "lasso", "update": "prox"})
+    result = verify(cfg, PROBES, figures=False)
+    rows = result.report["comparisons"]
+    i = next(i for i, r in enumerate(rows) if "by linearised training" in r["what"])
+    assert rows[i - 1]["verdict"] == "does not apply" and "eigen-projection" in rows[i - 1]["theory"]
+    assert rows[i]["verdict"] in ("agrees", "differs") and np.isfinite(rows[i]["predicted"])
+    from ntkcheck.build.experiment import build_model, make_problem
+    from ntkcheck.engine.linearised import train_linearised
+
+    alone = train_linearised(build_model(cfg), make_problem(cfg), cfg.T, lr=cfg.lr, iters=cfg.iters)
+    assert rows[i]["predicted"] == pytest.approx(alone.loss[-1], rel=1e-12)

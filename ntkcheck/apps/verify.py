@@ -7,7 +7,9 @@ The run, in order:
 2. training (:func:`ntkcheck.engine.training.train`) with a :class:`Prober` as its probe hook: at k = 0, ``ntk_every``,
    2·``ntk_every``, …, K, each at W_k before update k, :func:`ntkcheck.instruments.probes.measure` in float64, and the
    kernel drift ‖K_k − K_0‖_F/‖K_0‖_F;
-3. the quantities → :func:`bounds.registry` → verdicts, and the comparisons (:mod:`ntkcheck.theory`);
+3. the quantities → :func:`bounds.registry` → verdicts, and the comparisons (:mod:`ntkcheck.theory`), with beside the
+   eigen-projection prediction the one prediction that holds in every setting: linearised training
+   (:func:`linearised_training`, the first-order Taylor model at W_0 trained with the run's loss, optimiser, η and K);
 4. with a folder: report.md, report.json, metrics, spectra, figures (:mod:`ntkcheck.report.run`).
 
 In memory when ``out`` is None. With a folder, everything lands in ``<out>.partial`` until the end, so an
@@ -16,6 +18,7 @@ interrupted verify resumes: the training from its checkpoint, the probes from th
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -28,6 +31,7 @@ import pandas as pd
 from ntkcheck import resources
 from ntkcheck.build.experiment import setup
 from ntkcheck.config import FORMATS, ConfigError, ProbeConfig, TrainConfig, command_line
+from ntkcheck.engine.linearised import curve_gap, train_linearised
 from ntkcheck.engine.prober import Prober as EngineProber
 from ntkcheck.engine.training import RunResult, load_run, train
 from ntkcheck.instruments.probes import ProbeFailure, ProbeResult
@@ -37,6 +41,7 @@ from ntkcheck.report import run as reports
 from ntkcheck.results import io, runfolder, schema
 from ntkcheck.results.runfolder import Interrupted
 from ntkcheck.theory import (
+    PREDICTION_RTOL,
     comparisons,
     evaluate_conditions,
     learner_notes,
@@ -242,6 +247,9 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
     verdicts = evaluate_conditions(quantities(cfg, constants, points, training.metrics, training.W0),
                                    not_applicable(cfg))
     rows, curves = comparisons(cfg, probes.early, points, training.metrics, verdicts)
+    lin, curves["linearised_training"] = linearised_training(cfg, exp.model, training.W0, exp.problem,
+                                                             training.metrics["loss"].to_numpy())
+    rows = with_linearised_row(rows, linearised_row(lin, float(training.metrics["loss"].iloc[-1]), cfg.iters))
     probed = probe_frame(points)
     report = {
         "status": training.status, "run_id": run_id, "command": command, "config": cfg.to_dict(),
@@ -254,8 +262,9 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
         "probe_points": {str(k): {"iteration": k, **p.as_dict()} for k, p in sorted(points.items())},
         "probe_columns": schema.definitions(schema.metrics_columns()),
         "probe_quantities": {str(k): row for k, row in probe_quantities(points).items()},
-        "diagnostics": prober.diagnostics or {}, "figure_format": figures or None,
-        "seconds": {"training": training.summary["seconds_training"], **prober.seconds},
+        "diagnostics": prober.diagnostics or {}, "figure_format": figures or None, "linearised_training": lin,
+        "seconds": {"training": training.summary["seconds_training"], **prober.seconds,
+                    "linearised_training": lin["seconds"]},
     }
     metrics = training.metrics.join(probed, how="left")
     folder = None
@@ -270,6 +279,48 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
             reports.figures(report, metrics, points, curves, work / "figures", figures)
         folder = runfolder.finish(work)
     return VerifyResult(cfg, probes, training.status, report, metrics, points, curves, training, folder)
+
+
+def linearised_training(cfg: TrainConfig, model: Learner, W0: dict, problem, real: np.ndarray
+                        ) -> tuple[dict, np.ndarray]:
+    """The Taylor model X(W_0) + J(W − W_0) of ``model`` at its initial weights ``W0`` trained on ``problem`` with the
+    run's loss, optimiser, η and K (:func:`ntkcheck.engine.linearised.train_linearised`, the learner's own gradient),
+    against the run's training loss ``real`` (L_0..L_K): report.json's numbers (``loss_final`` L^lin_K, the gap
+    |L_k − L^lin_k| and its ratio to |L_k|, largest and last, :func:`~ntkcheck.engine.linearised.curve_gap`;
+    ``error`` where the curves share no finite iteration) and the curve L^lin_0..L^lin_K."""
+    started = time.perf_counter()
+    m = copy.deepcopy(model)
+    m.load_state_dict(W0)
+    w = next(m.parameters())
+    curve = train_linearised(m, problem.to(device=w.device, dtype=w.dtype), cfg.T, lr=cfg.lr, iters=cfg.iters,
+                             loss=cfg.loss, optimizer=cfg.optimizer)
+    out = {"loss_final": float(curve.loss[-1]), "diverged_at": curve.diverged_at}
+    try:
+        out |= curve_gap(curve, real).as_dict()
+    except ValueError as err:
+        out["error"] = str(err)
+    return out | {"seconds": time.perf_counter() - started}, curve.loss
+
+
+def linearised_row(lin: dict, real_final: float, K: int) -> dict:
+    """The comparison of the run's training loss L_K with linearised training's L^lin_K (a prediction: **agrees**
+    within :data:`~ntkcheck.theory.PREDICTION_RTOL` of it), the largest gap along training named in ``what``."""
+    predicted = lin["loss_final"]
+    finite = math.isfinite(predicted) and math.isfinite(real_final)
+    holds = abs(real_final - predicted) <= PREDICTION_RTOL * abs(predicted) if finite else None
+    largest = (f"; largest gap |L_k − L^lin_k|/|L_k| {lin['max_relative']:.3g} at k = {lin['argmax_relative']}"
+               if "max_relative" in lin else f"; {lin.get('error', '')}")
+    return {"what": f"training loss at k = {K} by linearised training{largest}",
+            "theory": "Taylor model X(W_0) + J(W − W_0) trained with the run's loss, optimiser and η",
+            "kind": "prediction", "predicted": predicted, "measured": real_final,
+            "ratio": real_final / predicted if predicted != 0 and math.isfinite(predicted) else math.nan,
+            "holds": holds, "verdict": {True: "agrees", False: "differs"}.get(holds, "undecided")}
+
+
+def with_linearised_row(rows: list[dict], row: dict) -> list[dict]:
+    """``rows`` with ``row`` right after the eigen-projection's (at the end where there are none)."""
+    at = max((i + 1 for i, r in enumerate(rows) if "eigen-projection" in r["theory"]), default=len(rows))
+    return [*rows[:at], row, *rows[at:]]
 
 
 def _settings(work: Path, resume: bool, cfg: TrainConfig, probes: ProbeConfig) -> None:

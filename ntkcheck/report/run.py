@@ -159,6 +159,7 @@ def markdown(report: dict) -> str:
         f"predictions: **agrees** (within {PREDICTION_RTOL:.0%} of the prediction, ntkcheck's tolerance) or "
         "**differs**. **undecided**: a number is missing.",
         md_table(COMPARISON_HEADER, comparison_rows(report)),
+        *linearised_section(report),
         "## Probes along training",
         md_table(probe_header(), probe_rows(report)),
         *diagnostics_section(report),
@@ -166,6 +167,22 @@ def markdown(report: dict) -> str:
           if report.get("figure_format") else []),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def linearised_section(report: dict) -> list[str]:
+    """report.md's lines on linearised training (report.json's ``linearised_training``; none in older reports)."""
+    lin = report.get("linearised_training")
+    if not lin:
+        return []
+    if "error" in lin:
+        gap = f"no gap: {lin['error']}"
+    else:
+        gap = (f"the gap |L_k − L^lin_k|/|L_k| is {fmt(lin['final_relative'])} at the end and at most "
+               f"{fmt(lin['max_relative'])} (k = {lin['argmax_relative']})")
+    diverged = "" if lin.get("diverged_at") is None else f"; the linearised run diverged at k = {lin['diverged_at']}"
+    return [(f"**Linearised training** (the first-order Taylor model X(W_0) + J(W − W_0) trained with the run's loss, "
+             f"optimiser, η and K; the prediction that applies in every setting): L^lin_K = {fmt(lin['loss_final'])}; "
+             f"{gap}{diverged}; it took {fmt(lin['seconds'])} s.")]
 
 
 def _other_seconds(seconds: dict) -> str:
