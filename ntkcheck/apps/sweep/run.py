@@ -37,7 +37,7 @@ from ntkcheck.apps.sweep.batched import CellRun, failed, plan, run_batch
 from ntkcheck.apps.sweep.spec import Cell, SweepSpec, load_spec
 from ntkcheck.build.experiment import initial_weights, resolve_device
 from ntkcheck.config import FORMATS, ConfigError
-from ntkcheck.results import io, runfolder, schema
+from ntkcheck.results import io, outcomes, runfolder, schema
 
 MARKER = "sweep.toml"
 PLAN = "plan.json"
@@ -365,7 +365,8 @@ def _read_cell(work: Path, cid: str) -> dict:
 
 
 def _row(run: CellRun) -> dict:
-    """cells.parquet's row of one cell: its config, seed, status and error, the final metrics, the k = 0 probes."""
+    """cells.parquet's row of one cell: its config, seed, status and error, the final metrics, the k = 0 probes, its
+    outcome and whole-curve summaries (:func:`ntkcheck.results.outcomes.cell_outcome`)."""
     cell, curve = run.cell, run.curve
     config = cell.config.to_dict() if cell.config is not None else dict(cell.values)
     last = curve.iloc[-1] if len(curve) else {}
@@ -379,6 +380,7 @@ def _row(run: CellRun) -> dict:
     row |= schema.initial_row(first)  # the k = 0 probe columns, then the diagnostics at W_0
     for key in ("freeze_phi_max", "freeze_saturated", "freeze_gain_landing", "freeze_c", "freeze_scale", "dead_share"):
         row[f"{key}_0"] = first.get(key) if first else None
+    row |= outcomes.cell_outcome(curve, run.status)  # trained/froze/unstable/diverged/failed, min_gain, …
     return row | run.summary  # the linearised run's columns (spec setting linearised)
 
 
