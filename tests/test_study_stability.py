@@ -166,7 +166,7 @@ def test_the_rounds_are_sweeps_of_points_whose_boundaries_are_the_bisections_of_
     monkeypatch.setattr(S, "run_specs", _fake_run_specs(log))
     plan = StudyPlan("stability", "small", (0, 1, 2), {"e": (1.0, 5.0, 25.0), "T": (5,), "width": (64,)})
     sweeps = S.run(plan, tmp_path)
-    lo, hi = 1e-12, 1e4  # the small spec's bracket
+    lo, hi = S.bracket(S.study_plan_spec(plan))  # the small spec's
     assert list(sweeps) == [f"round-{r}" for r in range(1 + S.rounds_needed(lo, hi))] == [n for n, _ in log]
     first = log[0][1]
     assert first.probe_method == "dense" and all(s.probe_method == "none" for _, s in log[1:])
