@@ -6,12 +6,11 @@ the Lemma 5.1–5.4 thresholds.
 width and any other) and ``lr = [η_lo, η_hi]``, the bracket. A *group* is one combination of the other axes and one
 seed; each group gets its own bisection.
 
-**Trains** (:func:`trains`): the cell's outcome (:func:`outcomes`) is ``trained``: it did not fail or diverge, did not
-freeze (the gradient norm ‖∇_W F(W_k)‖ over all layers at every iteration k ≥ 1 the sweep records — k = s, 2s, …, K
-for its ``record_every`` s — is at most :data:`FREEZE_GRADIENT` times its value at W_0: training stopped, as after a
-first step that saturates the step sizes, docs/diagnostics.md §1; a gradient that collapses only between two
-recorded iterations and recovers before the next is not seen), and its final gain over GD after its K iterations
-is > 0.
+**Trains** (:func:`trains`): the cell's outcome (:func:`outcomes`) is ``trained``: the sweep's own outcome
+(:mod:`ntkcheck.results.outcomes`: not failed, not diverged, final gain over GD > 0 after its K iterations) and no
+freeze: not ``froze_at_1`` (the step sizes saturate at the first recorded update k₁ = s, the curves' spacing, and the
+loss stays within ``FLAT_RTOL`` = 1 % of its value from there to K; docs/diagnostics.md §1). A freeze above GD is
+``trained`` to the sweep and ``froze`` here.
 
 **Bisection in rounds** (:func:`next_etas`, :func:`boundary`; :func:`bisect` runs it on any predicate). Round 0
 trains both ends of every group. A group whose η_hi trains lies *above* the bracket, one whose η_lo does not train
@@ -57,10 +56,10 @@ from ntkcheck.apps.study.base import (
     study_spec,
 )
 from ntkcheck.config import ConfigError
+from ntkcheck.results import outcomes as cell_outcomes
 
 ETA = "lr"  # the field the bisection moves
 RESOLUTION = 1.25  # a group is done when η_fail/η_train < RESOLUTION (ntkcheck's choice, not the paper's)
-FREEZE_GRADIENT = 1e-2  # froze: ‖∇F(W_k)‖ ≤ this · ‖∇F(W_0)‖ at every recorded k ≥ 1 (ntkcheck's threshold)
 QUESTION = ("How tight are the paper's bounds on η and e: where is the real stability boundary in η, against Eq. 14, "
             "the Lemma 5.x thresholds, 2/λ_max(K_0) and the one-step freeze predictor?")
 AXES = ("e", "T", "width", "lr", "iters")
@@ -153,20 +152,33 @@ def rounds_needed(lo: float, hi: float, resolution: float = RESOLUTION) -> int:
 # -- what trains ----------------------------------------------------------------------------------------------------
 
 
-def outcomes(result, freeze_gradient: float = FREEZE_GRADIENT) -> pd.Series:
-    """Each cell's outcome (index: cell id): ``failed`` or ``diverged`` (its status), ``froze`` (‖∇_W F(W_k)‖ at
-    every recorded k ≥ 1 at most ``freeze_gradient``·‖∇_W F(W_0)‖, over all layers), ``unstable`` (a final gain
-    ≤ 0 or not finite), else ``trained``."""
-    cells, curves = result.cells, result.curves
-    grads = [c for c in curves.columns if c.startswith("grad_norm/")]
-    norm = np.sqrt((curves[grads].astype(float) ** 2).sum(axis=1, min_count=1))
-    first = norm[curves["iteration"] == 0].groupby(curves["cell"]).first()
-    later = norm[curves["iteration"] >= 1].groupby(curves["cell"]).max()
-    froze = (later <= freeze_gradient * first).reindex(cells["cell"]).fillna(False).to_numpy()
-    gain = pd.to_numeric(cells["gain_final"], errors="coerce").to_numpy(float)
-    out = np.select([cells["status"].eq("failed"), cells["status"].eq("diverged"), froze, ~(gain > 0)],
-                    ["failed", "diverged", "froze", "unstable"], "trained")
-    return pd.Series(out, index=cells["cell"].to_numpy(), name="outcome")
+def outcomes(result, flat_rtol: float | None = None) -> pd.Series:
+    """Each cell's outcome for this study (index: cell id): the sweep's (:func:`ntkcheck.results.outcomes.cell_outcome`,
+    computed from the curves where cells.parquet lacks it), a ``trained`` cell that froze at its first recorded update
+    (``froze_at_1``) counted as ``froze``. ``flat_rtol``: decide that freeze of the trained cells with another tolerance
+    on the flat loss than the sweep's ``FLAT_RTOL`` (:func:`froze_at_1`; the other outcomes stay the sweep's)."""
+    cells = result.cells
+    if not {"outcome", "froze_at_1"} <= set(cells.columns):
+        cells = cell_outcomes.add_outcomes(cells, result.curves)
+    froze = cells["froze_at_1"].astype(bool)
+    if flat_rtol is not None:
+        curves = dict(tuple(result.curves.groupby("cell", sort=False))) if len(result.curves) else {}
+        froze = pd.Series([cid in curves and froze_at_1(curves[cid], flat_rtol) for cid in cells["cell"]],
+                          index=cells.index)
+    out = cells["outcome"].mask(cells["outcome"].eq("trained") & froze, "froze")
+    return pd.Series(out.to_numpy(), index=cells["cell"].to_numpy(), name="outcome")
+
+
+def froze_at_1(curve: pd.DataFrame, flat_rtol: float = cell_outcomes.FLAT_RTOL) -> bool:
+    """:func:`ntkcheck.results.outcomes.froze_at_1` with the tolerance ``flat_rtol`` in place of ``FLAT_RTOL``:
+    P_saturated(k₁) > 0 and max_{k ≥ k₁} L_k − min_{k ≥ k₁} L_k ≤ flat_rtol·|L_{k₁}| over the recorded iterations."""
+    curve = curve.set_index("iteration").sort_index() if "iteration" in curve.columns else curve.sort_index()
+    if len(curve) < 2:
+        return False
+    loss = curve["loss"].to_numpy(float)[1:]
+    if not np.isfinite(loss).all() or not float(curve["P_saturated"].iloc[1]) > 0:
+        return False
+    return bool(loss.max() - loss.min() <= flat_rtol * abs(loss[0]))
 
 
 def trains(result) -> pd.Series:
@@ -274,20 +286,20 @@ def boundaries(measured: pd.DataFrame, axes: list[str], lo: float, hi: float,
 
 
 def freeze_sensitivity(sweeps: dict, table: pd.DataFrame, axes: list[str],
-                       thresholds=(1e-1, FREEZE_GRADIENT, 1e-3)) -> pd.DataFrame:
-    """Whether each found crossing depends on the freeze threshold: the recorded cells reclassified
-    (:func:`outcomes` at each of ``thresholds``), per threshold the found groups whose run at η_train still trains
-    and whose run at η_fail still does not (``kept``), out of ``found``."""
+                       tolerances=(1e-1, cell_outcomes.FLAT_RTOL, 1e-3)) -> pd.DataFrame:
+    """Whether each found crossing depends on how flat a frozen loss must be: the recorded cells reclassified
+    (:func:`outcomes` with ``froze_at_1`` at each of ``tolerances``), per tolerance the found groups whose run at
+    η_train still trains and whose run at η_fail still does not (``kept``), out of ``found``."""
     measured = measurements(sweeps)
     found = table[table["where"] == "found"]
     rows = []
-    for threshold in thresholds:
-        decided = pd.concat([outcomes(result, threshold) for _, result in _rounds(sweeps)])
+    for tol in tolerances:
+        decided = pd.concat([outcomes(result, tol) for _, result in _rounds(sweeps)])
         ok = measured.assign(trains=measured["cell"].map(decided).eq("trained")).set_index([*axes, "seed", "eta"])
         ok = ok["trains"]
         kept = sum(bool(ok[(*g, r.seed, r.eta_train)]) and not bool(ok[(*g, r.seed, r.eta_fail)])
                    for g, r in zip(found[axes].itertuples(index=False), found.itertuples()))
-        rows.append({"freeze_gradient": threshold, "found": len(found), "kept": kept,
+        rows.append({"flat_rtol": tol, "found": len(found), "kept": kept,
                      "cells_trained": int(decided.eq("trained").sum()), "cells_froze": int(decided.eq("froze").sum())})
     return pd.DataFrame(rows)
 
@@ -464,19 +476,19 @@ def paragraph(table: pd.DataFrame, sensitivity: pd.DataFrame, useful: pd.DataFra
     """The answer in one paragraph, every number from the tables."""
     counts = table["where"].value_counts()
     parts = [(f"Per group (e, T, width, seed; {len(table)} groups) the largest η that trains within "
-              f"K = {', '.join(map(str, K))} iterations (no divergence, no freeze: ‖∇F‖ stays below "
-              f"{FREEZE_GRADIENT:g}×its initial value after step 1; final gain over GD > 0) was bisected on a log "
-              f"scale in [{_num(lo)}, {_num(hi)}] to η_fail/η_train < {RESOLUTION:g} (the ends, then {rounds} rounds "
-              f"of midpoints; {runs} training runs). Found: {counts.get('found', 0)}; above the bracket: "
-              f"{counts.get('above', 0)}; below it: {counts.get('below', 0)}; inverted: {counts.get('inverted', 0)}.")]
+              f"K = {', '.join(map(str, K))} iterations (no divergence; no freeze: not saturated step sizes at the first "
+              f"recorded update with the loss flat within {cell_outcomes.FLAT_RTOL:g} of its value from there on; final "
+              f"gain over GD > 0) was bisected on a log scale in [{_num(lo)}, {_num(hi)}] to η_fail/η_train < "
+              f"{RESOLUTION:g} (the ends, then {rounds} rounds of midpoints; {runs} training runs). Found: "
+              f"{counts.get('found', 0)}; above the bracket: {counts.get('above', 0)}; below it: "
+              f"{counts.get('below', 0)}; inverted: {counts.get('inverted', 0)}.")]
     fails = table.loc[table["where"] == "found", "outcome_at_fail"].value_counts()
     if len(fails):
         parts.append("What stopped training at η_fail: " + ", ".join(f"{k} in {v}" for k, v in fails.items()) + ".")
     loose, strict = sensitivity.iloc[0], sensitivity.iloc[-1]
-    parts.append(f"The found crossings hold with a freeze threshold {loose['freeze_gradient']:g} in "
-                 f"{loose['kept']}/{loose['found']} and {strict['freeze_gradient']:g} in {strict['kept']}/"
-                 f"{strict['found']} (the boundary is where the gradient collapses, and how far it must collapse is "
-                 "ntkcheck's choice, not the paper's).")
+    parts.append(f"The found crossings hold with a frozen loss flat within {loose['flat_rtol']:g} in "
+                 f"{loose['kept']}/{loose['found']} and within {strict['flat_rtol']:g} in {strict['kept']}/"
+                 f"{strict['found']} (that tolerance is ntkcheck's choice, not the paper's).")
     overall = summary(table, [])
     said = []
     for _, r in overall.iterrows():
