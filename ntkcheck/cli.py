@@ -173,6 +173,52 @@ def sweep(ctx: typer.Context, **values):
         raise typer.Exit(1)
 
 
+@app.command()
+@options(*opt.STUDY)
+def study(name: Annotated[Optional[str], typer.Argument(help="init, stability, width, objectives or momentum.",
+                                                        show_default=False)] = None, **values):
+    """Answer one of the paper's open questions by measurement: the study's declared sweeps over seeds (a spec file in
+    the package), reduced to an answer, tables, figures and report.md. Rerunning the same command on the same --out
+    finishes what is missing; a finished study is read back, never rerun."""
+    from ntkcheck.apps.study import STUDIES
+    from ntkcheck.apps.study import study as run_study
+
+    if name is None:
+        raise ConfigError("study", f"missing; choose one of {', '.join(STUDIES)}")
+    out = _machine(values, f"study-{name}")
+    progress = _SweepProgress(f"study {name}")
+    try:
+        result = run_study(name, out, size=values["size"], seeds=values["study_seeds"], grid=values["study_grid"],
+                           engine=values["engine"], address=values["address"], workers=values["workers"],
+                           resume=values["resume"], callback=progress, figures=values["format"])
+    except KeyboardInterrupt:
+        progress.stop()
+        console.print(f"[yellow]interrupted: every finished cell is kept in {out}.partial; rerun the same command to "
+                      "finish the others[/yellow]", highlight=False)
+        raise typer.Exit(130) from None
+    progress.stop()
+    Console().print(result.answer.paragraph, highlight=False, markup=False)
+    console.print(f"report: {result.folder / 'report.md'}", highlight=False)
+
+
+class _SweepProgress:
+    """A study's progress: one :class:`ProgressDisplay` per sweep, a new one at each sweep's ``"start"``."""
+
+    def __init__(self, label: str):
+        self.label, self.display = label, None
+
+    def __call__(self, event: str, **info) -> None:
+        if event == "start":
+            self.stop()
+            self.display = ProgressDisplay(self.label, console)
+        if self.display is not None:
+            self.display(event, **info)
+
+    def stop(self) -> None:
+        if self.display is not None:
+            self.display.stop()
+
+
 @app.command("bounds")
 @options(*opt.BOUNDS)
 def bounds(ctx: typer.Context, **values):

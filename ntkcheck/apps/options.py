@@ -150,8 +150,15 @@ OPTIONS = {
                  choices=("embedded", "ray")),
     "address": _o(Optional[str], SW, "Ray cluster address (default: a local Ray started for the sweep)."),
     "workers": _o(Optional[int], SW, "CPUs of the local Ray (default: all)."),
+    "size": _o(str, SW, "small (minutes on a CPU; what results/studies/ records) or paper (the paper's sizes; declared, "
+                        "hours on a GPU).", default="small", choices=("small", "paper")),
+    "study_seeds": _o(Optional[str], SW, "Seeds of every point: a range 0-19 or a list 0,3,7 (default: the study's, in "
+                                         "its spec file).", "--seeds"),
+    "study_grid": _o(Optional[list[str]], SW, "Override one of the study's axes: FIELD=V1,V2,… (repeat for more).",
+                     "--grid"),
 }
-FLAGS = {"figure": "FIGURE", "t": "--alpha-step"}  # arguments whose name is not a flag (config fields: config.flag)
+# arguments whose name is not a flag (config fields: config.flag)
+FLAGS = {"figure": "FIGURE", "t": "--alpha-step", "study": "NAME"}
 DEFAULTS = {n: o.default for n, o in OPTIONS.items()} | TrainConfig().to_dict() | ProbeConfig().to_dict()
 CONFIG_FIELDS = set(TrainConfig.__dataclass_fields__) | set(ProbeConfig.__dataclass_fields__)
 
@@ -169,6 +176,7 @@ NTK = ("run", "method", "alpha_step", "json", "csv", "preset", "N", "d", "b", "s
 SWEEP_SETTINGS = ("record_every", "probe_at", "probe_method", "batch_size", "vary")  # of SweepSpec, when given
 SWEEP = (*(n for n in RUN if n != "checkpoint_every"), "grid", "seeds", "vary", "spec", "record_every", "probe_at",
          "probe_method", "batch_size", "engine", "address", "workers", "format")
+STUDY = ("size", "study_seeds", "study_grid", "engine", "address", "workers", "out", "resume", "threads", "format")
 BOUNDS = ("preset", "T", "L", "e", "width", "N", "d", "b", "lr", "step_scale", "seed", "C", "data", "json", "csv")
 
 FIGURES = {"fig2": "baselines trained by SGD over (η, T): which runs explode", "fig4a": "our training curve against GD",

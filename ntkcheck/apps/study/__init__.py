@@ -82,22 +82,35 @@ def make_plan(name: str, *, size: str = "small", seeds=None, grid=None, engine: 
     """The checked :class:`StudyPlan` of study ``name``: ``size`` small or paper; ``seeds`` ("0-19", "0,3,7" or a
     list; default the seeds of the study's spec file at that size); ``grid``: overrides of the study's axes
     (``["T=5,10"]`` or ``{"T": (5, 10)}``), each one of :attr:`Study.axes`; the engine options as a sweep's."""
-    from ntkcheck.apps.sweep.spec import SweepSpec, load_spec, parse_axis, parse_seeds
+    from ntkcheck.apps.sweep.spec import SweepSpec, load_spec, parse_seeds
 
     study_ = get_study(name)
     if size not in SIZES:
         raise ConfigError("size", f"must be one of {', '.join(SIZES)} (got {size!r})")
-    axes = grid.items() if isinstance(grid, dict) else (parse_axis(a) if isinstance(a, str) else a for a in grid or ())
+    axes = grid.items() if isinstance(grid, dict) else (_axis(a, study_) if isinstance(a, str) else a for a in grid or ())
     overrides = {}
     for field, values in axes:
-        if field not in study_.axes:
-            raise ConfigError("grid", f"{field} is not an axis of the {name} study; its axes are "
-                                      f"{', '.join(study_.axes)}")
+        _check_axis(field, study_)
         overrides[field] = tuple(values)
     seeds = load_spec(study_spec(name, size)).seeds if seeds is None else parse_seeds(seeds)
     SweepSpec(seeds=tuple(seeds), grid=tuple(overrides.items()))  # the seeds' and the axes' own checks
     check_engine(engine, address, workers)
     return StudyPlan(name, size, tuple(seeds), overrides, engine, address, workers)
+
+
+def _axis(text: str, study_: Study) -> tuple[str, tuple]:
+    """``"T=5,10"`` → ("T", (5, 10)), its field checked against the study's axes before its values are read."""
+    from ntkcheck.apps.sweep.spec import AXIS_ALIASES, parse_axis
+
+    field = text.partition("=")[0].strip()
+    _check_axis(AXIS_ALIASES.get(field, field), study_)
+    return parse_axis(text)
+
+
+def _check_axis(field: str, study_: Study) -> None:
+    if field not in study_.axes:
+        raise ConfigError("grid", f"{field or '(nothing)'} is not an axis of the {study_.name} study; its axes are "
+                                  f"{', '.join(study_.axes)} (written FIELD=V1,V2,…)")
 
 
 def study(name: str, out: str | Path | None = None, *, size: str = "small", seeds=None, grid=None,
