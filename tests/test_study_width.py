@@ -199,3 +199,14 @@ def test_the_package_spec_spans_two_decades_of_width_and_one_of_nd():
         nd = [n for n, ws in at.items() if ws & {w for w in widest if sum(w in v for v in at.values()) > 1}]
         assert max(nd) / min(nd) >= 10
         assert spec.linearised and len(spec.seeds) >= 5
+
+
+def test_a_study_with_too_few_widths_to_fit_still_answers(tmp_path):
+    """Two widths and one N·d: no exponent (fewer than three x), the medians, figure and paragraph all the same."""
+    result = synthetic(seeds=2)
+    keep = result.cells["width"].isin([64, 1024]) & (result.cells["N"] == 2)
+    few = SimpleNamespace(cells=result.cells[keep], probes=result.probes[result.probes["cell"].isin(
+        result.cells.loc[keep, "cell"])])
+    answer = width.analyse({"width": few}, tmp_path, "png")
+    assert answer.tables["exponents"].empty and len(answer.tables["summary"]) == 4
+    assert "no fit" in answer.paragraph and (tmp_path / "figures" / "width.png").is_file()

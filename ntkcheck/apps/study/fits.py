@@ -101,4 +101,4 @@ def fit_table(frame: pd.DataFrame, x: str, quantities: list[str], *, by: list[st
         for q in quantities:
             fit = power_fit(group[x], group[q], group[seed], **options)
             rows.append(dict(zip(by, key)) | {"against": x, "quantity": q} | fit.as_dict())
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*by, "against", "quantity", *PowerFit.__dataclass_fields__])

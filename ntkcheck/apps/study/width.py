@@ -147,7 +147,9 @@ def exponent_table(cells: pd.DataFrame, **options) -> pd.DataFrame:
     done = cells[cells["status"] == "completed"]
     parts = [fit_table(done, "width", list(FITTED), by=["init", "nd"], **options),
              fit_table(done, "nd", list(FITTED), by=["init", "width"], **options)]
-    return pd.concat([p for p in parts if len(p)], ignore_index=True)
+    columns = list(dict.fromkeys([*parts[0].columns, *parts[1].columns]))
+    return pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else \
+        pd.DataFrame(columns=columns)
 
 
 def fixed_nd(summary: pd.DataFrame) -> int:
@@ -205,18 +207,23 @@ def figure(summary: pd.DataFrame, exponents: pd.DataFrame):
         plots.log_axes(ax, x=True, y=True)
         ax.set_xlabel("width n")
         ax.set_title(f"{QUANTITIES[q]}, N·d = {nd}", fontsize=9)
-        ax.legend(fontsize=7)
+        _legend(ax)
     ax = axes[3]
-    for i, ((init, width), part) in enumerate(summary.groupby(["init", "width"], sort=True)):
-        if part["nd"].nunique() >= 2:
-            _medians(ax, part["nd"], part, "drift_K", f"median, {init}, n = {width}", f"C{i}")
+    groups = [(key, part) for key, part in summary.groupby(["init", "width"], sort=True) if part["nd"].nunique() >= 2]
+    for i, ((init, width), part) in enumerate(groups):
+        _medians(ax, part["nd"], part, "drift_K", f"median, {init}, n = {width}", f"C{i}")
     plots.log_axes(ax, x=True, y=True)
     ax.set_xlabel("N·d")
     ax.set_title(f"{QUANTITIES['drift_K']} against N·d", fontsize=9)
-    ax.legend(fontsize=7)
+    _legend(ax)
     fig.suptitle(f"width study: medians over seeds (bars: quartiles); fit: least squares of log q on log n over "
                  f"every completed cell; η·λ_max(K_0) = {ETA_FRACTION}", fontsize=10)
     return fig
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def _medians(ax, x, part: pd.DataFrame, q: str, label: str, color: str) -> None:
