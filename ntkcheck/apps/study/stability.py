@@ -472,8 +472,8 @@ def _num(x: float) -> str:
 
 
 def paragraph(table: pd.DataFrame, sensitivity: pd.DataFrame, useful: pd.DataFrame, fitted: pd.DataFrame,
-              lo: float, hi: float, runs: int, rounds: int, K: list, L: int) -> str:
-    """The answer in one paragraph, every number from the tables."""
+              panels: list[str], lo: float, hi: float, runs: int, rounds: int, K: list, L: int) -> str:
+    """The answer in one paragraph, every number from the tables (``panels``: the group axes but e)."""
     counts = table["where"].value_counts()
     parts = [(f"Per group (e, T, width, seed; {len(table)} groups) the largest η that trains within "
               f"K = {', '.join(map(str, K))} iterations (no divergence; no freeze: not saturated step sizes at the first "
@@ -487,8 +487,9 @@ def paragraph(table: pd.DataFrame, sensitivity: pd.DataFrame, useful: pd.DataFra
         parts.append("What stopped training at η_fail: " + ", ".join(f"{k} in {v}" for k, v in fails.items()) + ".")
     loose, strict = sensitivity.iloc[0], sensitivity.iloc[-1]
     parts.append(f"The found crossings hold with a frozen loss flat within {loose['flat_rtol']:g} in "
-                 f"{loose['kept']}/{loose['found']} and within {strict['flat_rtol']:g} in {strict['kept']}/"
-                 f"{strict['found']} (that tolerance is ntkcheck's choice, not the paper's).")
+                 f"{int(loose['kept'])}/{int(loose['found'])} and within {strict['flat_rtol']:g} in "
+                 f"{int(strict['kept'])}/{int(strict['found'])}: where the boundary sits depends on that tolerance "
+                 "(ntkcheck's choice, not the paper's) for the others.")
     overall = summary(table, [])
     said = []
     for _, r in overall.iterrows():
@@ -498,6 +499,15 @@ def paragraph(table: pd.DataFrame, sensitivity: pd.DataFrame, useful: pd.DataFra
         else:
             said.append(f"{PREDICTORS[r['predictor']]}: not measured")
     parts.append("Measured/predicted η, median [min, max] over e and seeds: " + "; ".join(said) + ".")
+    if panels and table["ratio_stable"].notna().any():
+        per = table.groupby(panels)["ratio_stable"].median().dropna()
+        parts.append("η_train/(2/λ_max(K_0)), median per " + ", ".join(panels) + ": " + "; ".join(
+            f"{', '.join(map(str, k if isinstance(k, tuple) else (k,)))}: ×{_num(v)}" for k, v in per.items()) + ".")
+    found = table[table["where"] == "found"]
+    spread = found.groupby([*panels, "e"])["eta_train"].agg(lambda x: math.log10(x.max() / x.min()))
+    if len(spread):
+        parts.append(f"Over seeds, η_train spans {spread.median():.1f} decades in the median (T, width, e) "
+                     f"[{spread.min():.1f}, {spread.max():.1f}].")
     best = overall.dropna(subset=["ratio_median"])
     if len(best):
         closest = best.loc[(best["ratio_median"].map(lambda x: abs(math.log(x)))).idxmin()]
@@ -544,7 +554,7 @@ def analyse(sweeps: dict, folder: Path, fmt: str = "png") -> Answer:
     plots.save(figure(table, drawn, panels, lo, hi, L), folder / name, fmt)
     K = sorted(set(first.cells["iters"].astype(int)))
     sensitivity = freeze_sensitivity(sweeps, table, axes)
-    text = paragraph(table, sensitivity, useful, fitted, lo, hi, len(measured), len(rounds) - 1, K, L)
+    text = paragraph(table, sensitivity, useful, fitted, panels, lo, hi, len(measured), len(rounds) - 1, K, L)
     return Answer(text, {"boundaries": table, "predictors": totals, "by_e": drawn, "useful_e": useful,
                          "slopes": fitted, "freeze_sensitivity": sensitivity}, (name,))
 
