@@ -395,3 +395,21 @@ def test_the_ray_engine_gives_the_embedded_engines_cells(tiny, tmp_path):
         np.testing.assert_allclose(b[numbers].to_numpy(float), a[numbers].to_numpy(float), rtol=1e-12, atol=0)
     pd.testing.assert_frame_equal(S.measurements(on_ray).drop(columns="gain"),
                                   S.measurements(tiny.sweeps).drop(columns="gain"))
+
+
+@pytest.mark.parametrize("lr", [(1e-3,), (1e-2, 1e-3), (0.0, 1.0)])
+def test_study_refuses_a_bad_bracket_naming_grid_and_leaves_nothing(tmp_path, lr):
+    from ntkcheck.apps.study import study
+
+    with pytest.raises(ConfigError, match="bracket") as err:
+        study("stability", tmp_path / "s", seeds="0", grid={"lr": lr})
+    assert err.value.field == "grid"
+    assert not any(tmp_path.iterdir())
+
+
+def test_both_sizes_declare_a_bracket_and_groups():
+    for size in ("small", "paper"):
+        spec = S.study_plan_spec(StudyPlan("stability", size, (0, 1, 2, 3, 4)))
+        lo, hi = S.bracket(spec)
+        assert 0 < lo < hi and S.group_axes(spec) == ["e", "T", "width"] and len(S.groups(spec)) == 100
+        assert spec.probe_at == (0,) and spec.probe_method != "none"  # round 0 measures the predictors
