@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 
 from ntkcheck.results import outcomes
-from ntkcheck.results.outcomes import COLUMNS, FLAT_RTOL, GAIN_TOL, MOVING_RTOL, add_outcomes, cell_outcome
+from ntkcheck.results.outcomes import (
+    COLUMNS,
+    FLAT_RTOL,
+    GAIN_TOL,
+    MOVING_RTOL,
+    add_outcomes,
+    cell_outcome,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 K = np.arange(0, 201, 5)  # recorded iterations k = 0, 5, …, 200 (k₁ = 5)
@@ -144,7 +151,7 @@ def test_fig5_official_float32_freezes_and_one_unstable_run():
 def test_a_new_sweep_writes_the_columns_add_outcomes_computes():
     from ntkcheck.apps.sweep import make_spec, sweep
 
-    spec = make_spec("small", base=dict(N=2, d=6, b=4, width=8, T=3, e=3.0, iters=20), grid={"lr": (1e-3, 30.0)},
+    spec = make_spec("small", base={"N": 2, "d": 6, "b": 4, "width": 8, "T": 3, "e": 3.0, "iters": 20}, grid={"lr": (1e-3, 30.0)},
                      probe_method="none", record_every=2)
     result = sweep(spec)
     again = add_outcomes(result.cells.drop(columns=list(COLUMNS)), result.curves)
