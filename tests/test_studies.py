@@ -156,34 +156,55 @@ def test_the_init_paragraph_quotes_the_counts():
 
 
 def synthetic_backbone(seeds: int = 5):
-    """qp/gd contracts exactly by ρ = 0.98, lasso/prox by 0.99 (both geometric: linear), logistic/prox stalls on a
+    """qp/gd contracts exactly by ρ = 0.98, lasso/prox by 0.95 above F* = 0.5 (both geometric: linear), logistic/prox stalls on a
     plateau (not linear); drift at K and linearised gaps known per setting."""
-    rho = {("qp", "gd"): 0.98, ("lasso", "prox"): 0.99, ("logistic", "prox"): None}
+    rho = {("qp", "gd"): 0.98, ("lasso", "prox"): 0.95, ("logistic", "prox"): None}
     drift = {("qp", "gd"): 0.01, ("lasso", "prox"): 0.04, ("logistic", "prox"): 0.1}
     k = np.arange(0, 101, 5)
-    cells, curves, probes = [], [], []
+    cells, curves, probes, stars = [], [], [], {}
     for (problem, update), r in rho.items():
         for seed in range(seeds):
             cid = f"{problem}-{update}-{seed}"
-            loss = 2.0 * r ** k if r else 1.0 + np.exp(-0.3 * k)
+            F_star = 0.0 if problem == "qp" else 0.5  # the gap F_T − F* is what contracts
+            loss = F_star + (2.0 * r ** k if r else 1.0 + np.exp(-0.3 * k))
             cells.append({"cell": cid, "problem": problem, "update": update, "lr": 1e-3, "sweep_seed": seed,
                           "status": "completed", "outcome": "trained", "min_gain": 0.0, "share_below_gd": 0.0,
                           "froze_at_1": False, "moving_at_K": False, "gain_final": 0.3, "iterations": 100,
                           "linearised_gap_final": drift[(problem, update)] / 10 * (seed + 1),
                           "linearised_gap_max": drift[(problem, update)]})
-            curves += [{"cell": cid, "iteration": int(i), "loss": float(v)} for i, v in zip(k, loss)]
+            curves += [{"cell": cid, "iteration": int(i), "F_T": float(v)} for i, v in zip(k, loss)]
+            stars[cid] = F_star
             probes += [{"cell": cid, "iteration": 0, "drift_rel": 0.0},
                        {"cell": cid, "iteration": 100, "drift_rel": drift[(problem, update)] * (1 + 0.1 * seed)}]
-    return pd.DataFrame(cells), pd.DataFrame(curves), pd.DataFrame(probes)
+    return pd.DataFrame(cells), pd.DataFrame(curves), pd.DataFrame(probes), pd.Series(stars)
 
 
 def test_backbone_cells_fit_the_known_contractions_and_read_the_drift_at_k():
     per_cell = backbone.backbone_cells(*synthetic_backbone()).set_index("cell")
     assert per_cell.loc["qp-gd-0", "rho"] == pytest.approx(0.98, rel=1e-12)
-    assert per_cell.loc["lasso-prox-3", "rho"] == pytest.approx(0.99, rel=1e-12)
+    assert per_cell.loc["lasso-prox-3", "rho"] == pytest.approx(0.95, rel=1e-12)
     assert per_cell.loc["qp-gd-2", "linear"] and not per_cell.loc["logistic-prox-0", "linear"]
     assert per_cell.loc["lasso-prox-2", "drift_rel_K"] == pytest.approx(0.04 * 1.2)
     assert per_cell.loc["qp-gd-0", "setting"] == "qp/gd"
+
+
+def test_without_f_star_a_floor_is_not_a_contraction():
+    """The same LASSO curves fitted as if F* were 0 (their floor 0.5 left in): not linear."""
+    cells, curves, probes, stars = synthetic_backbone()
+    per_cell = backbone.backbone_cells(cells, curves, probes, stars * 0).set_index("cell")
+    assert not per_cell.loc["lasso-prox-0", "linear"] and per_cell.loc["qp-gd-0", "linear"]
+
+
+def test_f_star_of_a_cells_row_is_its_configurations():
+    from ntkcheck.build.experiment import make_problem
+    from ntkcheck.config import TrainConfig
+    from ntkcheck.problems.solvers import optimum_value
+
+    lasso = TrainConfig(N=2, d=6, b=4, width=8, T=3, problem="lasso", update="prox", seed=3)
+    qp = TrainConfig(N=2, d=6, b=4, width=8, T=3)
+    cells = pd.DataFrame([{"cell": "a", **lasso.to_dict()}, {"cell": "b", **qp.to_dict()}])  # lam: NaN on the qp row
+    F = backbone.optimum_values(cells)
+    assert F["a"] == optimum_value(make_problem(lasso)) > 0 and F["b"] == 0.0
 
 
 def test_backbone_table_shares_and_medians():
@@ -195,8 +216,8 @@ def test_backbone_table_shares_and_medians():
 
 
 def test_a_sweep_without_the_taylor_model_leaves_the_linearised_columns_nan():
-    cells, curves, probes = synthetic_backbone(seeds=2)
-    per_cell = backbone.backbone_cells(cells.drop(columns=list(backbone.LINEARISED)), curves, probes)
+    cells, curves, probes, stars = synthetic_backbone(seeds=2)
+    per_cell = backbone.backbone_cells(cells.drop(columns=list(backbone.LINEARISED)), curves, probes, stars)
     assert per_cell["linearised_gap_final"].isna().all()
     assert "not measured" in backbone.paragraph(backbone.backbone_table(per_cell), "qp/gd")
 

@@ -6,9 +6,11 @@ qp/gd beside lasso and logistic under prox and gd; specs/momentum-<size>.toml: q
 logistic prox/fista), over η and seeds, every cell probed (dense) at k = 0 and K and trained beside its first-order
 Taylor model (``linearised = true``). Per cell (:func:`backbone_cells`, a pure function of the sweep's frames):
 
-- the linear convergence of training: the contraction ρ of L_k fitted on the cell's whole recorded loss curve
-  (:func:`ntkcheck.apps.study.stats.contraction`: Theil–Sen on log L_k, L_k ≈ C ρ^k) with its 95 % interval and the
-  fit quality R² of log L_k on k (1 for an exact geometric decay); ``linear`` = ρ_hi < 1 and R² ≥ :data:`R2_LINEAR`;
+- the linear convergence of training: the contraction ρ of the optimality gap F(X_T)_k − F* of the learned method's
+  output (the curve's ``F_T``; F* = Σ_i F_i*, 0 on the QP, :func:`optimum_values` on LASSO/logistic, whose F* > 0
+  would otherwise be fitted as a floor), fitted on the cell's whole recorded curve
+  (:func:`ntkcheck.apps.study.stats.contraction`: Theil–Sen on log(F_T − F*), ≈ C ρ^k) with its 95 % interval and the
+  fit quality R² (1 for an exact geometric decay); ``linear`` = ρ_hi < 1 and R² ≥ :data:`R2_LINEAR`;
 - the kernel drift ‖K_K − K_0‖_F/‖K_0‖_F (probes.parquet, ``drift_rel`` at k = K);
 - the linearised-training gap |L_K − L^lin_K|/|L_K| and its largest value over the recorded k (cells.parquet);
 - the outcome (:mod:`ntkcheck.results.outcomes`) and the final gain over the backbone's classical method.
@@ -27,6 +29,7 @@ import seaborn as sns
 
 from ntkcheck.apps.study.base import Answer, grid_study
 from ntkcheck.apps.study.stats import binomial_interval, contraction, median_iqr
+from ntkcheck.config import TrainConfig
 from ntkcheck.report import plots
 from ntkcheck.results.outcomes import COLUMNS, add_outcomes
 
@@ -34,7 +37,7 @@ R2_LINEAR = 0.9  # log L_k on k explains ≥ 90 % of its variance: the decay is 
 GROUP = ["problem", "update", "lr"]
 MEASURES = ("rho", "r2", "drift_rel_K", "linearised_gap_final", "linearised_gap_max", "gain_final")
 LINEARISED = ("linearised_gap_final", "linearised_gap_max")
-PANELS = (("rho", "contraction ρ of L_k per iteration"), ("drift_rel_K", "‖K_K − K_0‖/‖K_0‖"),
+PANELS = (("rho", "contraction ρ of F_T − F* per iteration"), ("drift_rel_K", "‖K_K − K_0‖/‖K_0‖"),
           ("linearised_gap_final", "|L_K − L^lin_K|/|L_K|"))
 
 
@@ -52,15 +55,36 @@ def drift_at_K(cells: pd.DataFrame, probes: pd.DataFrame) -> pd.Series:
     return at_K.set_index("cell")["drift_rel"].astype(float).reindex(cells["cell"]).rename("drift_rel_K")
 
 
-def backbone_cells(cells: pd.DataFrame, curves: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: its (problem, update, η), seed, outcome, final gain, the fitted contraction (ρ, its
-    interval, R², ``linear``), the kernel drift at K and the linearised gaps (NaN columns where the sweep did not
-    train the Taylor model)."""
+def config_of(row: pd.Series) -> TrainConfig:
+    """The TrainConfig of a cells.parquet row (a float column's NaN is an unset field)."""
+    fields = {k: row[k] for k in TrainConfig.__dataclass_fields__ if k in row.index}
+    return TrainConfig.from_dict({k: None if isinstance(v, float) and np.isnan(v) else v for k, v in fields.items()})
+
+
+def optimum_values(cells: pd.DataFrame) -> pd.Series:
+    """F* = Σ_i F_i* of each cell's training problem (cell → F*), drawn again from its configuration
+    (:func:`ntkcheck.build.experiment.make_problem`, seeded) and solved by
+    :func:`ntkcheck.problems.solvers.optimum_value` (0 on the QP; certified to 1e-10 relative on LASSO/logistic)."""
+    from ntkcheck.build.experiment import make_problem
+    from ntkcheck.problems.solvers import optimum_value
+
+    return pd.Series([optimum_value(make_problem(config_of(row))) for _, row in cells.iterrows()],
+                     index=cells["cell"].to_numpy(), name="F_star", dtype=float)
+
+
+def backbone_cells(cells: pd.DataFrame, curves: pd.DataFrame, probes: pd.DataFrame,
+                   F_star: pd.Series | None = None) -> pd.DataFrame:
+    """One row per cell: its (problem, update, η), seed, outcome, final gain, F*, the fitted contraction of F_T − F*
+    (ρ, its interval, R², ``linear``), the kernel drift at K and the linearised gaps (NaN columns where the sweep did
+    not train the Taylor model). ``F_star``: cell → F* (default :func:`optimum_values`)."""
     if not set(COLUMNS) <= set(cells.columns):
         cells = add_outcomes(cells, curves)
-    fits = {cid: contraction(curve) for cid, curve in curves.groupby("cell", sort=False)} if len(curves) else {}
+    F_star = optimum_values(cells) if F_star is None else F_star
+    fits = {cid: contraction(curve, column="F_T", floor=float(F_star[cid]))
+            for cid, curve in curves.groupby("cell", sort=False)} if len(curves) else {}
     nan = {"rho": np.nan, "rho_lo": np.nan, "rho_hi": np.nan, "r2": np.nan}
     out = cells[["cell", *GROUP, "sweep_seed", "status", "outcome", "gain_final"]].copy()
+    out["F_star"] = F_star.reindex(cells["cell"]).to_numpy()
     out = out.join(pd.DataFrame([fits.get(cid, nan) for cid in cells["cell"]], index=out.index))
     out["linear"] = (out["rho_hi"] < 1) & (out["r2"] >= R2_LINEAR)
     out["drift_rel_K"] = drift_at_K(cells, probes).to_numpy()

@@ -46,15 +46,17 @@ def median_iqr(values) -> tuple[float, float, float]:
     return float(q50), float(q25), float(q75)
 
 
-def contraction(curve: pd.DataFrame, start_share: float = 0.0) -> dict:
-    """The per-iteration contraction ρ of the loss (L_k ≈ C ρ^k; :func:`ntkcheck.instruments.dynamics.
-    fit_contraction`, Theil–Sen on log L_k over the recorded k ≥ ``start_share``·K) and its fit quality: ``rho``,
-    ``rho_lo``/``rho_hi`` (its 95 % interval), ``r2`` (the share of log L's variance the line explains; 1 for an
-    exact geometric decay). NaN where fewer than 3 positive finite losses were recorded."""
+def contraction(curve: pd.DataFrame, start_share: float = 0.0, *, column: str = "loss",
+                floor: float = 0.0) -> dict:
+    """The per-iteration contraction ρ of the excess e_k = ``column`` − ``floor`` (e_k ≈ C ρ^k;
+    :func:`ntkcheck.instruments.dynamics.fit_contraction`, Theil–Sen on log e_k over the recorded k ≥
+    ``start_share``·K) and its fit quality: ``rho``, ``rho_lo``/``rho_hi`` (its 95 % interval), ``r2`` (the share of
+    log e's variance the line explains; 1 for an exact geometric decay). NaN where fewer than 3 positive finite
+    values were recorded."""
     from ntkcheck.instruments.dynamics import fit_contraction
 
     curve = curve.sort_values("iteration")
-    k, loss = curve["iteration"].to_numpy(float), curve["loss"].to_numpy(float)
+    k, loss = curve["iteration"].to_numpy(float), curve[column].to_numpy(float) - floor
     keep = k >= start_share * k[-1] if k.size else k.astype(bool)
     k, loss = k[keep], loss[keep]
     try:
