@@ -248,7 +248,7 @@ def test_the_paragraph_compares_the_drift_to_the_reference():
 def test_every_cell_of_the_spec_files_is_a_valid_configuration(name, size):
     spec = load_spec(study_spec(name, size))
     assert all(c.config is not None for c in spec.cells()), [c.error for c in spec.cells() if c.config is None][:1]
-    assert len(spec.seeds) >= 20
+    assert len(spec.seeds) >= (20 if name == "init" or size == "paper" else 10)  # rates need ≥ 20 seeds
 
 
 def test_the_init_spec_covers_the_issues_grid():

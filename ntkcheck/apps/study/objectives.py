@@ -3,7 +3,7 @@ momentum backbone (NAG, FISTA)?
 
 Each is one sweep whose ``points`` are (problem, update) pairs at matched sizes (specs/objectives-<size>.toml:
 qp/gd beside lasso and logistic under prox and gd; specs/momentum-<size>.toml: qp gd/nag, lasso prox/fista,
-logistic prox/fista), over η and seeds, every cell probed (dense) at k = 0 and K and trained beside its first-order
+logistic prox/fista), over seeds, every cell probed (dense) at k = 0 and K and trained beside its first-order
 Taylor model (``linearised = true``). Per cell (:func:`backbone_cells`, a pure function of the sweep's frames):
 
 - the linear convergence of training: the contraction ρ of the optimality gap F(X_T)_k − F* of the learned method's
