@@ -12,6 +12,7 @@ The public API (docs/ARCHITECTURE.md describes the layers behind it)::
     report = ntkcheck.verify(cfg)                           # train + probes + every condition of bounds/
     grid = ntkcheck.make_spec("small", grid={"e": [5, 50], "lr": [1e-3, 1e-7]}, seeds="0-4")
     cells = ntkcheck.sweep(grid).cells                      # one row per (e, η, seed), trained in one batch
+    answer = ntkcheck.study("init", "runs/init").answer     # a study: its sweeps, tables, figures, paragraph
 
 Symbols follow the paper: N instances of b×d, width n of layer L−1 (``width``), L layers, expansion e,
 horizon T, meta learning rate η (``lr``), K iterations (``iters``). Kernels are sums over parameters, never
@@ -72,6 +73,9 @@ _WHERE = {  # public name → the module that defines it; imported on first use,
     "load_sweep": "ntkcheck.apps.sweep",
     "make_spec": "ntkcheck.apps.sweep",
     "sweep": "ntkcheck.apps.sweep",
+    "study": "ntkcheck.apps.study",
+    "StudyResult": "ntkcheck.apps.study",
+    "load_study": "ntkcheck.apps.study",
     "RunResult": "ntkcheck.engine.training",
     "load_run": "ntkcheck.engine.training",
     "resume_run": "ntkcheck.engine.training",
@@ -91,6 +95,8 @@ __all__ = [
     "train", "resume_run", "continue_run", "RunResult", "load_run", "Interrupted", "verify", "resume_verify", "VerifyResult",
     # sweeps: grids of configurations over seeds
     "SweepSpec", "make_spec", "load_spec", "sweep", "SweepResult", "load_sweep",
+    # studies: the paper's open questions, each a declared sweep and its analysis
+    "study", "StudyResult", "load_study",
     # instruments
     "jacobian", "empirical_ntk", "Gram", "ntk_operator", "alpha", "measure", "ProbeResult", "kernel_report",
     "KernelReport", "kernel_spectrum", "extreme_eigenvalues", "kernel_drift", "KernelDrift", "Rank",
