@@ -44,6 +44,7 @@ ON_DIVERGENCE = ("stop", "skip")
 NTK_METHODS = ("auto", "dense", "lanczos")
 JACOBIANS = ("auto", "func", "structured")
 ALPHA_STEPS = ("T", "all")
+LINEARISED = ("auto", "on", "off")  # verify's linearised training: auto skips it where the eigen-projection is it
 DRAWS = ("ntkcheck", "paper")
 MODELS = ("mlp", "lstm")  # the learner: Math-L2O's step-size MLP, or Liu et al.'s coordinate-wise LSTM
 LSTM_VARIANTS = ("P", "PA")  # the LSTM's heads: step multipliers P, and the accelerator A (ntkcheck.models.lstm)
@@ -146,13 +147,16 @@ class ProbeConfig:
     ``ntk_method``: ``dense`` (K formed: spectrum, rank, drift, plateau), ``lanczos`` (λ_max, λ_min only) or
     ``auto`` (dense whenever the dense kernels fit in half the available memory: :func:`ntkcheck.resources.kernel_method`); ``jacobian``: the Jacobian behind the dense kernel;
     ``alpha_steps="all"`` adds α over every step t at k = 0; ``early``: the window [0, early) of the early
-    contraction fit."""
+    contraction fit; ``linearised``: train the first-order Taylor model at W_0 beside the run (``on``), not
+    (``off``), or ``auto``: on, except where the eigen-projection rows already are linearised training exactly
+    (:func:`ntkcheck.apps.verify.linearised_skip`), since it costs about three times the run's own training."""
 
     ntk_every: int = _SMALL["ntk_every"]
     ntk_method: str = "auto"
     jacobian: str = "auto"
     alpha_steps: str = "T"
     early: int = 50
+    linearised: str = "auto"
 
     def __post_init__(self):
         _integer("ntk_every", self.ntk_every, minimum=0)
@@ -160,6 +164,7 @@ class ProbeConfig:
         _choice("jacobian", self.jacobian, JACOBIANS)
         _choice("alpha_steps", self.alpha_steps, ALPHA_STEPS)
         _integer("early", self.early, minimum=3)
+        _choice("linearised", self.linearised, LINEARISED)
 
     def steps(self, iters: int) -> list[int]:
         """k = 0, every, 2·every, …, and K."""

@@ -151,7 +151,8 @@ CASES = [
     # -- verify -------------------------------------------------------------------------------------------------
     *number_cases("verify", "--ntk-every", ("-1", "nan", "abc")),
     *number_cases("verify", "--fit-early", ("1", "0", "-5", "abc")),
-    *[case("verify", opt, "bogus", flag=opt) for opt in ("--ntk-method", "--jacobian", "--alpha-steps", "--preset")],
+    *[case("verify", opt, "bogus", flag=opt) for opt in ("--ntk-method", "--jacobian", "--alpha-steps", "--preset",
+                                                          "--linearised")],
     case("verify", "--width", "0", flag="--width"),
     case("verify", "--lr", "nan", flag="--lr"),
     case("verify", "--problem-file", "@b_gt_d.npz", flag="--problem-file", contains=("b = 20",), absent=("--b ",)),

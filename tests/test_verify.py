@@ -302,7 +302,20 @@ def test_the_report_command_rebuilds_the_configuration(changes, tmp_path, monkey
     assert str(asked["out"]) == str(tmp_path / "x") and asked["figures"] == "svg"
 
 
-def test_linearised_training_sits_beside_the_eigen_projection_and_on_the_qp_equals_it(run):
+def test_auto_skips_linearised_training_where_the_eigen_projection_is_it(run):
+    """The default run (least squares, gd, SGD, loss last, deterministic init, dense K_0) does not repeat the
+    eigen-projection by training the Taylor model (the test below pins the two equal); report.md says why."""
+    lin = run.report["linearised_training"]
+    assert "eigen-projection rows are linearised training" in lin["skipped"] and lin["seconds"] == 0.0
+    assert "linearised_training" not in run.curves
+    assert not any("by linearised training" in r["what"] for r in run.report["comparisons"])
+    assert "was not run: the eigen-projection rows" in (run.folder / "report.md").read_text()
+    assert ProbeConfig(linearised="off").linearised == "off"
+    with pytest.raises(ConfigError, match="linearised"):
+        ProbeConfig(linearised="yes")
+
+
+def test_linearised_training_sits_beside_the_eigen_projection_and_on_the_qp_equals_it(tmp_path):
     """The Taylor model at W_0 trained with the run's loss, optimiser and η: its L^lin_K is train_linearised's run
     alone, and with SGD, the loss "last" and the deterministic init (K̃ = K) its whole curve is the eigen-projection
     of K_0; the row follows the eigen-projection's in report.json, report.md and the terminal table."""
@@ -312,6 +325,7 @@ def test_linearised_training_sits_beside_the_eigen_projection_and_on_the_qp_equa
     from ntkcheck.engine.linearised import train_linearised
     from ntkcheck.report.run import rich_tables
 
+    run = verify(TrainConfig(**TINY), ProbeConfig(ntk_every=4, early=5, linearised="on"), tmp_path / "run")
     cfg = run.config
     alone = train_linearised(build_model(cfg), make_problem(cfg), cfg.T, lr=cfg.lr, iters=cfg.iters)
     np.testing.assert_allclose(run.curves["linearised_training"], alone.loss, rtol=1e-12, atol=0)

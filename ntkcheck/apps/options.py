@@ -17,6 +17,7 @@ from ntkcheck.config import (
     JACOBIANS,
     LAM_SCALES,
     LOSSES,
+    LINEARISED,
     LSTM_VARIANTS,
     MODELS,
     NTK_METHODS,
@@ -111,6 +112,9 @@ OPTIONS = {
     "jacobian": _o(str, PR, "Jacobian for the dense kernel: auto, func or structured.", choices=JACOBIANS),
     "alpha_steps": _o(str, PR, "T (α at step T) or all (also α over every step t at k = 0).", choices=ALPHA_STEPS),
     "early": _o(int, PR, "Early window [0, this) of the measured contraction fit.", "--fit-early"),
+    "linearised": _o(str, PR, "Train the Taylor model at W_0 beside the run: on, off, or auto (on, except where the "
+                              "eigen-projection already is it: least squares, gd, SGD, loss last, deterministic init).",
+                     choices=LINEARISED),
     "preset": _o(str, OUT, f"{' or '.join(PRESETS)}: the configuration; options given explicitly override it.",
                  default="small", choices=tuple(PRESETS)),
     "out": _o(Optional[Path], OUT, "Output folder (default runs/<command>-<time>; ntk: the --run folder)."),
@@ -167,7 +171,7 @@ RUN = ("preset", "N", "d", "b", "seed", "init_seed", "problem_file", "draw", "wi
        "detach", "wide_layer", "step_scale", "init_file", "model", "lstm_variant", "lstm_hidden", "lstm_layers", "problem",
        "lam", "lam_scale", "sparsity", "penalty", "update", "lr", "iters", "optimizer", "loss", "on_divergence",
        "checkpoint_every", "saturation_tol", "dtype", "out", "resume", "device", "threads", "max_memory")
-VERIFY = (*RUN, "ntk_every", "ntk_method", "jacobian", "alpha_steps", "early", "strict", "figures", "format", "json",
+VERIFY = (*RUN, "ntk_every", "ntk_method", "jacobian", "alpha_steps", "early", "linearised", "strict", "figures", "format", "json",
           "csv")
 NTK = ("run", "method", "alpha_step", "json", "csv", "preset", "N", "d", "b", "seed", "init_seed", "problem_file",
        "draw", "width", "L", "T", "e", "init", "bias", "wide_layer", "step_scale", "init_file", "model", "lstm_variant",

@@ -247,9 +247,13 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
     verdicts = evaluate_conditions(quantities(cfg, constants, points, training.metrics, training.W0),
                                    not_applicable(cfg))
     rows, curves = comparisons(cfg, probes.early, points, training.metrics, verdicts)
-    lin, curves["linearised_training"] = linearised_training(cfg, exp.model, training.W0, exp.problem,
-                                                             training.metrics["loss"].to_numpy())
-    rows = with_linearised_row(rows, linearised_row(lin, float(training.metrics["loss"].iloc[-1]), cfg.iters))
+    skip = linearised_skip(cfg, probes, points)
+    if skip is None:
+        lin, curves["linearised_training"] = linearised_training(cfg, exp.model, training.W0, exp.problem,
+                                                                 training.metrics["loss"].to_numpy())
+        rows = with_linearised_row(rows, linearised_row(lin, float(training.metrics["loss"].iloc[-1]), cfg.iters))
+    else:
+        lin = {"skipped": skip, "seconds": 0.0}
     probed = probe_frame(points)
     report = {
         "status": training.status, "run_id": run_id, "command": command, "config": cfg.to_dict(),
@@ -279,6 +283,23 @@ def _verify(exp, probes: ProbeConfig, work: Path | None, run_id: str, callback, 
             reports.figures(report, metrics, points, curves, work / "figures", figures)
         folder = runfolder.finish(work)
     return VerifyResult(cfg, probes, training.status, report, metrics, points, curves, training, folder)
+
+
+def linearised_skip(cfg: TrainConfig, probes: ProbeConfig, points: dict) -> str | None:
+    """Why linearised training is not run (None: run it). ``probes.linearised``: ``on`` always runs it, ``off``
+    never; ``auto`` skips it exactly where it would repeat the eigen-projection rows: least squares with the gd
+    backbone, SGD on the loss "last", the MLP at a deterministic initialisation (W_L = 0, so K̃_0 = K_0) and a dense
+    K_0 at k = 0. There linearised training *is* the residual recursion r_{k+1} = (I − ηK_0)r_k whose loss the
+    eigen-projection gives in closed form (tests/test_linearised.py pins the two equal to 1e-10)."""
+    if probes.linearised != "auto":
+        return None if probes.linearised == "on" else "--linearised off"
+    init = points.get(0)
+    closed_form = (cfg.problem, cfg.update, cfg.optimizer, cfg.loss, cfg.model) == ("qp", "gd", "sgd", "last", "mlp")
+    if closed_form and cfg.init.startswith("deterministic") and isinstance(init, ProbeResult) and \
+            init.linearised is not None:
+        return ("the eigen-projection rows are linearised training here (least squares, gd, SGD, loss last, "
+                "K̃_0 = K_0 at the deterministic init); --linearised on runs it anyway")
+    return None
 
 
 def linearised_training(cfg: TrainConfig, model: Learner, W0: dict, problem, real: np.ndarray

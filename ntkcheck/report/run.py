@@ -174,6 +174,8 @@ def linearised_section(report: dict) -> list[str]:
     lin = report.get("linearised_training")
     if not lin:
         return []
+    if "skipped" in lin:
+        return [f"**Linearised training** (the first-order Taylor model X(W_0) + J(W − W_0)) was not run: {lin['skipped']}."]
     if "error" in lin:
         gap = f"no gap: {lin['error']}"
     else:
