@@ -93,8 +93,10 @@ def synthetic_init(seeds: int = 4):
                          "froze_at_1": outcome == "froze", "moving_at_K": False, "gain_final": gain + 0.01 * seed,
                          "alpha_0": 0.1 * c, "alpha_rank_0": 8.0, "dead_share_0": 0.25 if init == "deterministic"
                          else np.nan})
-            curves.append({"cell": cid, "iteration": 0, "grad_norm/W1": 3.0 * c, "grad_norm/W2": 4.0 * c})
-            curves.append({"cell": cid, "iteration": 5, "grad_norm/W1": 1.0, "grad_norm/W2": 1.0})
+            start = 0.0 if init == "deterministic" else -0.1 * (outcome != "trained")  # random W_L: not GD at W_0
+            curves.append({"cell": cid, "iteration": 0, "gain": start, "grad_norm/W1": 3.0 * c,
+                           "grad_norm/W2": 4.0 * c})
+            curves.append({"cell": cid, "iteration": 5, "gain": gain, "grad_norm/W1": 1.0, "grad_norm/W2": 1.0})
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
@@ -116,13 +118,14 @@ def test_the_init_table_has_the_known_rates_and_medians():
     assert table.loc[("deterministic", 5), ["grad_norm_0", "grad_norm_0_q25", "grad_norm_0_q75"]].tolist() == \
         pytest.approx([12.5, 8.75, 16.25])
     assert table.loc[("deterministic", 5), "gain_final"] == pytest.approx(0.515)
+    assert table.loc[("gaussian", 50), "start_below_gd"] == 1.0 and table.loc[("gaussian", 5), "start_below_gd"] == 0
     assert table.loc[("deterministic", 5), "dead_share_0"] == 0.25 and np.isnan(table.loc[("gaussian", 5),
                                                                                          "dead_share_0"])
 
 
 def test_recorded_cells_without_outcome_columns_get_them_from_their_curves():
     cells, curves = synthetic_init()
-    curves = curves.assign(loss=1.0, gain=0.2, P_saturated=0.0)
+    curves = curves.assign(loss=1.0, gain=0.2, P_saturated=0.0)  # every completed cell ends above GD
     bare = cells.drop(columns=["outcome", "min_gain", "share_below_gd", "froze_at_1", "moving_at_K"])
     per_cell = init_study.init_cells(bare, curves)
     assert (per_cell.loc[per_cell.status == "completed", "outcome"] == "trained").all()
@@ -150,6 +153,7 @@ def test_the_init_paragraph_quotes_the_counts():
     per_cell = init_study.init_cells(cells, curves)
     text = init_study.paragraph(init_study.init_table(per_cell), per_cell)
     assert "**gaussian** trained 4/8" in text and "diverged 3" in text and "at T = 50 0/4" in text
+    assert "of the 4 that did not, 4 started below GD at W_0" in text
 
 
 # -- the objectives / momentum analysis ---------------------------------------------------------------------------

@@ -4,8 +4,10 @@ One sweep (specs/init-<size>.toml): init ∈ {deterministic, deterministic-abs, 
 ≥ 20 seeds. Per (init, T, η) the analysis (:func:`init_table`, a pure function of the sweep's frames) gives the rates
 of each outcome (:mod:`ntkcheck.results.outcomes`: diverged, froze, unstable, trained) with Clopper–Pearson
 intervals, the gradient norm at the first iteration ‖∇W‖ = (Σ_l ‖∇W_l‖²)^½ at k = 0 (the curve's grad_norm/W_l), the
-final gain (median and IQR), α = σ_min(G_{L−1,T}) and the rank of the features at W_0, and the dead-cone share at W_0
-(defined at the deterministic initialisations only: NaN at the random ones).
+final gain (median and IQR), α = σ_min(G_{L−1,T}) and the rank of the features at W_0, the dead-cone share at W_0
+(defined at the deterministic initialisations only: NaN at the random ones), and the share of runs that start below
+GD (gain at k = 0 < −GAIN_TOL: a random W_L makes the untrained learner differ from GD, and a run that does not
+climb above GD within K iterations ends ``unstable`` by the outcome rule, without moving far).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import seaborn as sns
 from ntkcheck.apps.study.base import Answer, grid_study
 from ntkcheck.apps.study.stats import binomial_interval, median_iqr, outcome_rates
 from ntkcheck.report import plots
-from ntkcheck.results.outcomes import COLUMNS, add_outcomes
+from ntkcheck.results.outcomes import COLUMNS, GAIN_TOL, add_outcomes
 
 QUESTION = ("Is the deterministic initialisation necessary, or do standard random ones (Gaussian, Xavier, He) train "
             "as well, and do they explode at the first iteration for long horizons (the paper's Fig. 2)?")
@@ -34,14 +36,20 @@ def grad_norm_0(curves: pd.DataFrame) -> pd.Series:
     return np.sqrt((first[layers].astype(float) ** 2).sum(axis=1, min_count=1)).rename("grad_norm_0")
 
 
+def gain_0(curves: pd.DataFrame) -> pd.Series:
+    """The gain at k = 0 per cell: 0 at the deterministic initialisations (W_L = 0: the untrained learner is GD),
+    anything at a random one (the untrained learner's own steps)."""
+    return curves.loc[curves["iteration"] == 0].set_index("cell")["gain"].astype(float).rename("gain_0")
+
+
 def init_cells(cells: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: its axes, seed, outcome and summaries (computed from the curves where the sweep predates
-    them), ‖∇W‖ at k = 0, final gain, α, rank and dead share at W_0."""
+    them), ‖∇W‖ and the gain at k = 0, final gain, α, rank and dead share at W_0."""
     if not set(COLUMNS) <= set(cells.columns):
         cells = add_outcomes(cells, curves)
     out = cells.set_index("cell")[[*GROUP, "sweep_seed", "status", *COLUMNS, "gain_final", "alpha_0",
                                    "alpha_rank_0", *(["dead_share_0"] if "dead_share_0" in cells else [])]]
-    out = out.join(grad_norm_0(curves)).reset_index()
+    out = out.join(grad_norm_0(curves)).join(gain_0(curves)).reset_index()
     if "dead_share_0" not in out:
         out["dead_share_0"] = np.nan
     return out
@@ -56,8 +64,9 @@ def init_table(cells: pd.DataFrame) -> pd.DataFrame:
         row = dict(zip(GROUP, key))
         for name in ("grad_norm_0", "gain_final"):
             row[name], row[f"{name}_q25"], row[f"{name}_q75"] = median_iqr(group[name])
-        for name in ("alpha_0", "alpha_rank_0", "dead_share_0", "min_gain", "share_below_gd"):
+        for name in ("gain_0", "alpha_0", "alpha_rank_0", "dead_share_0", "min_gain", "share_below_gd"):
             row[name] = median_iqr(group[name])[0]
+        row["start_below_gd"] = float(np.mean(group["gain_0"] < -GAIN_TOL))
         numbers.append(row)
     return rates.join(pd.DataFrame(numbers).set_index(GROUP)).reset_index()
 
@@ -121,9 +130,15 @@ def paragraph(table: pd.DataFrame, cells: pd.DataFrame) -> str:
         lo_l, hi_l = binomial_interval(k_long, len(long))
         g5 = group.loc[group["T"] == group["T"].min(), "grad_norm_0"].median()
         gT = long["grad_norm_0"].median()
-        parts.append(f"**{init}** trained {k}/{n} ({k / n:.0%}, 95 % CI {lo:.0%}–{hi:.0%}; {counts}), at T = {T_max} "
+        failed = group[group["outcome"] != "trained"]
+        below = int((failed["gain_0"] < -GAIN_TOL).sum())
+        parts.append(f"**{init}** trained {k}/{n} ({k / n:.0%}, 95 % CI {lo:.0%}–{hi:.0%}; {counts}; of the "
+                     f"{len(failed)} that did not, {below} started below GD at W_0), at T = {T_max} "
                      f"{k_long}/{len(long)} ({lo_l:.0%}–{hi_l:.0%}), median ‖∇W‖ at k = 0 {g5:.3g} at T = "
                      f"{group['T'].min()} and {gT:.3g} at T = {T_max};")
+    by_eta = ", ".join(f"η = {eta:g}: {(g['outcome'] == 'trained').mean():.0%} trained"
+                       for eta, g in cells[~cells["init"].str.startswith("deterministic")].groupby("lr"))
+    parts.append(f"the random initialisations by η ({by_eta});")
     best = table.sort_values("gain_final", ascending=False).iloc[0]
     parts.append(f"the best median final gain is {best['gain_final']:.3f} (IQR {best['gain_final_q25']:.3f}–"
                  f"{best['gain_final_q75']:.3f}) by {best['init']} at T = {best['T']}, η = {best['lr']:g}.")
