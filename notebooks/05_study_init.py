@@ -39,7 +39,6 @@ import seaborn as sns
 from IPython.display import Image, Markdown, display
 
 import ntkcheck
-from ntkcheck.apps.study import init as I
 from ntkcheck.apps.study import load_study, study
 from ntkcheck.results.outcomes import COLUMNS, add_outcomes
 

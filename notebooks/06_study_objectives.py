@@ -40,7 +40,6 @@ from IPython.display import Image, Markdown, display
 
 import ntkcheck
 from ntkcheck.apps.study import load_study
-from ntkcheck.apps.study import objectives as B
 from ntkcheck.apps.study.stats import contraction
 
 sns.set_theme(style="whitegrid", context="notebook")
