@@ -176,7 +176,7 @@ def sweep(ctx: typer.Context, **values):
 @app.command()
 @options(*opt.STUDY)
 def study(name: Annotated[Optional[str], typer.Argument(help="init, stability, width, objectives or momentum.",
-                                                        show_default=False)] = None, **values):
+                                                        show_default=False, metavar="NAME")] = None, **values):
     """Answer one of the paper's open questions by measurement: the study's declared sweeps over seeds (a spec file in
     the package), reduced to an answer, tables, figures and report.md. Rerunning the same command on the same --out
     finishes what is missing; a finished study is read back, never rerun."""
