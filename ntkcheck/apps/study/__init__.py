@@ -45,6 +45,7 @@ MODULES = {"init": ("init", "STUDY"), "stability": ("stability", "STUDY"), "widt
            "objectives": ("objectives", "OBJECTIVES"), "momentum": ("objectives", "MOMENTUM")}
 MARKER = "study.toml"
 ANSWER = "answer.json"
+REPORT_ROWS = 100  # rows of a table shown in report.md (all of them are in its parquet file)
 
 __all__ = ["STUDIES", "Answer", "Study", "StudyPlan", "StudyResult", "get_study", "load_study", "make_plan",
            "run_specs", "study", "study_spec"]
@@ -250,8 +251,10 @@ def report(study_: Study, plan: StudyPlan, answer: Answer, seconds: float, resum
              f"**Command.** `{_command(_plan_dict(plan))}` (engine {plan.engine})", "", f"**Time.** {took}", "",
              "## Answer", "", answer.paragraph, ""]
     for key, table in answer.tables.items():
-        parts += [f"## Table `{key}` ({key}.parquet)", "",
-                  md_table(list(map(str, table.columns)), [[_cell(v) for v in row] for row in table.itertuples(
+        shown = table.head(REPORT_ROWS)
+        more = f"; the first {REPORT_ROWS} of its {len(table)} rows" if len(table) > REPORT_ROWS else ""
+        parts += [f"## Table `{key}` ({key}.parquet{more})", "",
+                  md_table(list(map(str, shown.columns)), [[_cell(v) for v in row] for row in shown.itertuples(
                       index=False)]), ""]
     if answer.figures:
         parts += ["## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in answer.figures] + [""]
