@@ -65,3 +65,13 @@ def test_bad_points_name_the_points_setting_beside_a_grid():
     with pytest.raises(ConfigError, match="both a grid axis") as err:
         make_spec("small", grid={"lr": (1e-3,)}, points=[{"lr": 1e-4}])
     assert err.value.field == "points"
+
+
+def test_a_sweep_without_figures_writes_its_numbers_and_report_and_no_figure(tmp_path):
+    """figures=None (a study draws its own): the frames and report.md, no figures folder; the numbers are the same."""
+    spec = make_spec("small", base=TINY, grid={"e": (5.0, 25.0)}, probe_method="none")
+    plain = sweep(spec, tmp_path / "a", figures=None)
+    drawn = sweep(spec, tmp_path / "b")
+    assert not (tmp_path / "a" / "figures").exists() and (tmp_path / "b" / "figures").is_dir()
+    assert (tmp_path / "a" / "report.md").is_file()
+    pd.testing.assert_frame_equal(plain.curves, drawn.curves)

@@ -481,8 +481,8 @@ def write_figures(result, theory: pd.DataFrame, folder: Path, fmt: str = "png") 
     return drawn
 
 
-def write(result, theory: pd.DataFrame, folder: Path, fmt: str = "png") -> None:
-    """``folder/report.md`` and ``folder/figures/*.<fmt>`` (png, pdf or svg) of the finished sweep ``result``, whose
-    cells' bounds are ``theory`` (:func:`ntkcheck.theory.sweep_bounds`)."""
-    drawn = write_figures(result, theory, Path(folder), fmt)
+def write(result, theory: pd.DataFrame, folder: Path, fmt: str | None = "png") -> None:
+    """``folder/report.md`` and ``folder/figures/*.<fmt>`` (png, pdf or svg; None: no figures) of the finished sweep
+    ``result``, whose cells' bounds are ``theory`` (:func:`ntkcheck.theory.sweep_bounds`)."""
+    drawn = write_figures(result, theory, Path(folder), fmt) if fmt else []
     io.write_text(Path(folder) / "report.md", markdown(result, drawn))

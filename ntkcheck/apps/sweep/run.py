@@ -73,7 +73,7 @@ class SweepResult:
 
 def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embedded", address: str | None = None,
           workers: int | None = None, callback=None, max_memory: float | None = None,
-          figures: str = "png", threads: int | None = None) -> SweepResult:
+          figures: str | None = "png", threads: int | None = None) -> SweepResult:
     """Run every cell of ``spec`` (:class:`~ntkcheck.apps.sweep.spec.SweepSpec`) and gather the results.
 
     ``engine``: ``embedded`` (this process, batches one after another) or ``ray`` (batches as Ray tasks on a local
@@ -82,7 +82,8 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
     spec is read back, not rerun; the batches are fixed when the sweep starts and kept by every rerun, which must
     keep ``spec.batch_size``. ``callback(event, **info)``: ``"start"`` (cells, cell_iterations, done),
     ``"advance"`` (cell_iterations), ``"cell"`` (run: :class:`CellRun`). Batches are sized to fit ``max_memory``
-    bytes (default: the memory available now). ``figures``: their format, png, pdf or svg. ``threads``: CPU threads of
+    bytes (default: the memory available now). ``figures``: their format, png, pdf or svg (None: report.md without
+    figures, for a study that draws its own). ``threads``: CPU threads of
     the embedded engine (default: the idle cores, as the command line's; :func:`ntkcheck.resources.threads`).
 
     A cell that fails is recorded with its error and the others go on (module docstring): check
@@ -98,7 +99,7 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
         raise ConfigError("workers", "needs engine ray (the embedded engine runs in this process)")
     if workers is not None and address is not None:
         raise ConfigError("workers", "sets the CPUs of a local Ray; a cluster at `address` has its own")
-    if figures not in FORMATS:
+    if figures is not None and figures not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
     resources.check(spec.base, limit=max_memory)
     _check_some_cell_runs(spec)
