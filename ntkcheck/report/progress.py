@@ -163,3 +163,28 @@ class ProgressDisplay:
         return [TextColumn("{task.description}", style="bold", markup=False, table_column=_column(ratio=1)),
                 BarColumn(bar_width=12), *numbers, TextColumn("eta", table_column=_column()),
                 TimeRemainingColumn(compact=True, table_column=_column())]
+
+
+class SweepsProgress:
+    """The progress of sweeps run one after another (a study's): a new :class:`ProgressDisplay` under ``label`` at
+    each sweep's ``"start"``; a context manager that stops the last one."""
+
+    def __init__(self, label: str, console: Console):
+        self.label, self.console, self.display = label, console, None
+
+    def __call__(self, event: str, **info) -> None:
+        if event == "start":
+            self.stop()
+            self.display = ProgressDisplay(self.label, self.console)
+        if self.display is not None:
+            self.display(event, **info)
+
+    def __enter__(self) -> SweepsProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.display is not None:
+            self.display.stop()
