@@ -19,7 +19,7 @@ from ntkcheck import __version__
 from ntkcheck.apps import options as opt
 from ntkcheck.config import FORMATS, ConfigError, TrainConfig, preset
 from ntkcheck.config import flag as config_flag
-from ntkcheck.report.progress import ProgressDisplay
+from ntkcheck.report.progress import ProgressDisplay, SweepsProgress
 from ntkcheck.resources import idle_cores, set_threads  # (torch is imported inside it)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -180,43 +180,15 @@ def study(name: Annotated[Optional[str], typer.Argument(help="init, stability, w
     """Answer one of the paper's open questions by measurement: the study's declared sweeps over seeds (a spec file in
     the package), reduced to an answer, tables, figures and report.md. Rerunning the same command on the same --out
     finishes what is missing; a finished study is read back, never rerun."""
-    from ntkcheck.apps.study import STUDIES
     from ntkcheck.apps.study import study as run_study
 
-    if name is None:
-        raise ConfigError("study", f"missing; choose one of {', '.join(STUDIES)}")
     out = _machine(values, f"study-{name}")
-    progress = _SweepProgress(f"study {name}")
-    try:
+    with SweepsProgress(f"study {name}", console) as progress:
         result = run_study(name, out, size=values["size"], seeds=values["study_seeds"], grid=values["study_grid"],
                            engine=values["engine"], address=values["address"], workers=values["workers"],
                            resume=values["resume"], callback=progress, figures=values["format"])
-    except KeyboardInterrupt:
-        progress.stop()
-        console.print(f"[yellow]interrupted: every finished cell is kept in {out}.partial; rerun the same command to "
-                      "finish the others[/yellow]", highlight=False)
-        raise typer.Exit(130) from None
-    progress.stop()
     Console().print(result.answer.paragraph, highlight=False, markup=False)
     console.print(f"report: {result.folder / 'report.md'}", highlight=False)
-
-
-class _SweepProgress:
-    """A study's progress: one :class:`ProgressDisplay` per sweep, a new one at each sweep's ``"start"``."""
-
-    def __init__(self, label: str):
-        self.label, self.display = label, None
-
-    def __call__(self, event: str, **info) -> None:
-        if event == "start":
-            self.stop()
-            self.display = ProgressDisplay(self.label, console)
-        if self.display is not None:
-            self.display(event, **info)
-
-    def stop(self) -> None:
-        if self.display is not None:
-            self.display.stop()
 
 
 @app.command("bounds")

@@ -73,7 +73,8 @@ class StudyResult:
 def get_study(name: str) -> Study:
     """The study ``name`` (one of :data:`STUDIES`), its module imported now."""
     if name not in STUDIES:
-        raise ConfigError("study", f"unknown study {name!r}; choose one of {', '.join(STUDIES)}")
+        what = "missing" if name is None else f"unknown study {name!r}"
+        raise ConfigError("study", f"{what}; choose one of {', '.join(STUDIES)}")
     module, attribute = MODULES[name]
     return getattr(importlib.import_module(f"ntkcheck.apps.study.{module}"), attribute)
 
