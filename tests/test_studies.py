@@ -384,3 +384,22 @@ def test_ray_gives_the_embedded_engines_cells(tiny_init, tmp_path):
     assert (a.status == b.status).all() and (a.outcome == b.outcome).all()
     np.testing.assert_allclose(b[numbers].to_numpy(float), a[numbers].to_numpy(float), rtol=1e-12, atol=0)
     pd.testing.assert_frame_equal(on_ray.answer.tables["init"], tiny_init.answer.tables["init"])
+
+
+def test_a_study_shows_each_sweep_with_its_own_progress():
+    """Two sweeps in turn: the second start opens a fresh display (its cells and work counted from 0), so a study's
+    progress never exceeds 100 %."""
+    import io
+
+    from rich.console import Console
+
+    from ntkcheck.report.progress import SweepsProgress
+
+    with SweepsProgress("study x", Console(file=io.StringIO(), force_terminal=False)) as progress:
+        progress("start", cells=4, cell_iterations=40, done=0)
+        progress("advance", cell_iterations=40)
+        first = progress.display
+        progress("start", cells=2, cell_iterations=10, done=0)
+        progress("advance", cell_iterations=5)
+        assert progress.display is not first and progress.display.cells == [0, 2]
+        assert progress.display.completed == 5 and progress.display.total == 10
