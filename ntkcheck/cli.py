@@ -4,11 +4,9 @@ in one line, exit 2. An interrupted run exits 130 and says how to resume it. Onl
 
 from __future__ import annotations
 
-import inspect
 import re
 import sys
 import time
-import typing
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,19 +37,6 @@ def _main(version: Annotated[bool, typer.Option("--version", help="Print the ver
     """Check the NTK convergence theory of Math-L2O against real training runs."""
 
 
-def options(*names: str):
-    """Append the declared options ``names`` to a command's own parameters (typer reads ``__signature__``)."""
-    def wrap(fn):
-        hints = typing.get_type_hints(fn, include_extras=True)  # the command's own annotations, resolved
-        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(fn).parameters.values()]
-        extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=opt.DEFAULTS[n], annotation=Annotated[
-            o.kind, typer.Option(*o.flags, help=o.help, rich_help_panel=o.panel, metavar=o.metavar)])
-            for n, o in ((n, opt.OPTIONS[n]) for n in names)]
-        fn.__signature__ = inspect.Signature([p for p in own if p.kind != p.VAR_KEYWORD] + extra)
-        return fn
-    return wrap
-
-
 def _given(ctx: typer.Context, values: dict, names=opt.CONFIG_FIELDS) -> dict:
     """The options ``names`` (default: the config fields) given explicitly on the command line (paths as strings)."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()
@@ -73,7 +58,7 @@ def _machine(values: dict, command: str) -> Path:
 
 
 @app.command()
-@options(*opt.RUN, "continue_from")
+@opt.attach(*opt.RUN, "continue_from")
 def train(ctx: typer.Context, **values):
     """Train Math-L2O and record every iteration (default: the paper's small configuration)."""
     from ntkcheck.apps.train import run_train
@@ -87,7 +72,7 @@ def train(ctx: typer.Context, **values):
 
 
 @app.command()
-@options(*opt.VERIFY)
+@opt.attach(*opt.VERIFY)
 def verify(ctx: typer.Context, **values):
     """Train, measure every quantity of the proof, evaluate every condition, compare theory and measurement."""
     from ntkcheck.apps.verify_start import run_verify
@@ -108,7 +93,7 @@ def verify(ctx: typer.Context, **values):
 
 
 @app.command()
-@options(*opt.NTK)
+@opt.attach(*opt.NTK)
 def ntk(ctx: typer.Context, **values):
     """Empirical NTK (K = J Jᵀ, K̃ = J J̃ᵀ), α = σ_min(G_{L−1,t}), ranks with their tolerances, and the
     linearised rate and stability threshold, in float64, for a configuration's initial weights or a run."""
@@ -128,7 +113,7 @@ def ntk(ctx: typer.Context, **values):
 
 
 @app.command()
-@options("seed", "out", "resume", "threads")
+@opt.attach("seed", "out", "resume", "threads")
 def reproduce(figure: Annotated[Optional[str], typer.Argument(help=opt.FIGURE_HELP, show_default=False)] = None,
               preset: Annotated[str, typer.Option(help="small (minutes on one CPU thread) or paper (published sizes).",
                                                   rich_help_panel=opt.OUT)] = "small", **values):
@@ -145,7 +130,7 @@ def reproduce(figure: Annotated[Optional[str], typer.Argument(help=opt.FIGURE_HE
 
 
 @app.command()
-@options(*opt.SWEEP)
+@opt.attach(*opt.SWEEP)
 def sweep(ctx: typer.Context, **values):
     """Train a grid of configurations over seeds (batched, or on Ray), probe every cell, and write cells.parquet,
     curves.parquet, figures and report.md. Rerunning the same command on the same --out finishes what is missing."""
@@ -174,7 +159,7 @@ def sweep(ctx: typer.Context, **values):
 
 
 @app.command()
-@options(*opt.STUDY)
+@opt.attach(*opt.STUDY)
 def study(name: Annotated[Optional[str], typer.Argument(help="init, stability, width, objectives or momentum.",
                                                         show_default=False, metavar="NAME")] = None, **values):
     """Answer one of the paper's open questions by measurement: the study's declared sweeps over seeds (a spec file in
@@ -192,7 +177,7 @@ def study(name: Annotated[Optional[str], typer.Argument(help="init, stability, w
 
 
 @app.command("bounds")
-@options(*opt.BOUNDS)
+@opt.attach(*opt.BOUNDS)
 def bounds(ctx: typer.Context, **values):
     """The theory's thresholds for a configuration: each condition with its source, status (stated / scaling /
     derived), confidence, threshold, the configuration's value and the verdict."""

@@ -4,8 +4,12 @@ options; the values are checked by the library (its errors name the config field
 
 from __future__ import annotations
 
+import inspect
+import typing
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Annotated, NamedTuple, Optional
+
+import typer
 
 from ntkcheck.config import (
     ALPHA_STEPS,
@@ -199,3 +203,16 @@ def help_defaults(argv: list[str], commands: list[str]) -> dict | None:
         return None
     values = preset(given[-1]).to_dict() | probe_preset(given[-1]).to_dict() | {"preset": given[-1]}
     return {command: values for command in commands}
+
+
+def attach(*names: str):
+    """Append the declared options ``names`` to a command's own parameters (typer reads ``__signature__``)."""
+    def wrap(fn):
+        hints = typing.get_type_hints(fn, include_extras=True)  # the command's own annotations, resolved
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(fn).parameters.values()]
+        extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=DEFAULTS[n], annotation=Annotated[
+            o.kind, typer.Option(*o.flags, help=o.help, rich_help_panel=o.panel, metavar=o.metavar)])
+            for n, o in ((n, OPTIONS[n]) for n in names)]
+        fn.__signature__ = inspect.Signature([p for p in own if p.kind != p.VAR_KEYWORD] + extra)
+        return fn
+    return wrap

@@ -112,14 +112,14 @@ def _spec_path(path: str | Path, size: str) -> Path:
 
 def run_specs(specs: dict[str, SweepSpec], plan: StudyPlan, folder: Path, callback=None) -> dict[str, SweepResult]:
     """Run each spec (already under the plan: :func:`plan_spec`) by :func:`ntkcheck.apps.sweep.sweep` into
-    ``folder/sweeps/<name>`` with the plan's engine, address and workers (each sweep draws its own figures and
-    report too: :func:`~ntkcheck.apps.sweep.sweep` has no switch for them); a sweep already finished there is only
-    read back. Returns the sweeps by name."""
+    ``folder/sweeps/<name>`` with the plan's engine, address and workers, without the sweep's own figures (the study
+    draws its own; each sweep still writes its report.md); a sweep already finished there is only read back. Returns
+    the sweeps by name."""
     from ntkcheck.apps.sweep import sweep
 
     folder = Path(folder)
     return {name: sweep(spec, folder / "sweeps" / name, engine=plan.engine, address=plan.address,
-                        workers=plan.workers, callback=callback)
+                        workers=plan.workers, callback=callback, figures=None)
             for name, spec in specs.items()}
 
 
