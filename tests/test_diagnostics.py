@@ -128,8 +128,9 @@ def test_c_depends_on_the_seed_only(e1, e2, lr1, lr2, seed, L):
     edge = math.log((2 - a.tol) / a.tol)
     away = np.abs(np.abs(a.phi) - edge) > 1e-9 * edge
     sat = np.abs(a.phi) >= edge
-    assert a.saturated * a.phi.size >= (sat & away).sum()
-    assert a.saturated * a.phi.size <= (sat | ~away).sum()
+    count = round(a.saturated * a.phi.size)  # the share is a count over the pairs (0.5166… · 60 = 31.000000000000004)
+    assert count >= (sat & away).sum()
+    assert count <= (sat | ~away).sum()
     if a.scale < a.onset * (1 - 1e-9):
         assert a.saturated == 0.0
 

@@ -64,8 +64,10 @@ def interrupted(finished: Path, kind: str, tmp_path: Path) -> Path:
 
 
 def test_every_command_marks_its_folder_with_the_registered_marker():
+    from ntkcheck.apps import study
+
     assert runfolder.MARKERS == {"train": runfolder.CHECKPOINT, "verify": verify.SETTINGS, "sweep": sweep_run.MARKER,
-                                 "reproduce": reproduce.MARKER}
+                                 "reproduce": reproduce.MARKER, "study": study.MARKER}
 
 
 @pytest.mark.parametrize("resume", [False, True], ids=["plain", "resume"])

@@ -142,9 +142,11 @@ def test_interrupted_verify_resumes_to_the_uninterrupted_numbers(tmp_path, run):
 
 
 def test_the_report_says_where_the_time_went(run):
-    """report.json's seconds: training, the diagnostics and every probe, each positive; report.md reads them out."""
+    """report.json's seconds: training, the diagnostics and every probe, each positive (linearised training 0: auto
+    skipped it on this run); report.md reads them out."""
     seconds = run.report["seconds"]
     assert set(seconds) == {"training", "diagnostics", "linearised_training", *(f"k={k}" for k in run.probes)}
+    assert seconds.pop("linearised_training") == 0.0 and run.report["linearised_training"]["skipped"]
     assert all(v > 0 for v in seconds.values())
     assert seconds["training"] == run.report["summary"]["seconds_training"]
     md = (run.folder / "report.md").read_text()
