@@ -358,6 +358,8 @@ def test_the_tiny_study_answers_from_its_rounds(tiny):
             assert row.eta_fail / row.eta_train < S.RESOLUTION
     assert (tiny.folder / "figures" / "stability.png").is_file()
     assert "largest η that trains" in tiny.answer.paragraph
+    listed = (tiny.folder / "report.md").read_text().split("## Sweeps")[1]  # the rounds that ran, known only after
+    assert all(f"`{name}`" in listed for name in tiny.sweeps)
 
 
 def test_a_rerun_loads_every_finished_round_and_an_interrupted_study_reruns_only_its_missing_rounds(tiny, tmp_path,

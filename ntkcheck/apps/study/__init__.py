@@ -240,11 +240,14 @@ def _write_answer(work: Path, study_: Study, plan: StudyPlan, answer: Answer, se
         io.write_frame(work / f"{key}.parquet", table, "parquet")
     io.write_json(work / ANSWER, {"paragraph": answer.paragraph, "tables": list(answer.tables),
                                   "figures": list(answer.figures), "seconds": seconds, "resumed": resumed})
-    io.write_text(work / "report.md", report(study_, plan, answer, seconds, resumed))
+    ran = sorted(p.name for p in (work / "sweeps").iterdir()) if (work / "sweeps").is_dir() else []
+    io.write_text(work / "report.md", report(study_, plan, answer, seconds, resumed, ran))
 
 
-def report(study_: Study, plan: StudyPlan, answer: Answer, seconds: float, resumed: bool = False) -> str:
-    """report.md of a study: the question, the command, the time, the answer, its tables and its figures."""
+def report(study_: Study, plan: StudyPlan, answer: Answer, seconds: float, resumed: bool = False,
+           sweeps: list[str] = ()) -> str:
+    """report.md of a study: the question, the command, the time, the answer, its tables, its figures and the sweeps
+    that ran (``sweeps``: their folder names; a bisection's rounds are only known once they ran)."""
     from ntkcheck.report.run import md_table
 
     took = f"{seconds:.0f} s" + (" (this last invocation; the study was resumed)" if resumed else "")
@@ -260,12 +263,8 @@ def report(study_: Study, plan: StudyPlan, answer: Answer, seconds: float, resum
     if answer.figures:
         parts += ["## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in answer.figures] + [""]
     parts += ["## Sweeps", "", "Each under `sweeps/<name>/` (cells.parquet, curves.parquet, probes.parquet, its own "
-              "report.md): " + ", ".join(f"`{name}`" for name in _sweep_names(study_, plan)), ""]
+              "report.md): " + ", ".join(f"`{name}`" for name in sweeps), ""]
     return "\n".join(parts)
-
-
-def _sweep_names(study_: Study, plan: StudyPlan) -> list[str]:
-    return list(study_.specs(plan)) if study_.specs is not None else []
 
 
 def _cell(value) -> str:
