@@ -51,6 +51,8 @@ CASES = [
     case("--format", "bmp", flag="--format"),
     case("--resume", flag="--resume", out=False, id="--resume without --out"),
     case("--resume", flag="--resume", id="--resume nothing to resume"),
+    case("--resume", flag="--resume", name=False, contains=("no interrupted study",),
+         id="--resume without NAME, nothing to resume"),
     case("--out", "", flag="--out", id="--out ''"),
     case("--out", "@file", flag="--out", id="--out a file"),
     # a finished study is never rerun with another plan

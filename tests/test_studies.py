@@ -23,6 +23,7 @@ from ntkcheck.apps.study.stats import (
     outcome_rates,
 )
 from ntkcheck.apps.sweep import load_spec, make_spec
+from ntkcheck.cli import main
 from ntkcheck.config import ConfigError
 
 # -- statistics ---------------------------------------------------------------------------------------------------
@@ -361,6 +362,19 @@ def test_an_interrupted_study_resumes_from_its_finished_cells(tiny_init, tmp_pat
     resumed = studies.study("init", out, resume=True, **TINY)
     pd.testing.assert_frame_equal(resumed.answer.tables["init"], tiny_init.answer.tables["init"])
     assert not partial.exists()
+
+
+def test_resume_with_only_the_folder_takes_the_stored_plan(tiny_init, tmp_path, capsys):
+    """`ntkcheck study --resume --out DIR`, as the refusals of other commands advise: name, size, seeds and grid are the
+    interrupted study's own (the defaults would be another plan, refused)."""
+    out = tmp_path / "init"
+    partial = out.with_name("init.partial")
+    shutil.copytree(tiny_init.folder, partial)
+    (partial / "answer.json").unlink()
+    assert main(["study", "--resume", "--out", str(out), "--threads", "1"]) == 0
+    again = studies.load_study(out)
+    assert again.plan == tiny_init.plan
+    pd.testing.assert_frame_equal(again.answer.tables["init"], tiny_init.answer.tables["init"])
 
 
 def test_a_refused_override_leaves_nothing_behind(tmp_path):

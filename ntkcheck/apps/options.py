@@ -20,8 +20,8 @@ from ntkcheck.config import (
     INITS,
     JACOBIANS,
     LAM_SCALES,
-    LOSSES,
     LINEARISED,
+    LOSSES,
     LSTM_VARIANTS,
     MODELS,
     NTK_METHODS,
@@ -158,8 +158,9 @@ OPTIONS = {
                  choices=("embedded", "ray")),
     "address": _o(Optional[str], SW, "Ray cluster address (default: a local Ray started for the sweep)."),
     "workers": _o(Optional[int], SW, "CPUs of the local Ray (default: all)."),
-    "size": _o(str, SW, "small (minutes on a CPU; what results/studies/ records) or paper (the paper's sizes; declared, "
-                        "hours on a GPU).", default="small", choices=("small", "paper")),
+    "size": _o(Optional[str], SW, "small (the default: minutes on a CPU; what results/studies/ records) or paper (the "
+                                  "paper's sizes; declared, hours on a GPU); a --resume keeps the study's own.",
+               default=None, choices=("small", "paper")),
     "study_seeds": _o(Optional[str], SW, "Seeds of every point: a range 0-19 or a list 0,3,7 (default: the study's, in "
                                          "its spec file).", "--seeds"),
     "study_grid": _o(Optional[list[str]], SW, "Override one of the study's axes: FIELD=V1,V2,… (repeat for more).",

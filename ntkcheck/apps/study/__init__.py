@@ -115,19 +115,29 @@ def _check_axis(field: str, study_: Study) -> None:
                                   f"{', '.join(study_.axes)} (written FIELD=V1,V2,…)")
 
 
-def study(name: str, out: str | Path | None = None, *, size: str = "small", seeds=None, grid=None,
+def study(name: str | None, out: str | Path | None = None, *, size: str | None = None, seeds=None, grid=None,
           engine: str = "embedded", address: str | None = None, workers: int | None = None, resume: bool = False,
           callback=None, figures: str = "png", threads: int | None = None) -> StudyResult:
     """Run study ``name`` (:data:`STUDIES`) into ``out`` (default: a new temporary folder) and analyse it.
 
-    ``size``, ``seeds``, ``grid``, ``engine``, ``address``, ``workers``: :func:`make_plan`. ``resume``: continue the
-    interrupted study in ``<out>.partial`` (the same call without it continues it too, as a sweep does).
+    ``size`` (default small), ``seeds``, ``grid``, ``engine``, ``address``, ``workers``: :func:`make_plan`.
+    ``resume``: continue the interrupted study in ``<out>.partial`` (the same call without it continues it too, as a
+    sweep does); its name, size, seeds and grid are the stored plan's where not given (``study(None, out,
+    resume=True)`` is ``ntkcheck study --resume --out DIR``).
     ``callback(event, **info)``: each sweep's progress (:func:`ntkcheck.apps.sweep.sweep`). ``figures``: png, pdf or
     svg. ``threads``: CPU threads (default: the idle cores). Refused before any folder exists (ConfigError naming the
     option): an unknown study, size or axis, bad seeds or engine options, a finished ``out`` of another plan."""
     from ntkcheck import resources
 
-    plan = make_plan(name, size=size, seeds=seeds, grid=grid, engine=engine, address=address, workers=workers)
+    stored = _stored_plan(Path(out)) if resume and out is not None else {}
+    if resume and name is None and not stored:
+        raise ConfigError("resume", f"no interrupted study in {out}.partial to resume; start one with ntkcheck study "
+                                    f"NAME --out {out}")
+    if stored and name in (None, stored.get("name")):
+        name, size = stored.get("name"), stored.get("size") if size is None else size
+        seeds, grid = stored.get("seeds") if seeds is None else seeds, grid or stored.get("grid")
+    plan = make_plan(name, size=size or "small", seeds=seeds, grid=grid, engine=engine, address=address,
+                     workers=workers)
     if figures not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
     study_ = get_study(name)
@@ -188,6 +198,14 @@ def _write_plan(work: Path, plan: StudyPlan) -> None:
 def _plan_dict(plan: StudyPlan) -> dict:
     return {"name": plan.name, "size": plan.size, "seeds": list(plan.seeds),
             "grid": {k: list(v) for k, v in plan.grid.items()}}
+
+
+def _stored_plan(out: Path) -> dict:
+    """The plan recorded in the interrupted ``<out>.partial`` (or the finished ``out``); {} where there is none."""
+    from ntkcheck.results import runfolder
+
+    folder = next((f for f in (runfolder.partial_folder(out), out) if (f / MARKER).is_file()), None)
+    return {} if folder is None else _read_plan(folder)
 
 
 def _read_plan(folder: Path) -> dict:
