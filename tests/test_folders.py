@@ -28,6 +28,7 @@ COMMANDS = {
     "train": SIZES + ["--iters", "3"],
     "verify": SIZES + ["--iters", "3", "--ntk-every", "3", "--no-figures"],
     "sweep": SIZES + ["--iters", "3", "--grid", "lr=1e-3,1e-2", "--probe-method", "none"],
+    "study": ["init", "--seeds", "0", "--grid", "T=3", "--grid", "lr=1e-2", "--grid", "width=8", "--threads", "1"],
 }
 
 
@@ -39,9 +40,9 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """One finished verify and sweep folder."""
+    """One finished verify, sweep and study folder."""
     root = tmp_path_factory.mktemp("finished")
-    for kind in ("verify", "sweep"):
+    for kind in ("verify", "sweep", "study"):
         assert main([kind, *COMMANDS[kind], "--out", str(root / kind)]) == 0
     return root
 

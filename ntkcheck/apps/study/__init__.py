@@ -131,6 +131,9 @@ def study(name: str | None, out: str | Path | None = None, *, size: str | None =
 
     stored = _stored_plan(Path(out)) if resume and out is not None else {}
     if resume and name is None and not stored:
+        from ntkcheck.results import runfolder
+
+        runfolder.check_owner(runfolder.partial_folder(Path(out)), Path(out), MARKER)  # another command's run
         raise ConfigError("resume", f"no interrupted study in {out}.partial to resume; start one with ntkcheck study "
                                     f"NAME --out {out}")
     if stored and name in (None, stored.get("name")):
