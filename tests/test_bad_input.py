@@ -211,6 +211,10 @@ CASES = [
     case("sweep", "--spec", "@grid_scalar.toml", flag="--spec", id="sweep --spec grid-not-a-table"),
     case("sweep", "--spec", "@folder.npz", flag="--spec", id="sweep --spec a-folder"),
     case("sweep", "--spec", "@badaxis.toml", flag="--grid", id="sweep --spec bad-axis"),
+    case("sweep", "--spec", "@badlin.toml", flag="--spec", contains=("linearised: must be true or false",),
+         id="sweep --spec linearised-not-bool"),
+    case("sweep", "--spec", "@badpoints.toml", flag="--spec", contains=("points: 'bogus'",), id="sweep --spec bad-point"),
+    case("sweep", "--spec", "@pointseed.toml", flag="--spec", contains=("seed must be",), id="sweep --spec point-seed"),
     *number_cases("sweep", "--record-every", ("-1", "abc", "2.5")),
     *[case("sweep", "--probe-at", at, flag="--probe-at") for at in ("0,x", "-3", "K,2.5")],
     case("sweep", "--probe-method", "svd", flag="--probe-method"),
@@ -376,6 +380,9 @@ def files(tmp_path_factory) -> Path:
     (root / "typo.toml").write_text("seed = [0, 1]\n")
     (root / "grid_scalar.toml").write_text("grid = 3\n")
     (root / "badaxis.toml").write_text("[grid]\nwdith = [1, 2]\n")
+    (root / "badlin.toml").write_text('linearised = "yes"\n')
+    (root / "badpoints.toml").write_text("[[points]]\nbogus = 1\n")
+    (root / "pointseed.toml").write_text("[[points]]\nseed = -1\n")
     assert main(["train", *TINY["train"], "--out", str(root / "finished")]) == 0
     w_init = {k: v.numpy() for k, v in w.items()}
     np.savez(root / "w_init.npz", **w_init)

@@ -48,6 +48,7 @@ from ntkcheck.config import NTK_METHODS, SEED_MAX, ConfigError, TrainConfig, pre
 
 VARY = ("both", "data", "init")
 MAX_CELLS = 100_000  # cells in one sweep: grid × seeds (each cell is a training run)
+FILE_ONLY = ("points", "linearised")  # spec settings that only a spec file (or make_spec) sets
 SEED_FIELDS = ("seed", "init_seed")  # set by ``seeds`` and ``vary``, never an axis
 CURVE_POINTS = 200  # default record_every: about this many points per curve
 SPEC_KEYS = ("preset", "base", "grid", "points", "seeds", "vary", "record_every", "probe_at", "probe_method", "batch_size",
@@ -355,4 +356,9 @@ def load_spec(path: str | Path, **overrides) -> SweepSpec:
     grid = {name: tuple(v if isinstance(v, list) else [v]) for name, v in data.pop("grid", {}).items()}
     data["grid"] = grid | dict(overrides.pop("grid", {}))
     data["base"] = data.get("base", {}) | overrides.pop("base", {})
-    return SweepSpec.from_dict(data | overrides)
+    try:
+        return SweepSpec.from_dict(data | overrides)
+    except ConfigError as err:
+        if err.field in FILE_ONLY:  # no command-line option sets them: the file is where to look
+            raise ConfigError("spec", f"{path}: {err.field}: {err.message}") from None
+        raise
