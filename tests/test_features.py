@@ -272,3 +272,32 @@ def test_alpha_through_activation_patterns_equals_the_dense_features_svd(L):
         assert (a.rank.rank, a.rank.tol) == (rank.rank, pytest.approx(rank.tol, rel=1e-12))
         if L == 3:
             assert a.rank_bound is not None and a.rank_bound < 64 and a.alpha == 0.0
+
+
+@pytest.mark.parametrize("update", ["gd", "nag", "prox", "fista"])
+def test_alpha_reads_the_features_where_each_step_reads_its_inputs(update):
+    """α's G_{L−1,t} is the matrix the network's step t actually multiplied: P_t = 2σ(G_{L−1,t} W_L) (bias-free) for
+    the P_t of the model's own unroll, at every t; for nag and fista its inputs sit at the extrapolated point Y_{t−1}
+    (the iterate X_{t−1} gives other features)."""
+    from ntkcheck.build.experiment import setup
+    from ntkcheck.config import TrainConfig
+
+    cfg = TrainConfig(N=2, d=6, b=4, width=16, T=4, e=3.0, init="random", update=update,
+                      problem="lasso" if update in ("prox", "fista") else "qp")
+    exp = setup(cfg)
+    m, p = exp.model.to(torch.float64), exp.problem.to(dtype=torch.float64)
+    W_L = dict(m.named_parameters())[f"W{m.L}"].detach()
+    with torch.no_grad():
+        traj = m.unroll(p, cfg.T)
+    for t in range(1, cfg.T + 1):
+        G = features.features(m, p, t)
+        torch.testing.assert_close(traj.P[t - 1].reshape(-1), (2 * torch.sigmoid(G @ W_L))[:, 0], rtol=1e-12,
+                                   atol=1e-14)
+    G_T = features.alpha_features(m, p, cfg.T)
+    torch.testing.assert_close(traj.P[-1].reshape(-1), (2 * torch.sigmoid(G_T @ W_L))[:, 0], rtol=1e-12, atol=1e-14)
+    table = features.alpha_table(m, p, cfg.T)
+    assert table["sigma_max"].iloc[-1] == pytest.approx(float(torch.linalg.svdvals(G_T)[0]), rel=1e-12)
+    if update in ("nag", "fista"):
+        with torch.no_grad():
+            at_X = m.features(m.inputs(p, traj.X[cfg.T - 1]))[-1]
+        assert not torch.allclose(G_T, at_X)

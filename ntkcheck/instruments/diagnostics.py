@@ -64,9 +64,10 @@ def _float64(model: MathL2O, problem: Problem) -> tuple[MathL2O, Problem]:
     return _copy(model, torch.float64), problem.to(dtype=torch.float64)
 
 
-def _inputs(model: MathL2O, problem: Problem, X: list[torch.Tensor]) -> list[torch.Tensor]:
-    """z_1..z_T, rows (N·d, 2), from the iterates X_0..X_{T−1} (z_t is built from X_{t−1})."""
-    return [model.inputs(problem, Xt).detach() for Xt in X]
+def _inputs(model: MathL2O, problem: Problem, Y: list[torch.Tensor]) -> list[torch.Tensor]:
+    """z_1..z_T, rows (N·d, 2), from the points Y_0..Y_{T−1} where the steps read them (z_t is built from Y_{t−1};
+    Y = X for gd and prox, the extrapolated point for nag and fista)."""
+    return [model.inputs(problem, Yt).detach() for Yt in Y]
 
 
 def _gain(F_gd: float, F: float) -> float:
@@ -159,7 +160,8 @@ def _grad_norm(model: MathL2O, problem: Problem, T: int, loss: str) -> tuple[flo
     traj = model.unroll(problem, T)
     grads = torch.autograd.grad(training_loss(problem, traj, loss), list(params.values()))
     norm = math.sqrt(sum(float(g.square().sum()) for g in grads))
-    detached = Trajectory([X.detach() for X in traj.X], [P.detach() for P in traj.P])
+    detached = Trajectory([X.detach() for X in traj.X], [P.detach() for P in traj.P],
+                          Y=[Y.detach() for Y in traj.Y])
     return norm, detached, dict(zip(params, grads))
 
 
@@ -183,7 +185,7 @@ def freeze(model: MathL2O, problem: Problem, T: int, *, lr: float, loss: str = "
     landing = _copy(m)
     landing.load_weights({**{k: v.detach() for k, v in m.named_parameters()}, f"W{L}": W_L})
     with torch.no_grad():
-        phi = torch.stack([(m.features(Z)[-1] @ W_L)[:, 0] for Z in _inputs(m, p, traj.X[:-1])])
+        phi = torch.stack([(m.features(Z)[-1] @ W_L)[:, 0] for Z in _inputs(m, p, traj.Y[:-1])])
         saturated = _saturated_share(2 * torch.sigmoid(phi), tol)
     grad_norm_landing, land, _ = _grad_norm(landing, p, T, loss)
     norms = tuple(float(torch.linalg.matrix_norm(m.layer(ell)[0].detach(), ord=2)) for ell in range(1, L))
@@ -225,7 +227,7 @@ def dead_cone(model: MathL2O, problem: Problem, T: int) -> DeadCone:
     _check_T(T)
     m, p = _float64(model, problem)
     dead, zero = [], []
-    for Z in _inputs(m, p, m.unroll(p, T - 1).X):
+    for Z in _inputs(m, p, m.unroll(p, T - 1).Y):
         G = [Z, *m.features(Z)]
         dead.append((G[-1] == 0).all(dim=-1))
         zero.append((G[-2] == 0).all(dim=-1))

@@ -184,17 +184,18 @@ def alpha(model: MathL2O, problem: Problem, T: int, *, t: int | None = None,
     ell = _layer(model, layer)
     m, p = _float64(model, problem)
     with torch.no_grad():
-        X = m.unroll(p, t - 1).X[-1]
-        return layer_spectrum(m, m.inputs(p, X), t=t, N=p.N, d=p.d, layer=ell)
+        Y = m.unroll(p, t - 1).Y[-1]  # where step t reads its inputs (X_{t−1} itself for gd and prox)
+        return layer_spectrum(m, m.inputs(p, Y), t=t, N=p.N, d=p.d, layer=ell)
 
 
 def alpha_features(model: MathL2O, problem: Problem, T: int) -> torch.Tensor:
     """G_{L−1,T} (float64, N·d × n) as α's probe builds it: the wide layer's features of the inputs
-    z_T = (∇F(X_{T−1}), X_{T−1}) along the model's own trajectory."""
+    z_T = (∇F(Y_{T−1}), Y_{T−1}) along the model's own trajectory (Y = X for gd and prox; the extrapolated point of
+    nag and fista, where the network reads its inputs)."""
     _step(T)
     m, p = _float64(model, problem)
     with torch.no_grad():
-        return m.features(m.inputs(p, m.unroll(p, T - 1).X[-1]))[-1]
+        return m.features(m.inputs(p, m.unroll(p, T - 1).Y[-1]))[-1]
 
 
 def features_drift(G0, G) -> float:
@@ -213,8 +214,8 @@ def alpha_table(model: MathL2O, problem: Problem, T: int, *, layer: int | None =
     ell = _layer(model, layer)
     m, p = _float64(model, problem)
     with torch.no_grad():
-        X = m.unroll(p, T - 1).X  # X_0..X_{T−1}: the inputs of steps 1..T
-        rows = [layer_spectrum(m, m.inputs(p, X[t - 1]), t=t, N=p.N, d=p.d, layer=ell).as_dict()
+        Y = m.unroll(p, T - 1).Y  # Y_0..Y_{T−1}: where steps 1..T read their inputs (the X_t for gd and prox)
+        rows = [layer_spectrum(m, m.inputs(p, Y[t - 1]), t=t, N=p.N, d=p.d, layer=ell).as_dict()
                 for t in range(1, T + 1)]
     return pd.DataFrame(rows)
 
