@@ -133,17 +133,11 @@ def grid_study(name: str, question: str, axes: tuple[str, ...], files: dict[str,
 
 
 def check_engine(engine: str, address: str | None, workers: int | None) -> None:
-    """The engine options as :func:`ntkcheck.apps.sweep.sweep` checks them, before any folder exists."""
-    if engine not in ENGINES:
-        raise ConfigError("engine", f"must be one of {', '.join(ENGINES)} (got {engine!r})")
-    if address is not None and engine != "ray":
-        raise ConfigError("address", "needs engine ray")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ConfigError("workers", f"must be an integer ≥ 1 (got {workers!r})")
-    if workers is not None and engine != "ray":
-        raise ConfigError("workers", "needs engine ray (the embedded engine runs in this process)")
-    if workers is not None and address is not None:
-        raise ConfigError("workers", "sets the CPUs of a local Ray; a cluster at `address` has its own")
+    """The engine options as :func:`ntkcheck.apps.sweep.sweep` checks them, and a Ray address that answers, before any
+    folder exists."""
+    from ntkcheck.apps.sweep.run import check_engine as check_options
+
+    check_options(engine, address, workers)
     if engine == "ray" and address is not None:
         from ntkcheck.apps.sweep.ray_engine import check_address
 

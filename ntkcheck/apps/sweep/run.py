@@ -89,6 +89,19 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
     A cell that fails is recorded with its error and the others go on (module docstring): check
     :attr:`SweepResult.failed`. Refused before any folder exists (ConfigError): a grid with no cell that can run, a
     Ray ``address`` that is malformed or does not answer."""
+    check_engine(engine, address, workers)
+    if figures is not None and figures not in FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
+    resources.check(spec.base, limit=max_memory)
+    _check_some_cell_runs(spec)
+    with resources.threads(threads):
+        return _sweep(spec, out, engine, address, workers, callback or (lambda event, **info: None), max_memory,
+                      figures)
+
+
+def check_engine(engine: str, address: str | None, workers: int | None) -> None:
+    """The engine options on their own: ``engine`` embedded or ray, ``address`` and ``workers`` only with ray and
+    not together, ``workers`` ≥ 1 (whether the address answers is checked where the sweep starts)."""
     if engine not in ENGINES:
         raise ConfigError("engine", f"must be one of {', '.join(ENGINES)} (got {engine!r})")
     if address is not None and engine != "ray":
@@ -99,13 +112,6 @@ def sweep(spec: SweepSpec, out: str | Path | None = None, *, engine: str = "embe
         raise ConfigError("workers", "needs engine ray (the embedded engine runs in this process)")
     if workers is not None and address is not None:
         raise ConfigError("workers", "sets the CPUs of a local Ray; a cluster at `address` has its own")
-    if figures is not None and figures not in FORMATS:
-        raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {figures!r})")
-    resources.check(spec.base, limit=max_memory)
-    _check_some_cell_runs(spec)
-    with resources.threads(threads):
-        return _sweep(spec, out, engine, address, workers, callback or (lambda event, **info: None), max_memory,
-                      figures)
 
 
 def _sweep(spec: SweepSpec, out, engine, address, workers, callback, max_memory, figures) -> SweepResult:
